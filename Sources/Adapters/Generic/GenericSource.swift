@@ -1,0 +1,83 @@
+import Foundation
+import Relay
+
+/// `adapter: "generic"`: any JSON or form webhook. Without `map` it is recorded as a pass-through event (the body
+/// kept whole, nothing interpreted). With `map`, fields are taken by JSON path:
+///
+/// ```json5
+/// map: { type: "$.event", subject: { orderId: "$.order.id" }, status: "$.order.state",
+///        occurredAt: "$.order.updated_at", attributes: { trackingNumber: "$.order.tracking" } },
+/// statusMap: { "SHIPPED": "shipped", "BACKORDER": "backordered" },
+/// type: "order.status_changed"   // the event type when map.type is absent
+/// ```
+public struct GenericSource: SourceAdapter {
+    public var type: String
+    public var typePath: String?
+    public var subject: [String: String]
+    public var statusPath: String?
+    public var statusMap: [String: CanonicalStatus]
+    public var occurredAtPath: String?
+    public var attributes: [String: String]
+
+    public func normalize(_ webhook: InboundWebhook) throws(NormalizeError) -> NormalizedEvent {
+        let body = webhook.payload.json
+        var event = NormalizedEvent(type: type)
+        if let typePath, let t = body.value(atPath: typePath)?.scalarText { event.type = t }
+        for (key, path) in subject {
+            if let v = body.value(atPath: path)?.scalarText { event.subject[key] = v }
+        }
+        if let statusPath {
+            guard let code = body.value(atPath: statusPath)?.scalarText else {
+                throw NormalizeError("status field \(statusPath) is missing")
+            }
+            event.providerStatus = ProviderStatus(code: code)
+            if let mapped = statusMap[code] ?? CanonicalStatus(rawValue: code.lowercased()) {
+                event.status = mapped
+            } else {
+                throw NormalizeError("status \"\(code)\" has no mapping in statusMap")
+            }
+        }
+        if let occurredAtPath, let at = body.value(atPath: occurredAtPath)?.scalarText { event.occurredAt = at }
+        for (key, path) in attributes {
+            if let v = body.value(atPath: path) { event.attributes[key] = v }
+        }
+        return event
+    }
+}
+
+public struct GenericSourceFactory: SourceAdapterFactory {
+    public init() {}
+    public var name: String { "generic" }
+    public var sourceKeys: [String] { ["map", "statusMap", "type"] }
+
+    public func makeSource(name: String, config: [String: JSONValue], path: String, reader r: ConfigReader) -> (any SourceAdapter)? {
+        var s = GenericSource(type: r.string(config, "type", path) ?? "passthrough", typePath: nil, subject: [:],
+                              statusPath: nil, statusMap: [:], occurredAtPath: nil, attributes: [:])
+        let mapPath = ConfigReader.join(path, "map")
+        if let m = r.object(config["map"], mapPath, keys: ["type", "subject", "status", "occurredAt", "attributes"]) {
+            s.typePath = r.string(m, "type", mapPath)
+            s.statusPath = r.string(m, "status", mapPath)
+            s.occurredAtPath = r.string(m, "occurredAt", mapPath)
+            for (field, target) in [("subject", \GenericSource.subject), ("attributes", \GenericSource.attributes)] {
+                let p = ConfigReader.join(mapPath, field)
+                for (k, v) in r.map(m[field], p) ?? [:] {
+                    if let path = v.stringValue { s[keyPath: target][k] = path } else {
+                        r.problem(ConfigReader.join(p, k), "expected a JSON path such as \"$.order.id\", found \(v.kindName)")
+                    }
+                }
+            }
+        }
+        let smPath = ConfigReader.join(path, "statusMap")
+        for (code, v) in r.map(config["statusMap"], smPath) ?? [:] {
+            if let name = v.stringValue, let status = CanonicalStatus(rawValue: name) {
+                s.statusMap[code] = status
+            } else {
+                r.problem(ConfigReader.join(smPath, code), "must be a canonical status (\(CanonicalStatus.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+        }
+        if !s.statusMap.isEmpty && s.statusPath == nil {
+            r.problem(smPath, "needs map.status: the JSON path of the provider's status")
+        }
+        return s
+    }
+}

@@ -1,0 +1,8 @@
+#ifndef RELAY_CSQLITE_SHIM_H
+#define RELAY_CSQLITE_SHIM_H
+#include <sqlite3.h>
+
+/* SQLITE_TRANSIENT is a macro casting -1 to a function pointer: Swift cannot import it. */
+static inline sqlite3_destructor_type relay_sqlite_transient(void) { return SQLITE_TRANSIENT; }
+static inline int relay_sqlite_busy_timeout(sqlite3 *db, int ms) { return sqlite3_busy_timeout(db, ms); }
+#endif

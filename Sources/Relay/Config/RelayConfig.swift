@@ -1,0 +1,182 @@
+import Foundation
+
+/// Where the relay listens and how it treats connections.
+public struct ServerSettings: Sendable {
+    public var http = HTTPServerOptions()
+    /// How long a stop (SIGTERM, SIGINT) waits for requests in flight.
+    public var shutdownTimeout: Double = 10
+    /// The public base URL senders post to (`https://relay.example.com`), used for `{uri}` in signatures.
+    public var publicURL: String?
+}
+
+public struct SourceSettings: Sendable {
+    public var name: String
+    public var adapterName: String
+    public var verifier: any Verifier
+    public var idempotency: IdempotencyRule?
+    public var adapter: any SourceAdapter
+}
+
+public struct DestinationSettings: Sendable {
+    public var name: String
+    public var adapterName: String
+    public var options: [String: JSONValue]
+}
+
+public struct RouteSettings: Sendable {
+    public var from: String
+    public var to: [String]
+    public var when: JSONValue?
+}
+
+/// The whole configuration, typed and checked.
+public struct RelayConfig: Sendable {
+    public var server = ServerSettings()
+    public var store = SQLiteStoreOptions(path: "data/relay.db")
+    public var logLevel: LogLevel = .info
+    public var sources: [String: SourceSettings] = [:]
+    public var destinations: [String: DestinationSettings] = [:]
+    public var routes: [RouteSettings] = []
+
+    /// Loads and checks a JSON5 file. Throws `ConfigError` listing every problem with its key path.
+    public static func load(path: String, registry: AdapterRegistry,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RelayConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(problems: [ConfigProblem(path: "", message: "cannot read configuration file \(path)")])
+        }
+        return try parse(data, registry: registry, environment: environment)
+    }
+
+    public static func parse(_ data: Data, registry: AdapterRegistry,
+                             environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RelayConfig {
+        let tree: JSONValue
+        do {
+            tree = try JSONValue.parse(data, json5: true)
+        } catch {
+            throw ConfigError(problems: [ConfigProblem(path: "", message: "not valid JSON5: \(Self.describe(error))")])
+        }
+        let reader = ConfigReader(environment: environment)
+        let config = read(tree, reader: reader, registry: registry)
+        if !reader.problems.isEmpty { throw ConfigError(problems: reader.problems) }
+        return config
+    }
+
+    static func describe(_ error: Error) -> String {
+        if case DecodingError.dataCorrupted(let ctx) = error {
+            if let underlying = ctx.underlyingError as NSError?,
+               let detail = underlying.userInfo[NSDebugDescriptionErrorKey] as? String {
+                return detail
+            }
+            return ctx.debugDescription
+        }
+        return "\(error)"
+    }
+
+    static func read(_ tree: JSONValue, reader r: ConfigReader, registry: AdapterRegistry) -> RelayConfig {
+        var c = RelayConfig()
+        guard let root = r.object(tree, "", keys: ["server", "store", "log", "sources", "destinations", "routes"]) else {
+            return c
+        }
+        if let s = r.object(root["server"], "server", keys: ["listen", "maxBodyBytes", "threads", "connectionLimit",
+                                                              "idleTimeout", "requestTimeout", "shutdownTimeout", "publicURL"]) {
+            if let listen = r.string(s, "listen", "server") {
+                if let (host, port) = parseListen(listen) {
+                    c.server.http.host = host
+                    c.server.http.port = port
+                } else {
+                    r.problem("server.listen", "\"\(listen)\" is not HOST:PORT (e.g. \"0.0.0.0:8080\", \"[::]:8080\")")
+                }
+            }
+            if let v = r.int(s, "maxBodyBytes", "server", min: 1) { c.server.http.maxBodyBytes = v }
+            if let v = r.int(s, "threads", "server", min: 1, max: 256) { c.server.http.threads = v }
+            if let v = r.int(s, "connectionLimit", "server", min: 1) { c.server.http.connectionLimit = v }
+            if let v = r.duration(s, "idleTimeout", "server") { c.server.http.idleTimeoutSeconds = max(1, Int(v.rounded(.up))) }
+            if let v = r.duration(s, "requestTimeout", "server") { c.server.http.requestTimeoutSeconds = v }
+            if let v = r.duration(s, "shutdownTimeout", "server") { c.server.shutdownTimeout = v }
+            c.server.publicURL = r.string(s, "publicURL", "server")
+        }
+        if let s = r.object(root["store"], "store", keys: ["sqlite", "synchronous", "maxBatch", "maxSizeBytes"]) {
+            if let p = r.string(s, "sqlite", "store", required: true) { c.store.path = p }
+            if let v = r.choice(s, "synchronous", "store", ["full", "normal"]) { c.store.synchronous = .init(rawValue: v)! }
+            if let v = r.int(s, "maxBatch", "store", min: 1) { c.store.maxBatch = v }
+            if let v = r.int(s, "maxSizeBytes", "store", min: 65536) { c.store.maxSizeBytes = Int64(v) }
+        }
+        if let l = r.object(root["log"], "log", keys: ["level"]) {
+            if let v = r.choice(l, "level", "log", LogLevel.allCases.map(\.name)) { c.logLevel = LogLevel(name: v)! }
+        }
+
+        let sources = r.map(root["sources"], "sources") ?? [:]
+        if root["sources"] == nil { r.problem("sources", "is required: at least one source to receive webhooks from") }
+        for name in sources.keys.sorted() {
+            let path = ConfigReader.join("sources", name)
+            if let s = source(name: name, value: sources[name]!, path: path, reader: r, registry: registry,
+                              publicURL: c.server.publicURL) {
+                c.sources[name] = s
+            }
+        }
+        let destinations = r.map(root["destinations"], "destinations") ?? [:]
+        for name in destinations.keys.sorted() {
+            let path = ConfigReader.join("destinations", name)
+            guard let d = r.map(destinations[name], path) else { continue }
+            guard let adapter = r.string(d, "adapter", path, required: true) else { continue }
+            var options = d
+            options["adapter"] = nil
+            c.destinations[name] = DestinationSettings(name: name, adapterName: adapter, options: options)
+        }
+        if let routes = root["routes"] {
+            guard case .array(let list) = routes else {
+                r.problem("routes", "expected an array, found \(routes.kindName)")
+                return c
+            }
+            for (i, item) in list.enumerated() {
+                let path = ConfigReader.join("routes", i)
+                guard let o = r.object(item, path, keys: ["from", "to", "when"]) else { continue }
+                let from = r.string(o, "from", path, required: true)
+                if let from, sources[from] == nil {
+                    r.problem(ConfigReader.join(path, "from"), "names unknown source \"\(from)\"")
+                }
+                let to = r.strings(o, "to", path) ?? []
+                if o["to"] == nil { r.problem(ConfigReader.join(path, "to"), "is required") }
+                for (j, d) in to.enumerated() where destinations[d] == nil {
+                    r.problem(ConfigReader.join(ConfigReader.join(path, "to"), j), "names unknown destination \"\(d)\"")
+                }
+                if let from { c.routes.append(RouteSettings(from: from, to: to, when: o["when"])) }
+            }
+        }
+        return c
+    }
+
+    static func source(name: String, value: JSONValue, path: String, reader r: ConfigReader,
+                       registry: AdapterRegistry, publicURL: String?) -> SourceSettings? {
+        guard let o = r.map(value, path) else { return nil }
+        let adapterName = r.string(o, "adapter", path, required: true)
+        var factory: (any SourceAdapterFactory)?
+        if let adapterName {
+            factory = registry.sources[adapterName]
+            if factory == nil {
+                r.problem(ConfigReader.join(path, "adapter"), "unknown adapter \"\(adapterName)\" (known: \(registry.sources.keys.sorted().joined(separator: ", ")))")
+            }
+        }
+        let common = ["adapter", "verify", "idempotency", "publicURL", "description"]
+        if let factory {
+            _ = r.object(value, path, keys: common + factory.sourceKeys)
+        }
+        let sourceURL = r.string(o, "publicURL", path) ?? publicURL
+        let verifier = r.verifier(o["verify"], ConfigReader.join(path, "verify"), publicBaseURL: sourceURL)
+        let idempotency = r.idempotency(o["idempotency"], ConfigReader.join(path, "idempotency"))
+        let adapter = factory?.makeSource(name: name, config: o, path: path, reader: r)
+        guard let adapterName, let verifier, let adapter else { return nil }
+        return SourceSettings(name: name, adapterName: adapterName, verifier: verifier, idempotency: idempotency,
+                              adapter: adapter)
+    }
+
+    /// "0.0.0.0:8080", "[::]:8080", ":8080" (all IPv4 interfaces), "localhost:8080".
+    static func parseListen(_ s: String) -> (String, UInt16)? {
+        guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]) else { return nil }
+        var host = String(s[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        if host == "localhost" { host = "127.0.0.1" }
+        return (host, port)
+    }
+}

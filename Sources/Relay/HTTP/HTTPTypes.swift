@@ -1,0 +1,82 @@
+import Foundation
+
+/// Header fields in arrival order; names compare case-insensitively.
+public struct HTTPHeaders: Sendable, Sequence {
+    public private(set) var fields: [(name: String, value: String)] = []
+
+    public init() {}
+    public init(_ fields: [(String, String)]) { self.fields = fields.map { (name: $0.0, value: $0.1) } }
+
+    public mutating func add(_ name: String, _ value: String) { fields.append((name: name, value: value)) }
+
+    /// The first value of `name`, case-insensitively.
+    public subscript(name: String) -> String? {
+        for f in fields where f.name.caseInsensitiveCompare(name) == .orderedSame { return f.value }
+        return nil
+    }
+
+    /// The first present header among `names`.
+    public func first(of names: [String]) -> (name: String, value: String)? {
+        for n in names { if let v = self[n] { return (n, v) } }
+        return nil
+    }
+
+    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
+}
+
+/// A request as the server hands it to the application: the body is complete.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    /// The path, percent-decoded by nothing: exactly as sent, without the query.
+    public var path: String
+    /// The raw query string (no leading `?`), empty when there is none.
+    public var query: String
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+    public var remoteAddress: String
+    /// The request target as sent: path plus `?query` when present.
+    public var target: String { query.isEmpty ? path : path + "?" + query }
+
+    public init(method: String, path: String, query: String = "", headers: HTTPHeaders = HTTPHeaders(),
+                body: [UInt8] = [], remoteAddress: String = "") {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.remoteAddress = remoteAddress
+    }
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// A JSON response from already-encoded JSON text.
+    public static func json(_ status: Int, _ text: String, headers: [(String, String)] = []) -> HTTPResponse {
+        HTTPResponse(status: status, headers: [("Content-Type", "application/json")] + headers, body: Array(text.utf8))
+    }
+
+    /// `{"error": message, ...extra}` with the given status.
+    public static func error(_ status: Int, _ message: String, _ extra: [String: String] = [:]) -> HTTPResponse {
+        var obj: [String: JSONValue] = ["error": .string(message)]
+        for (k, v) in extra { obj[k] = .string(v) }
+        return .json(status, JSONValue.object(obj).jsonString())
+    }
+}
+
+/// Answers one request exactly once, from any thread, now or later.
+public protocol HTTPResponder: Sendable {
+    func respond(_ response: HTTPResponse)
+}
+
+/// The application side of the server: called on a server thread once the whole body has arrived. It must not
+/// block for long: answer at once, or hand the work off and answer through the responder when it is done.
+public typealias HTTPHandler = @Sendable (HTTPRequest, any HTTPResponder) -> Void

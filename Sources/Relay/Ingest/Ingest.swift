@@ -1,0 +1,195 @@
+import Crypto
+import Foundation
+
+/// The inbound path of a webhook: find the source, verify, parse, normalise, deduplicate and commit, and only
+/// then answer. Runs on the server's threads; the answer is sent from the store's thread once durable.
+public final class Ingest: Sendable {
+    public let sources: [String: SourceSettings]
+    let store: any EventStore
+    let log: Logger
+
+    public init(sources: [String: SourceSettings], store: any EventStore, log: Logger) {
+        self.sources = sources
+        self.store = store
+        self.log = log
+    }
+
+    static let hooksPrefix = "/v1/hooks/"
+
+    /// The server's handler: `/v1/hooks/{source}` and `/healthz`; everything else is 404.
+    public func handle(_ request: HTTPRequest, _ responder: any HTTPResponder) {
+        let requestID = Self.requestID(request)
+        let idHeader = [("X-Request-Id", requestID)]
+        if request.path == "/healthz" {
+            responder.respond(.json(200, "{\"status\":\"ok\"}", headers: idHeader))
+            return
+        }
+        guard request.path.hasPrefix(Self.hooksPrefix) else {
+            responder.respond(withID(.error(404, "not found"), requestID))
+            return
+        }
+        let name = String(request.path.dropFirst(Self.hooksPrefix.count)).removingPercentEncoding ?? ""
+        guard let source = sources[name] else {
+            log.warn("unknown source", ["requestId": requestID, "source": String(name.prefix(100)), "remote": request.remoteAddress])
+            responder.respond(withID(.error(404, "unknown source"), requestID))
+            return
+        }
+        switch request.method {
+        case "GET", "HEAD":
+            // Providers (Punchh among them) probe the URL before they send.
+            responder.respond(.json(200, "{\"status\":\"ok\",\"source\":\(Self.quoted(name))}", headers: idHeader))
+            return
+        case "POST", "PUT":
+            break
+        default:
+            responder.respond(withID(.error(405, "method not allowed"), requestID, [("Allow", "GET, HEAD, POST, PUT")]))
+            return
+        }
+        let now = Date()
+        switch source.verifier.verify(request, now: now) {
+        case .rejected(let reason):
+            log.warn("signature rejected", ["requestId": requestID, "source": name, "scheme": source.verifier.scheme,
+                                            "reason": reason, "remote": request.remoteAddress])
+            responder.respond(withID(.error(401, "unauthorized", ["reason": reason]), requestID))
+            return
+        case .verified(let verified):
+            accept(request, source: source, verified: verified, now: now, requestID: requestID, responder: responder)
+        }
+    }
+
+    private func accept(_ request: HTTPRequest, source: SourceSettings, verified: VerifiedRequest, now: Date,
+                        requestID: String, responder: any HTTPResponder) {
+        let reject = { (status: Int, message: String, reason: String) in
+            self.log.warn("webhook refused", ["requestId": requestID, "source": source.name, "status": String(status),
+                                              "reason": reason])
+            responder.respond(self.withID(.error(status, message, ["reason": reason]), requestID))
+        }
+        let contentType = request.headers["Content-Type"] ?? ""
+        let payload: Payload
+        switch Self.parse(request.body, contentType: contentType) {
+        case .failure(let e):
+            reject(e.status, e.status == 415 ? "unsupported media type" : "unparsable body", e.reason)
+            return
+        case .success(let p):
+            payload = p
+        }
+        let webhook = InboundWebhook(source: source.name, request: request, contentType: contentType, payload: payload,
+                                     receivedAt: now, verified: verified)
+        let normalized: NormalizedEvent
+        do {
+            normalized = try source.adapter.normalize(webhook)
+        } catch {
+            reject(error.status, "cannot normalise webhook", error.reason)
+            return
+        }
+        let key = Self.idempotencyKey(request: request, payload: payload, source: source, normalized: normalized,
+                                      verified: verified)
+        let event = CanonicalEvent(
+            id: EventID.make(), source: source.name, type: normalized.type, subject: normalized.subject,
+            status: normalized.status, providerStatus: normalized.providerStatus, occurredAt: normalized.occurredAt,
+            receivedAt: Timestamp.iso8601(now), attributes: normalized.attributes, idempotencyKey: key,
+            raw: RawPayload(contentType: contentType, body: String(decoding: request.body, as: UTF8.self)))
+        let log = self.log
+        store.commit(event) { result in
+            switch result {
+            case .success(.inserted(let id)):
+                if log.enabled(.info) {
+                    log.info("webhook accepted", ["requestId": requestID, "source": source.name, "eventId": id,
+                                                  "type": event.type, "status": event.status?.rawValue ?? ""])
+                }
+                responder.respond(.json(202, "{\"eventId\":\"\(id)\"}", headers: [("X-Request-Id", requestID)]))
+            case .success(.duplicate(let id)):
+                log.info("duplicate webhook", ["requestId": requestID, "source": source.name, "eventId": id])
+                responder.respond(.json(200, "{\"eventId\":\"\(id)\",\"duplicate\":true}",
+                                        headers: [("X-Request-Id", requestID)]))
+            case .failure(let error):
+                log.error("store commit failed", ["requestId": requestID, "source": source.name, "error": error.description])
+                responder.respond(.json(503, "{\"error\":\"store unavailable\",\"reason\":\"the event was not recorded; retry later\"}",
+                                        headers: [("X-Request-Id", requestID), ("Retry-After", "5")]))
+            }
+        }
+    }
+
+    private func withID(_ r: HTTPResponse, _ requestID: String, _ extra: [(String, String)] = []) -> HTTPResponse {
+        var r = r
+        r.headers.append(("X-Request-Id", requestID))
+        r.headers += extra
+        return r
+    }
+
+    /// The caller's `X-Request-Id` when it is short and plain, else a new one.
+    static func requestID(_ request: HTTPRequest) -> String {
+        if let given = request.headers["X-Request-Id"], !given.isEmpty, given.utf8.count <= 128,
+           given.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            return given
+        }
+        return "req_" + ByteEncoding.hex(SecureRandom.bytes(8))
+    }
+
+    static func quoted(_ s: String) -> String {
+        var out = ""
+        Logger.appendQuoted(s, to: &out)
+        return out
+    }
+
+    struct ParseError: Error {
+        let status: Int
+        let reason: String
+    }
+
+    /// JSON (`application/json`, `*/*+json`) or form (`application/x-www-form-urlencoded`) bodies; a body without a
+    /// Content-Type is taken as JSON when it parses as JSON.
+    static func parse(_ body: [UInt8], contentType: String) -> Result<Payload, ParseError> {
+        let media = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        if body.isEmpty { return .failure(ParseError(status: 400, reason: "empty body")) }
+        let isJSON = media == "application/json" || media == "text/json" || (media.hasPrefix("application/") && media.hasSuffix("+json"))
+        if isJSON || media.isEmpty {
+            do {
+                return .success(.json(try JSONValue.parse(Data(body))))
+            } catch {
+                if media.isEmpty {
+                    return .failure(ParseError(status: 415, reason: "no Content-Type and the body is not JSON"))
+                }
+                return .failure(ParseError(status: 400, reason: "body is not valid JSON: \(RelayConfig.describe(error))"))
+            }
+        }
+        if media == "application/x-www-form-urlencoded" {
+            guard let fields = parseForm(body) else {
+                return .failure(ParseError(status: 400, reason: "body is not valid form encoding"))
+            }
+            return .success(.form(fields))
+        }
+        return .failure(ParseError(status: 415, reason: "Content-Type \(media) is not accepted (JSON or form)"))
+    }
+
+    static func parseForm(_ body: [UInt8]) -> [(String, String)]? {
+        guard let text = String(validating: body, as: UTF8.self) else { return nil }
+        var fields: [(String, String)] = []
+        for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String? { s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding }
+            guard let k = decode(parts[0]), let v = parts.count > 1 ? decode(parts[1]) : "" else { return nil }
+            fields.append((k, v))
+        }
+        return fields
+    }
+
+    /// Source config first, then the adapter's event id, then the scheme's message id, then the body's hash.
+    static func idempotencyKey(request: HTTPRequest, payload: Payload, source: SourceSettings,
+                               normalized: NormalizedEvent, verified: VerifiedRequest) -> String {
+        func apply(_ rule: IdempotencyRule) -> String? {
+            switch rule {
+            case .header(let names): return request.headers.first(of: names).map(\.value).flatMap { $0.isEmpty ? nil : $0 }
+            case .field(let path): return payload.json.value(atPath: path)?.scalarText.flatMap { $0.isEmpty ? nil : $0 }
+            case .bodyHash: return nil
+            }
+        }
+        if let rule = source.idempotency {
+            if let k = apply(rule) { return k }
+        } else {
+            if let k = normalized.idempotencyKey, !k.isEmpty { return k }
+            if let rule = source.verifier.defaultIdempotency, let k = apply(rule) { return k }
+        }
+        return "sha256:" + ByteEncoding.hex(Digest.sha256(request.body))
+    }
+}

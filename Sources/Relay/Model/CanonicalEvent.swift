@@ -1,0 +1,102 @@
+import Crypto
+import Foundation
+import Synchronization
+
+/// The canonical status vocabulary every provider's statuses are mapped to and from.
+public enum CanonicalStatus: String, Codable, Sendable, CaseIterable {
+    case placed, invoiced, backordered, sent, shipped, delivered, processed, cancelled, refunded, expired, failed, pending
+}
+
+/// A provider's own status, kept beside the canonical one.
+public struct ProviderStatus: Codable, Sendable, Equatable {
+    public var code: String
+    public var label: String?
+    public init(code: String, label: String? = nil) {
+        self.code = code
+        self.label = label
+    }
+}
+
+/// The request body as received, kept with the event so that nothing the sender said is lost.
+public struct RawPayload: Codable, Sendable, Equatable {
+    public var contentType: String
+    public var body: String
+    public init(contentType: String, body: String) {
+        self.contentType = contentType
+        self.body = body
+    }
+}
+
+/// The one shape every inbound webhook is normalised into and every outbound call is translated from.
+/// Its JSON form is documented in docs/canonical-event.md.
+public struct CanonicalEvent: Codable, Sendable, Equatable {
+    /// Relay-assigned, time-sortable: `evt_` and a 26-character ULID.
+    public var id: String
+    /// The configured source that received it.
+    public var source: String
+    /// e.g. `redemption.status_changed`; `passthrough` for a generic source without mapping.
+    public var type: String
+    /// Identifiers of what the event is about (redemptionId, transactionId, orderId, vendorId...).
+    public var subject: [String: String]
+    public var status: CanonicalStatus?
+    public var providerStatus: ProviderStatus?
+    /// When the provider says it happened (RFC 3339), when known.
+    public var occurredAt: String?
+    /// When the relay received it (RFC 3339, milliseconds).
+    public var receivedAt: String
+    public var attributes: [String: JSONValue]
+    /// The key the event is deduplicated on within its source.
+    public var idempotencyKey: String
+    public var raw: RawPayload?
+
+    public init(id: String, source: String, type: String, subject: [String: String] = [:],
+                status: CanonicalStatus? = nil, providerStatus: ProviderStatus? = nil, occurredAt: String? = nil,
+                receivedAt: String, attributes: [String: JSONValue] = [:], idempotencyKey: String,
+                raw: RawPayload? = nil) {
+        self.id = id
+        self.source = source
+        self.type = type
+        self.subject = subject
+        self.status = status
+        self.providerStatus = providerStatus
+        self.occurredAt = occurredAt
+        self.receivedAt = receivedAt
+        self.attributes = attributes
+        self.idempotencyKey = idempotencyKey
+        self.raw = raw
+    }
+}
+
+/// Time-sortable identifiers: 48 bits of milliseconds and 80 random bits in Crockford base32 (a ULID).
+/// Within one millisecond the random part is incremented, so ids made by one process sort in creation order.
+public enum EventID {
+    private static let alphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ".utf8)
+    private struct State { var lastMillis: UInt64 = 0; var high: UInt16 = 0; var low: UInt64 = 0 }
+    private static let state = Mutex(State())
+
+    public static func make(prefix: String = "evt_", now: Date = Date()) -> String {
+        let millis = UInt64(max(0, now.timeIntervalSince1970 * 1000))
+        let (ms, high, low) = state.withLock { s -> (UInt64, UInt16, UInt64) in
+            if millis > s.lastMillis {
+                let r = SecureRandom.bytes(10)
+                s.lastMillis = millis
+                s.high = UInt16(r[0]) << 8 | UInt16(r[1])
+                s.low = r[2...].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            } else {
+                s.low &+= 1
+                if s.low == 0 { s.high &+= 1 }
+            }
+            return (s.lastMillis, s.high, s.low)
+        }
+        // 128 bits: 48 time | 16 high | 64 low, written as 26 base32 digits (the first carries 3 bits).
+        var digits = [UInt8](repeating: 0, count: 26)
+        var hi = ms << 16 | UInt64(high)     // upper 64 bits
+        var lo = low                          // lower 64 bits
+        for i in stride(from: 25, through: 0, by: -1) {
+            digits[i] = alphabet[Int(lo & 31)]
+            lo = (lo >> 5) | ((hi & 31) << 59)
+            hi >>= 5
+        }
+        return prefix + String(decoding: digits, as: UTF8.self)
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+
+/// A running relay: store, ingest pipeline and HTTP server, with an orderly stop.
+public final class RelayService: Sendable {
+    public let config: RelayConfig
+    public let log: Logger
+    public let store: SQLiteStore
+    let server: HTTPServer
+    let ingest: Ingest
+
+    public init(config: RelayConfig, log: Logger) throws {
+        self.config = config
+        self.log = log
+        store = try SQLiteStore(options: config.store)
+        let ingest = Ingest(sources: config.sources, store: store, log: log)
+        self.ingest = ingest
+        server = HTTPServer(options: config.server.http) { request, responder in ingest.handle(request, responder) }
+    }
+
+    public func start() throws {
+        try server.start()
+        log.info("relay listening", ["address": "\(config.server.http.host):\(server.port)", "store": config.store.path,
+                                     "sources": config.sources.keys.sorted().joined(separator: ","),
+                                     "threads": String(config.server.http.threads)])
+    }
+
+    /// The bound port (useful when configured as 0).
+    public var port: UInt16 { server.port }
+
+    /// Stops taking connections, lets requests in flight finish (up to the configured timeout), then closes the
+    /// store after its last commit.
+    public func shutdown() {
+        log.info("stopping", ["inFlight": String(server.requestsInFlight)])
+        server.shutdown(timeout: config.server.shutdownTimeout)
+        store.close()
+        log.info("stopped")
+    }
+
+    /// Blocks until SIGTERM or SIGINT, then shuts down gracefully.
+    public func runUntilSignalled() {
+        let stop = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "relay.signals")
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            s.setEventHandler { stop.signal() }
+            s.resume()
+            sources.append(s)
+        }
+        stop.wait()
+        shutdown()
+        withExtendedLifetime(sources) {}
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+
+/// A JSON value: the configuration tree, payload fields and the canonical event's free-form parts.
+public enum JSONValue: Sendable, Equatable, Hashable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
+    public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
+    public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+    public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
+    public var numberValue: Double? { if case .number(let n) = self { return n }; return nil }
+    public var isNull: Bool { if case .null = self { return true }; return false }
+
+    /// A scalar rendered as text (numbers without a trailing `.0` when integral), nil for containers and null.
+    public var scalarText: String? {
+        switch self {
+        case .string(let s): return s
+        case .bool(let b): return b ? "true" : "false"
+        case .number(let n):
+            if n.rounded() == n, abs(n) < 1e15 { return String(Int64(n)) }
+            return String(n)
+        default: return nil
+        }
+    }
+
+    /// The name of this value's kind, for error messages.
+    public var kindName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case .number: return "a number"
+        case .string: return "a string"
+        case .array: return "an array"
+        case .object: return "an object"
+        }
+    }
+
+    public subscript(key: String) -> JSONValue? { objectValue?[key] }
+
+    /// Parses JSON (or JSON5 when `json5` is true) text.
+    public static func parse(_ data: Data, json5: Bool = false) throws -> JSONValue {
+        let decoder = JSONDecoder()
+        decoder.allowsJSON5 = json5
+        return try decoder.decode(JSONValue.self, from: data)
+    }
+
+    /// Compact JSON text with sorted keys (stable output for storage and tests).
+    public func jsonData() -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(self)) ?? Data("null".utf8)
+    }
+
+    public func jsonString() -> String { String(decoding: jsonData(), as: UTF8.self) }
+
+    /// Follows a simple JSON path: `$.a.b[0].c` (also `a.b`); nil where any step is missing.
+    public func value(atPath path: String) -> JSONValue? {
+        var current: JSONValue = self
+        var p = Substring(path)
+        if p.hasPrefix("$") { p = p.dropFirst() }
+        while !p.isEmpty {
+            if p.hasPrefix(".") { p = p.dropFirst(); continue }
+            if p.hasPrefix("[") {
+                guard let close = p.firstIndex(of: "]") else { return nil }
+                let inner = p[p.index(after: p.startIndex)..<close]
+                p = p[p.index(after: close)...]
+                if let i = Int(inner), case .array(let a) = current, i >= 0, i < a.count {
+                    current = a[i]
+                } else {
+                    let key = inner.trimmingCharacters(in: CharacterSet(charactersIn: "'\""))
+                    guard let next = current[key] else { return nil }
+                    current = next
+                }
+                continue
+            }
+            let end = p.firstIndex(where: { $0 == "." || $0 == "[" }) ?? p.endIndex
+            guard let next = current[String(p[..<end])] else { return nil }
+            current = next
+            p = p[end...]
+        }
+        return current
+    }
+}
+
+extension JSONValue: Codable {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null; return }
+        if let b = try? c.decode(Bool.self) { self = .bool(b); return }
+        if let n = try? c.decode(Double.self) { self = .number(n); return }
+        if let s = try? c.decode(String.self) { self = .string(s); return }
+        if let a = try? c.decode([JSONValue].self) { self = .array(a); return }
+        self = .object(try c.decode([String: JSONValue].self))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .number(let n):
+            if n.rounded() == n, abs(n) < 9.0e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+}

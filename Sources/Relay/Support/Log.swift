@@ -1,0 +1,101 @@
+import Foundation
+import Synchronization
+
+/// Log levels, lowest first.
+public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
+    case debug, info, warn, error
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+    public var name: String { ["debug", "info", "warn", "error"][rawValue] }
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "debug", "trace": self = .debug
+        case "info": self = .info
+        case "warn", "warning": self = .warn
+        case "error": self = .error
+        default: return nil
+        }
+    }
+}
+
+/// One JSON object per line on standard error (or any file descriptor): time, level, msg, then fields.
+/// Values are never secrets: callers pass redacted text only.
+public final class Logger: Sendable {
+    private let fd: Int32
+    private let minimum: Atomic<Int>
+    private let lock = Mutex(())
+
+    public init(level: LogLevel = .info, fd: Int32 = 2) {
+        self.fd = fd
+        self.minimum = Atomic(level.rawValue)
+    }
+
+    public var level: LogLevel {
+        get { LogLevel(rawValue: minimum.load(ordering: .relaxed)) ?? .info }
+        set { minimum.store(newValue.rawValue, ordering: .relaxed) }
+    }
+
+    public func enabled(_ level: LogLevel) -> Bool { level.rawValue >= minimum.load(ordering: .relaxed) }
+
+    public func debug(_ msg: String, _ fields: KeyValuePairs<String, String> = [:]) { log(.debug, msg, fields) }
+    public func info(_ msg: String, _ fields: KeyValuePairs<String, String> = [:]) { log(.info, msg, fields) }
+    public func warn(_ msg: String, _ fields: KeyValuePairs<String, String> = [:]) { log(.warn, msg, fields) }
+    public func error(_ msg: String, _ fields: KeyValuePairs<String, String> = [:]) { log(.error, msg, fields) }
+
+    public func log(_ level: LogLevel, _ msg: String, _ fields: KeyValuePairs<String, String>) {
+        guard enabled(level) else { return }
+        var line = "{\"time\":\"\(Timestamp.iso8601(Date()))\",\"level\":\"\(level.name)\",\"msg\":"
+        Logger.appendQuoted(msg, to: &line)
+        for (k, v) in fields {
+            line += ","
+            Logger.appendQuoted(k, to: &line)
+            line += ":"
+            Logger.appendQuoted(v, to: &line)
+        }
+        line += "}\n"
+        lock.withLock { _ in
+            line.utf8CString.withUnsafeBufferPointer { buf in
+                var off = 0
+                let n = buf.count - 1
+                while off < n {
+                    let w = write(fd, buf.baseAddress! + off, n - off)
+                    if w <= 0 { break }
+                    off += w
+                }
+            }
+        }
+    }
+
+    /// Appends `s` as a JSON string literal.
+    public static func appendQuoted(_ s: String, to out: inout String) {
+        out += "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 {
+                    out += String(format: "\\u%04x", u.value)
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        out += "\""
+    }
+}
+
+public enum Timestamp {
+    /// RFC 3339 UTC with milliseconds, e.g. 2026-11-20T10:00:00.123Z.
+    public static func iso8601(_ date: Date) -> String {
+        var t = time_t(date.timeIntervalSince1970.rounded(.down))
+        let ms = Int((date.timeIntervalSince1970 - Double(t)) * 1000)
+        var tmv = tm()
+        gmtime_r(&t, &tmv)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                      Int(tmv.tm_year) + 1900, Int(tmv.tm_mon) + 1, Int(tmv.tm_mday),
+                      Int(tmv.tm_hour), Int(tmv.tm_min), Int(tmv.tm_sec), min(ms, 999))
+    }
+}
