@@ -47,6 +47,7 @@ public final class HTTPServer: @unchecked Sendable {
     /// Binds and starts serving. Throws when the address cannot be bound.
     public func start() throws {
         var flags: UInt32 = UInt32(MHD_USE_INTERNAL_POLLING_THREAD.rawValue) | UInt32(MHD_ALLOW_SUSPEND_RESUME.rawValue)
+        if ProcessInfo.processInfo.environment["RELAY_MHD_TURBO"] == "1" { flags |= UInt32(MHD_USE_TURBO.rawValue) }
         #if os(Linux)
         flags |= UInt32(MHD_USE_EPOLL.rawValue)
         #else

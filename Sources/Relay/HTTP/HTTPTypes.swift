@@ -11,8 +11,24 @@ public struct HTTPHeaders: Sendable, Sequence {
 
     /// The first value of `name`, case-insensitively.
     public subscript(name: String) -> String? {
-        for f in fields where f.name.caseInsensitiveCompare(name) == .orderedSame { return f.value }
+        for f in fields where HTTPHeaders.sameName(f.name, name) { return f.value }
         return nil
+    }
+
+    /// ASCII case-insensitive equality (header names are ASCII tokens).
+    static func sameName(_ a: String, _ b: String) -> Bool {
+        var a = a, b = b
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                guard x.count == y.count else { return false }
+                for i in 0..<x.count {
+                    let c = x[i], d = y[i]
+                    if c != d && (c | 0x20) != (d | 0x20) { return false }
+                    if c != d && !((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) { return false }
+                }
+                return true
+            }
+        }
     }
 
     /// The first present header among `names`.

@@ -28,7 +28,8 @@ public final class Ingest: Sendable {
             responder.respond(withID(.error(404, "not found"), requestID))
             return
         }
-        let name = String(request.path.dropFirst(Self.hooksPrefix.count)).removingPercentEncoding ?? ""
+        var name = String(request.path.dropFirst(Self.hooksPrefix.count))
+        if name.contains("%") { name = name.removingPercentEncoding ?? "" }
         guard let source = sources[name] else {
             log.warn("unknown source", ["requestId": requestID, "source": String(name.prefix(100)), "remote": request.remoteAddress])
             responder.respond(withID(.error(404, "unknown source"), requestID))
@@ -140,17 +141,17 @@ public final class Ingest: Sendable {
     /// JSON (`application/json`, `*/*+json`) or form (`application/x-www-form-urlencoded`) bodies; a body without a
     /// Content-Type is taken as JSON when it parses as JSON.
     static func parse(_ body: [UInt8], contentType: String) -> Result<Payload, ParseError> {
-        let media = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        let media = contentType.split(separator: ";").first.map { $0.trimmedASCII.lowercased() } ?? ""
         if body.isEmpty { return .failure(ParseError(status: 400, reason: "empty body")) }
         let isJSON = media == "application/json" || media == "text/json" || (media.hasPrefix("application/") && media.hasSuffix("+json"))
         if isJSON || media.isEmpty {
             do {
-                return .success(.json(try JSONValue.parse(Data(body))))
+                return .success(.json(try JSONValue.parse(body)))
             } catch {
                 if media.isEmpty {
                     return .failure(ParseError(status: 415, reason: "no Content-Type and the body is not JSON"))
                 }
-                return .failure(ParseError(status: 400, reason: "body is not valid JSON: \(RelayConfig.describe(error))"))
+                return .failure(ParseError(status: 400, reason: "body is not valid JSON: \(error)"))
             }
         }
         if media == "application/x-www-form-urlencoded" {

@@ -100,3 +100,54 @@ public enum EventID {
         return prefix + String(decoding: digits, as: UTF8.self)
     }
 }
+
+extension CanonicalEvent {
+    /// Compact JSON with sorted keys, nil fields left out: the same text JSONEncoder writes for this type with
+    /// `.sortedKeys`, made without it because this runs once per accepted webhook.
+    public func jsonText(includeRaw: Bool = true) -> String {
+        var out = "{\"attributes\":"
+        JSONValue.object(attributes).write(to: &out)
+        out += ",\"id\":"
+        JSONValue.appendQuoted(id, to: &out)
+        out += ",\"idempotencyKey\":"
+        JSONValue.appendQuoted(idempotencyKey, to: &out)
+        if let occurredAt {
+            out += ",\"occurredAt\":"
+            JSONValue.appendQuoted(occurredAt, to: &out)
+        }
+        if let providerStatus {
+            out += ",\"providerStatus\":{\"code\":"
+            JSONValue.appendQuoted(providerStatus.code, to: &out)
+            if let label = providerStatus.label {
+                out += ",\"label\":"
+                JSONValue.appendQuoted(label, to: &out)
+            }
+            out += "}"
+        }
+        if includeRaw, let raw {
+            out += ",\"raw\":{\"body\":"
+            JSONValue.appendQuoted(raw.body, to: &out)
+            out += ",\"contentType\":"
+            JSONValue.appendQuoted(raw.contentType, to: &out)
+            out += "}"
+        }
+        out += ",\"receivedAt\":"
+        JSONValue.appendQuoted(receivedAt, to: &out)
+        out += ",\"source\":"
+        JSONValue.appendQuoted(source, to: &out)
+        if let status {
+            out += ",\"status\":\"\(status.rawValue)\""
+        }
+        out += ",\"subject\":{"
+        for (i, k) in subject.keys.sorted().enumerated() {
+            if i > 0 { out += "," }
+            JSONValue.appendQuoted(k, to: &out)
+            out += ":"
+            JSONValue.appendQuoted(subject[k]!, to: &out)
+        }
+        out += "},\"type\":"
+        JSONValue.appendQuoted(type, to: &out)
+        out += "}"
+        return out
+    }
+}

@@ -41,7 +41,6 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     private let writer: Database                // confined to the writer thread after init
     private let reader: Mutex<Database>
     private let finished = DispatchSemaphore(value: 0)
-    private let encoder: JSONEncoder
 
     public init(options: SQLiteStoreOptions) throws {
         self.options = options
@@ -64,9 +63,6 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             try writer.execute("PRAGMA max_page_count=\(Swift.max(1, max / pageSize))")
         }
         reader = Mutex(try Database(path: options.path))
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder = enc
         let thread = Thread { [self] in self.writerLoop() }
         thread.name = "relay-store-writer"
         thread.start()
@@ -100,11 +96,8 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
 
     public func commit(_ event: CanonicalEvent, completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         // Encode on the caller's thread: the writer thread only writes.
-        var stored = event
-        let raw = stored.raw
-        stored.raw = nil
-        let json = (try? encoder.encode(stored)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        let pending = Pending(event: event, json: json, body: Array((raw?.body ?? "").utf8), completion: completion)
+        let pending = Pending(event: event, json: event.jsonText(includeRaw: false),
+                              body: Array((event.raw?.body ?? "").utf8), completion: completion)
         condition.lock()
         if queue.closing {
             condition.unlock()

@@ -42,21 +42,99 @@ public enum JSONValue: Sendable, Equatable, Hashable {
 
     public subscript(key: String) -> JSONValue? { objectValue?[key] }
 
-    /// Parses JSON (or JSON5 when `json5` is true) text.
+    /// Parses JSON text (JSON5 when `json5` is true: configuration files, through JSONDecoder).
     public static func parse(_ data: Data, json5: Bool = false) throws -> JSONValue {
-        let decoder = JSONDecoder()
-        decoder.allowsJSON5 = json5
-        return try decoder.decode(JSONValue.self, from: data)
+        if json5 {
+            let decoder = JSONDecoder()
+            decoder.allowsJSON5 = true
+            return try decoder.decode(JSONValue.self, from: data)
+        }
+        return try JSONParser.parse(Array(data))
+    }
+
+    /// Parses JSON text from bytes (the ingest path: see `JSONParser`).
+    public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue { try JSONParser.parse(bytes) }
+
+    /// Converts what JSONSerialization returns.
+    public init(foundation value: Any) {
+        switch value {
+        case let s as String: self = .string(s)
+        case let n as NSNumber:
+            // Booleans come back as NSNumber of type char; JSON numbers never do.
+            if String(cString: n.objCType) == "c" { self = .bool(n.boolValue) } else { self = .number(n.doubleValue) }
+        case let a as [Any]: self = .array(a.map { JSONValue(foundation: $0) })
+        case let o as [String: Any]:
+            var out: [String: JSONValue] = [:]
+            out.reserveCapacity(o.count)
+            for (k, v) in o { out[k] = JSONValue(foundation: v) }
+            self = .object(out)
+        default: self = .null
+        }
     }
 
     /// Compact JSON text with sorted keys (stable output for storage and tests).
-    public func jsonData() -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? encoder.encode(self)) ?? Data("null".utf8)
+    public func jsonData() -> Data { Data(jsonString().utf8) }
+
+    public func jsonString() -> String {
+        var out = ""
+        write(to: &out)
+        return out
     }
 
-    public func jsonString() -> String { String(decoding: jsonData(), as: UTF8.self) }
+    /// Appends compact JSON text with sorted keys.
+    public func write(to out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .number(let n):
+            if n.rounded() == n, abs(n) < 9.0e15 { out += String(Int64(n)) } else if n.isFinite { out += String(n) } else { out += "null" }
+        case .string(let s): JSONValue.appendQuoted(s, to: &out)
+        case .array(let a):
+            out += "["
+            for (i, v) in a.enumerated() {
+                if i > 0 { out += "," }
+                v.write(to: &out)
+            }
+            out += "]"
+        case .object(let o):
+            out += "{"
+            for (i, k) in o.keys.sorted().enumerated() {
+                if i > 0 { out += "," }
+                JSONValue.appendQuoted(k, to: &out)
+                out += ":"
+                o[k]!.write(to: &out)
+            }
+            out += "}"
+        }
+    }
+
+    /// Appends `s` as a JSON string literal.
+    public static func appendQuoted(_ s: String, to out: inout String) {
+        out += "\""
+        var plain = true
+        for u in s.utf8 where u < 0x20 || u == 0x22 || u == 0x5c { plain = false; break }
+        if plain {
+            out += s
+        } else {
+            for u in s.unicodeScalars {
+                switch u {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                default:
+                    if u.value < 0x20 {
+                        let hex = String(u.value, radix: 16)
+                        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                    } else {
+                        out.unicodeScalars.append(u)
+                    }
+                }
+            }
+        }
+        out += "\""
+    }
 
     /// Follows a simple JSON path: `$.a.b[0].c` (also `a.b`); nil where any step is missing.
     public func value(atPath path: String) -> JSONValue? {

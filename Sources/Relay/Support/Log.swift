@@ -66,36 +66,22 @@ public final class Logger: Sendable {
     }
 
     /// Appends `s` as a JSON string literal.
-    public static func appendQuoted(_ s: String, to out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    out += String(format: "\\u%04x", u.value)
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
-    }
+    public static func appendQuoted(_ s: String, to out: inout String) { JSONValue.appendQuoted(s, to: &out) }
 }
 
 public enum Timestamp {
     /// RFC 3339 UTC with milliseconds, e.g. 2026-11-20T10:00:00.123Z.
     public static func iso8601(_ date: Date) -> String {
         var t = time_t(date.timeIntervalSince1970.rounded(.down))
-        let ms = Int((date.timeIntervalSince1970 - Double(t)) * 1000)
+        let ms = min(999, Int((date.timeIntervalSince1970 - Double(t)) * 1000))
         var tmv = tm()
         gmtime_r(&t, &tmv)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                      Int(tmv.tm_year) + 1900, Int(tmv.tm_mon) + 1, Int(tmv.tm_mday),
-                      Int(tmv.tm_hour), Int(tmv.tm_min), Int(tmv.tm_sec), min(ms, 999))
+        func pad(_ v: Int, _ width: Int) -> String {
+            let s = String(v)
+            return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+        }
+        return pad(Int(tmv.tm_year) + 1900, 4) + "-" + pad(Int(tmv.tm_mon) + 1, 2) + "-" + pad(Int(tmv.tm_mday), 2)
+            + "T" + pad(Int(tmv.tm_hour), 2) + ":" + pad(Int(tmv.tm_min), 2) + ":" + pad(Int(tmv.tm_sec), 2)
+            + "." + pad(ms, 3) + "Z"
     }
 }

@@ -56,7 +56,7 @@ public struct StaticCredentialVerifier: Verifier {
 
     public func verify(_ request: HTTPRequest, now: Date) -> VerifyOutcome {
         guard let value = request.headers[header] else { return .rejected("missing \(header) header") }
-        var presented = Substring(value.trimmingCharacters(in: .whitespaces))
+        var presented = value.trimmedASCII
         if !prefix.isEmpty {
             guard presented.lowercased().hasPrefix(prefix.lowercased()) else {
                 return .rejected("\(header) header is not of the form \"\(prefix.trimmingCharacters(in: .whitespaces)) ...\"")
@@ -152,7 +152,7 @@ public struct HMACVerifier: Verifier {
         var headerTimestamp: Substring?
         if let keyed {
             for item in headerValue.split(separator: Character(keyed.separator)) {
-                let kv = item.trimmingCharacters(in: .whitespaces)
+                let kv = item.trimmedASCII
                 guard let eq = kv.firstIndex(of: "=") else { continue }
                 let k = kv[..<eq], v = kv[kv.index(after: eq)...]
                 if k == keyed.signatureKey { candidates.append(v) }
@@ -172,7 +172,7 @@ public struct HMACVerifier: Verifier {
             if let headerTimestamp {
                 timestamp = headerTimestamp
             } else if let (_, v) = request.headers.first(of: timestampHeaders) {
-                timestamp = Substring(v.trimmingCharacters(in: .whitespaces))
+                timestamp = v.trimmedASCII
             }
             guard let ts = timestamp, let seconds = Double(ts) else {
                 return .rejected(timestamp == nil ? "missing signature timestamp" : "signature timestamp is not a number")
@@ -220,7 +220,7 @@ public struct HMACVerifier: Verifier {
     }
 
     private func decode(_ s: Substring) -> [UInt8]? {
-        let text = s.trimmingCharacters(in: .whitespaces)
+        let text = String(s.trimmedASCII)
         switch encoding {
         case .hex: return ByteEncoding.fromHex(text)
         case .base64: return ByteEncoding.fromBase64(text) ?? ByteEncoding.fromBase64URL(text)

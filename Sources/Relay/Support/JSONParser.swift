@@ -1,0 +1,223 @@
+import Foundation
+
+/// A JSON text that could not be parsed: what was wrong and at which byte.
+public struct JSONParseError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public let offset: Int
+    public var description: String { "\(message) at byte \(offset)" }
+}
+
+/// A strict RFC 8259 parser straight from UTF-8 bytes into `JSONValue`.
+///
+/// It exists for the ingest hot path: JSONSerialization parses quickly, but converting its `Any` tree into Swift
+/// values costs five times the parse (dynamic casts), and a Decodable walk throws on every type probe. Its
+/// behaviour is checked against JSONSerialization in the tests.
+public struct JSONParser {
+    public static let maxDepth = 512
+
+    public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
+        try bytes.withUnsafeBufferPointer { (buf: UnsafeBufferPointer<UInt8>) throws(JSONParseError) -> JSONValue in
+            var p = JSONParser(buf)
+            p.skipSpace()
+            let v = try p.value(depth: 0)
+            p.skipSpace()
+            if p.i != buf.count { throw p.fail("unexpected text after the JSON value") }
+            return v
+        }
+    }
+
+    private let b: UnsafeBufferPointer<UInt8>
+    private var i = 0
+
+    private init(_ b: UnsafeBufferPointer<UInt8>) { self.b = b }
+
+    private func fail(_ message: String) -> JSONParseError { JSONParseError(message: message, offset: i) }
+
+    private mutating func skipSpace() {
+        while i < b.count {
+            let c = b[i]
+            if c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { i += 1 } else { return }
+        }
+    }
+
+    private mutating func value(depth: Int) throws(JSONParseError) -> JSONValue {
+        guard i < b.count else { throw fail("unexpected end of input") }
+        switch b[i] {
+        case UInt8(ascii: "{"): return try object(depth: depth + 1)
+        case UInt8(ascii: "["): return try array(depth: depth + 1)
+        case UInt8(ascii: "\""): return .string(try string())
+        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try number())
+        default: throw fail("unexpected character")
+        }
+    }
+
+    private mutating func literal(_ word: StaticString) throws(JSONParseError) {
+        let n = word.utf8CodeUnitCount
+        guard i + n <= b.count else { throw fail("unexpected end of input") }
+        let w = word.utf8Start
+        for k in 0..<n where b[i + k] != w[k] { throw fail("invalid literal") }
+        i += n
+    }
+
+    private mutating func object(depth: Int) throws(JSONParseError) -> JSONValue {
+        if depth > Self.maxDepth { throw fail("nested too deeply") }
+        i += 1
+        var out: [String: JSONValue] = [:]
+        skipSpace()
+        if i < b.count && b[i] == UInt8(ascii: "}") { i += 1; return .object(out) }
+        while true {
+            skipSpace()
+            guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
+            let key = try string()
+            skipSpace()
+            guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
+            i += 1
+            skipSpace()
+            out[key] = try value(depth: depth)
+            skipSpace()
+            guard i < b.count else { throw fail("unexpected end of input") }
+            if b[i] == UInt8(ascii: ",") { i += 1; continue }
+            if b[i] == UInt8(ascii: "}") { i += 1; return .object(out) }
+            throw fail("expected ',' or '}'")
+        }
+    }
+
+    private mutating func array(depth: Int) throws(JSONParseError) -> JSONValue {
+        if depth > Self.maxDepth { throw fail("nested too deeply") }
+        i += 1
+        var out: [JSONValue] = []
+        skipSpace()
+        if i < b.count && b[i] == UInt8(ascii: "]") { i += 1; return .array(out) }
+        while true {
+            skipSpace()
+            out.append(try value(depth: depth))
+            skipSpace()
+            guard i < b.count else { throw fail("unexpected end of input") }
+            if b[i] == UInt8(ascii: ",") { i += 1; continue }
+            if b[i] == UInt8(ascii: "]") { i += 1; return .array(out) }
+            throw fail("expected ',' or ']'")
+        }
+    }
+
+    private mutating func string() throws(JSONParseError) -> String {
+        i += 1   // opening quote
+        let start = i
+        // Fast path: no escapes.
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\"") {
+                guard let s = String(validating: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self) else {
+                    throw fail("invalid UTF-8 in string")
+                }
+                i += 1
+                return s
+            }
+            if c == UInt8(ascii: "\\") { break }
+            if c < 0x20 { throw fail("control character in string") }
+            i += 1
+        }
+        var bytes = Array(UnsafeBufferPointer(rebasing: b[start..<i]))
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\"") {
+                i += 1
+                guard let s = String(validating: bytes, as: UTF8.self) else { throw fail("invalid UTF-8 in string") }
+                return s
+            }
+            if c < 0x20 { throw fail("control character in string") }
+            if c != UInt8(ascii: "\\") {
+                bytes.append(c)
+                i += 1
+                continue
+            }
+            i += 1
+            guard i < b.count else { break }
+            let e = b[i]
+            i += 1
+            switch e {
+            case UInt8(ascii: "\""): bytes.append(0x22)
+            case UInt8(ascii: "\\"): bytes.append(0x5C)
+            case UInt8(ascii: "/"): bytes.append(0x2F)
+            case UInt8(ascii: "b"): bytes.append(0x08)
+            case UInt8(ascii: "f"): bytes.append(0x0C)
+            case UInt8(ascii: "n"): bytes.append(0x0A)
+            case UInt8(ascii: "r"): bytes.append(0x0D)
+            case UInt8(ascii: "t"): bytes.append(0x09)
+            case UInt8(ascii: "u"):
+                var scalar = try hex4()
+                if scalar >= 0xD800 && scalar < 0xDC00 {
+                    guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else {
+                        throw fail("unpaired surrogate in \\u escape")
+                    }
+                    i += 2
+                    let low = try hex4()
+                    guard low >= 0xDC00 && low < 0xE000 else { throw fail("unpaired surrogate in \\u escape") }
+                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                } else if scalar >= 0xDC00 && scalar < 0xE000 {
+                    throw fail("unpaired surrogate in \\u escape")
+                }
+                bytes.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar)!)).utf8))
+            default:
+                throw fail("invalid escape")
+            }
+        }
+        throw fail("unterminated string")
+    }
+
+    private mutating func hex4() throws(JSONParseError) -> UInt32 {
+        guard i + 4 <= b.count else { throw fail("truncated \\u escape") }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            let c = b[i]
+            let d: UInt8
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = c - UInt8(ascii: "A") + 10
+            default: throw fail("invalid \\u escape")
+            }
+            v = v << 4 | UInt32(d)
+            i += 1
+        }
+        return v
+    }
+
+    private mutating func number() throws(JSONParseError) -> Double {
+        let start = i
+        func digit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
+        if b[i] == UInt8(ascii: "-") { i += 1 }
+        guard i < b.count, digit(b[i]) else { throw fail("invalid number") }
+        if b[i] == UInt8(ascii: "0") {
+            i += 1
+        } else {
+            while i < b.count && digit(b[i]) { i += 1 }
+        }
+        if i < b.count && b[i] == UInt8(ascii: ".") {
+            i += 1
+            guard i < b.count, digit(b[i]) else { throw fail("invalid number") }
+            while i < b.count && digit(b[i]) { i += 1 }
+        }
+        if i < b.count && (b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E")) {
+            i += 1
+            if i < b.count && (b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-")) { i += 1 }
+            guard i < b.count, digit(b[i]) else { throw fail("invalid number") }
+            while i < b.count && digit(b[i]) { i += 1 }
+        }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+        guard let d = Double(text), d.isFinite else { throw fail("number out of range") }
+        return d
+    }
+}
+
+extension StringProtocol {
+    /// Without leading and trailing ASCII spaces and tabs (cheaper than Foundation's CharacterSet trimming).
+    public var trimmedASCII: Substring {
+        var s = Substring(self)
+        while let f = s.utf8.first, f == 0x20 || f == 0x09 { s = s.dropFirst() }
+        while let l = s.utf8.last, l == 0x20 || l == 0x09 { s = s.dropLast() }
+        return s
+    }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+@testable import Relay
+
+/// The ingest path's JSON parser, checked against Foundation's JSONSerialization (code we did not write).
+@Suite struct JSONParserTests {
+    static let valid: [String] = [
+        #"{}"#, #"[]"#, #"0"#, #"-0.5e-3"#, #"1E+2"#, #"true"#, #"null"#, #""""#,
+        #"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#,
+        #"  { "order" : { "id" : "O-1", "items" : [ 1 , 2.5 , -3 ] } }  "#,
+        #"{"esc":"q\"b\\s\/n\n\r\t\b\f u\u00e9\ud83d\ude00"}"#,
+        #"{"unicode":"héllo wörld ✓ 😀"}"#,
+        #"{"dup":1,"dup":2}"#,
+        #"[1.7976931348623157e308, 5e-324, 12345678901234]"#,
+    ]
+
+    static let invalid: [String] = [
+        "", " ", "{", "[", "[1,]", "{\"a\":1,}", "{a:1}", "'x'", "01", "1.", ".5", "-", "1e", "+1",
+        "tru", "nul", "\"unterminated", "\"bad \\x escape\"", "\"\\ud800\"", "\"\\udc00x\"", "{\"a\" 1}",
+        "[1 2]", "1 2", "\"tab\there\"", "NaN", "Infinity", "1e999", "{\"a\":1}}", "[\"\\u12\"]",
+    ]
+
+    @Test(arguments: valid)
+    func agreesWithJSONSerializationOnValidInput(_ text: String) throws {
+        let ours = try JSONParser.parse(Array(text.utf8))
+        let theirs = JSONValue(foundation: try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]))
+        #expect(ours == theirs)
+    }
+
+    @Test(arguments: invalid)
+    func refusesInvalidInput(_ text: String) {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(text.utf8)) }
+    }
+
+    @Test func refusesInvalidUTF8() {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xff, 0xfe, 0x22]) }
+    }
+
+    @Test func refusesExcessiveNesting() {
+        let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(deep.utf8)) }
+        let ok = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
+        #expect(throws: Never.self) { try JSONParser.parse(Array(ok.utf8)) }
+    }
+
+    @Test func errorNamesTheOffset() {
+        do {
+            _ = try JSONParser.parse(Array(#"{"a": tru}"#.utf8))
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.offset == 6)
+        }
+    }
+
+    @Test func writesWhatItReads() throws {
+        let text = #"{"a":[1,2.5,"x\"y\n"],"b":{"c":null,"d":true}}"#
+        let v = try JSONParser.parse(Array(text.utf8))
+        #expect(v.jsonString() == text)
+        #expect(try JSONParser.parse(Array(v.jsonString().utf8)) == v)
+    }
+
+    @Test func canonicalEventTextMatchesJSONEncoder() throws {
+        let event = CanonicalEvent(id: "evt_1", source: "s", type: "t", subject: ["orderId": "O\"1", "b": "2"],
+                                   status: .shipped, providerStatus: ProviderStatus(code: "S", label: "Ship"),
+                                   occurredAt: "2026-01-01T00:00:00Z", receivedAt: "2026-01-01T00:00:01.000Z",
+                                   attributes: ["amount": .number(10), "note": .string("a/b")],
+                                   idempotencyKey: "k", raw: RawPayload(contentType: "application/json", body: "{}"))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let reference = String(decoding: try encoder.encode(event), as: UTF8.self)
+        #expect(event.jsonText() == reference)
+        let decoded = try JSONDecoder().decode(CanonicalEvent.self, from: Data(event.jsonText().utf8))
+        #expect(decoded == event)
+    }
+}
