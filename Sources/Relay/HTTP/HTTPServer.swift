@@ -33,6 +33,9 @@ public final class HTTPServer: @unchecked Sendable {
     let options: HTTPServerOptions
     let handler: HTTPHandler
     let inFlight = Atomic<Int>(0)
+    /// Set when a stop begins: requests that reach the application after it are answered 503 at once (never
+    /// suspended), so no connection can be parked when the daemon stops.
+    let stopping = Atomic<Bool>(false)
     private var daemon: OpaquePointer?
     private var listenSocketClosed = false
     public private(set) var port: UInt16 = 0
@@ -85,12 +88,13 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     /// Requests that have started and not yet finished.
-    public var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
+    public var requestsInFlight: Int { inFlight.load(ordering: .sequentiallyConsistent) }
 
     /// Graceful stop: closes the listening socket at once (no new connections), waits up to `timeout` for requests
     /// in flight to be answered, then closes every connection.
     public func shutdown(timeout: Double) {
         guard let d = daemon else { return }
+        stopping.store(true, ordering: .sequentiallyConsistent)
         if !listenSocketClosed {
             let fd = MHD_quiesce_daemon(d)
             if fd >= 0 { close(fd) }
@@ -126,6 +130,8 @@ final class RequestContext: @unchecked Sendable {
     var body: [UInt8] = []
     var tooLarge = false
     var dispatched = false
+    /// The first call (headers only, which MHD always makes before any body) has been seen.
+    var headersSeen = false
     // Shared with the responder's thread, under `state`:
     struct Shared {
         var response: HTTPResponse?
@@ -182,7 +188,7 @@ private func headerIterator(_ cls: UnsafeMutableRawPointer?, _ kind: MHD_ValueKi
 /// The first callback of a request: MHD passes the raw request target; what we return becomes the request's context.
 let relayURILog: relay_mhd_uri_log_cb = { cls, uri, connection in
     let server = HTTPServer.from(cls)
-    server.inFlight.add(1, ordering: .relaxed)
+    server.inFlight.add(1, ordering: .sequentiallyConsistent)
     let ctx = RequestContext(rawTarget: uri.map { String(cString: $0) } ?? "/", connection: connection!)
     return Unmanaged.passRetained(ctx).toOpaque()
 }
@@ -191,7 +197,7 @@ let relayRequestCompleted: MHD_RequestCompletedCallback = { cls, connection, req
     guard let reqCls, let ptr = reqCls.pointee else { return }
     reqCls.pointee = nil
     Unmanaged<RequestContext>.fromOpaque(ptr).release()
-    HTTPServer.from(cls).inFlight.subtract(1, ordering: .relaxed)
+    HTTPServer.from(cls).inFlight.subtract(1, ordering: .sequentiallyConsistent)
 }
 
 let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, method, version, uploadData, uploadSize, reqCls in
@@ -223,11 +229,13 @@ let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, meth
         return MHD_Result.YES
     }
 
-    if ctx.body.isEmpty && !ctx.tooLarge,
-       let cl = MHD_lookup_connection_value(connection, MHD_ValueKind.HEADER_KIND, "Content-Length"),
-       let length = Int(String(cString: cl)), length > 0 {
-        // First call, headers only: refuse an announced oversize body before reading any of it.
-        if length > options.maxBodyBytes {
+    if !ctx.headersSeen {
+        // First call, headers only: refuse an announced oversize body before reading any of it. Otherwise wait
+        // for the body (with a Content-Length or chunked) and the final call; a request without one gets that
+        // final call at once.
+        ctx.headersSeen = true
+        if let cl = MHD_lookup_connection_value(connection, MHD_ValueKind.HEADER_KIND, "Content-Length"),
+           let length = Int(String(cString: cl)), length > options.maxBodyBytes {
             ctx.dispatched = true
             ctx.state.withLock { $0.responded = true }
             return queue(.error(413, "body too large", ["limit": String(options.maxBodyBytes)]), on: connection)
@@ -240,8 +248,14 @@ let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, meth
         return queue(.error(413, "body too large", ["limit": String(options.maxBodyBytes)]), on: connection)
     }
 
-    // The whole request has arrived: hand it to the application.
+    // The whole request has arrived: hand it to the application, unless the server is stopping (a request that
+    // came on a kept-alive connection after the stop began): then 503, and the sender retries elsewhere or later.
     ctx.dispatched = true
+    if server.stopping.load(ordering: .sequentiallyConsistent) {
+        ctx.state.withLock { $0.responded = true }
+        return queue(.error(503, "shutting down", ["reason": "the relay is stopping; nothing was recorded, retry"])
+                        .adding(headers: [("Connection", "close"), ("Retry-After", "1")]), on: connection)
+    }
     var headers = HTTPHeaders()
     withUnsafeMutablePointer(to: &headers) { p in
         _ = MHD_get_connection_values(connection, MHD_ValueKind.HEADER_KIND, headerIterator, p)

@@ -80,6 +80,12 @@ public struct HTTPResponse: Sendable {
         HTTPResponse(status: status, headers: [("Content-Type", "application/json")] + headers, body: Array(text.utf8))
     }
 
+    public func adding(headers extra: [(String, String)]) -> HTTPResponse {
+        var r = self
+        r.headers += extra
+        return r
+    }
+
     /// `{"error": message, ...extra}` with the given status.
     public static func error(_ status: Int, _ message: String, _ extra: [String: String] = [:]) -> HTTPResponse {
         var obj: [String: JSONValue] = ["error": .string(message)]

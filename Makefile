@@ -1,0 +1,101 @@
+# Relay's developer and CI entry points. Every target works unattended (no stdin) from a fresh clone on Debian 12:
+# missing Debian packages are installed (with sudo only when not root), the Python test tools go into .venv.
+#
+#   make deps        the C libraries the Swift package links (apt, only what is missing)
+#   make build       swift build (debug, .build/)
+#   make run         deps + build + serve config/relay.json5 from the repo root
+#   make test        deps + test deps + swift test + the interop suite
+#   make test-deps   deps + openssl + a Python venv (.venv) with standardwebhooks, stripe, pytest, requests
+#   make interop     pytest Tests/interop against .build/debug/relay (or $RELAY_BINARY, then no build)
+#   make bench       bench/run: nginx vs relay under wrk; rewrites docs/benchmarks.md (DURATION=10s)
+#   make clean       removes .build/ and test/bench leftovers (.venv stays; `make distclean` removes it too)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+MAKEFLAGS += --no-print-directory
+
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+
+SWIFT ?= swift
+# The interpreter that creates .venv: pyenv's or Debian's python3, whichever is first on PATH.
+PYTHON ?= python3
+VENV := $(ROOT)/.venv
+VENV_PY := $(VENV)/bin/python
+PY_TEST_PACKAGES := standardwebhooks stripe pytest requests
+PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests
+
+APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libssl-dev libsqlite3-dev pkg-config
+APT_TEST_DEPS := openssl
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# $(call apt_ensure,PACKAGES): installs those of PACKAGES that dpkg does not report installed; `apt-get update` runs
+# first, and only when something is missing.
+define apt_ensure
+missing=""; \
+for p in $(1); do \
+  [ "$$(dpkg -s "$$p" 2>/dev/null | sed -n 's/^Status: //p')" = "install ok installed" ] || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo "apt: installing$$missing"; \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -q; \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $$missing; \
+fi
+endef
+
+.PHONY: deps build run test test-deps swift-test interop bench clean distclean
+
+deps:
+	@$(call apt_ensure,$(APT_DEPS))
+
+build: deps
+	cd "$(ROOT)" && $(SWIFT) build
+
+# Config paths (${file:config/secrets/...}, data/relay.db) are relative to the repo root: serve from there.
+run: deps build
+	cd "$(ROOT)" && exec .build/debug/relay serve --config config/relay.json5
+
+test-deps: deps
+	@$(call apt_ensure,$(APT_TEST_DEPS))
+	@cd "$(ROOT)"; \
+	if [ -x "$(VENV_PY)" ] && "$(VENV_PY)" -m pip --version >/dev/null 2>&1; then :; else \
+	  py="$$(command -v $(PYTHON) || true)"; \
+	  if [ -z "$$py" ] || ! "$$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then \
+	    $(call apt_ensure,python3 python3-venv); \
+	    if [ -z "$$py" ] || ! "$$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then py=/usr/bin/python3; fi; \
+	  fi; \
+	  echo "venv: creating $(VENV) with $$py ($$("$$py" --version 2>&1))"; \
+	  rm -rf "$(VENV)"; \
+	  "$$py" -m venv "$(VENV)"; \
+	fi; \
+	if ! "$(VENV_PY)" -c 'import $(PY_TEST_MODULES)' >/dev/null 2>&1; then \
+	  echo "venv: pip install $(PY_TEST_PACKAGES)"; \
+	  "$(VENV_PY)" -m pip install -q --disable-pip-version-check $(PY_TEST_PACKAGES); \
+	fi
+
+swift-test: deps
+	cd "$(ROOT)" && $(SWIFT) test
+
+# With RELAY_BINARY set, that binary is tested as it is and nothing is built.
+interop: test-deps $(if $(RELAY_BINARY),,build)
+	cd "$(ROOT)" && "$(VENV_PY)" -m pytest Tests/interop
+
+# Both suites run even when the first fails; the exit status is non-zero if either failed.
+test: deps test-deps build
+	@rc=0; \
+	$(MAKE) -C "$(ROOT)" swift-test || rc=1; \
+	$(MAKE) -C "$(ROOT)" interop RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
+	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
+	exit $$rc
+
+DURATION ?= 10s
+bench: deps
+	cd "$(ROOT)" && DURATION="$(DURATION)" bench/run
+
+clean:
+	cd "$(ROOT)" && rm -rf .build .pytest_cache bench/out
+	find "$(ROOT)/Tests" -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf "$(VENV)"
