@@ -93,7 +93,7 @@ public final class ConfigReader {
     public func choice(_ o: [String: JSONValue], _ key: String, _ path: String, _ allowed: [String]) -> String? {
         guard let s = string(o, key, path) else { return nil }
         guard allowed.contains(s) else {
-            problem(Self.join(path, key), "\"\(s)\" is not one of: \(allowed.joined(separator: ", "))")
+            problem(Self.join(path, key), "\(shown(o[key], s)) is not one of: \(allowed.joined(separator: ", "))")
             return nil
         }
         return s
@@ -149,9 +149,10 @@ public final class ConfigReader {
         guard let v = o[key], !v.isNull else { return nil }
         switch v {
         case .number(let n) where n >= 0: return n
-        case .string(let s):
+        case .string(let raw):
+            guard let s = substitute(raw, p) else { return nil }
             if let d = Self.parseDuration(s) { return d }
-            problem(p, "\"\(s)\" is not a duration (e.g. \"500ms\", \"5s\", \"2m\", \"1h\")")
+            problem(p, "\(shown(v, s)) is not a duration (e.g. \"500ms\", \"5s\", \"2m\", \"1h\")")
             return nil
         default:
             problem(p, "expected a duration such as \"5s\", found \(v.kindName)")
@@ -167,6 +168,13 @@ public final class ConfigReader {
         }
         if let n = Double(s), n >= 0 { return n }
         return nil
+    }
+
+    /// How a value appears in a message: as written in the file when it held a `${...}` reference (whose
+    /// resolved value may be a secret put in the wrong place), else the value itself.
+    public func shown(_ raw: JSONValue?, _ resolved: String) -> String {
+        if let written = raw?.stringValue, written.contains("${") { return written }
+        return "\"\(resolved)\""
     }
 
     /// A secret: must be a `${env:NAME}` or `${file:PATH}` reference, never inline text.

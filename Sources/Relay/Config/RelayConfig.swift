@@ -84,7 +84,7 @@ public struct RelayConfig: Sendable {
                     c.server.http.host = host
                     c.server.http.port = port
                 } else {
-                    r.problem("server.listen", "\"\(listen)\" is not HOST:PORT (e.g. \"0.0.0.0:8080\", \"[::]:8080\")")
+                    r.problem("server.listen", "\(r.shown(s["listen"], listen)) is not HOST:PORT (e.g. \"0.0.0.0:8080\", \"[::]:8080\")")
                 }
             }
             if let v = r.int(s, "maxBodyBytes", "server", min: 1) { c.server.http.maxBodyBytes = v }
@@ -133,7 +133,7 @@ public struct RelayConfig: Sendable {
                 guard let o = r.object(item, path, keys: ["from", "to", "when"]) else { continue }
                 let from = r.string(o, "from", path, required: true)
                 if let from, sources[from] == nil {
-                    r.problem(ConfigReader.join(path, "from"), "names unknown source \"\(from)\"")
+                    r.problem(ConfigReader.join(path, "from"), "names unknown source \(r.shown(o["from"], from))")
                 }
                 let to = r.strings(o, "to", path) ?? []
                 if o["to"] == nil { r.problem(ConfigReader.join(path, "to"), "is required") }
@@ -154,7 +154,7 @@ public struct RelayConfig: Sendable {
         if let adapterName {
             factory = registry.sources[adapterName]
             if factory == nil {
-                r.problem(ConfigReader.join(path, "adapter"), "unknown adapter \"\(adapterName)\" (known: \(registry.sources.keys.sorted().joined(separator: ", ")))")
+                r.problem(ConfigReader.join(path, "adapter"), "unknown adapter \(r.shown(o["adapter"], adapterName)) (known: \(registry.sources.keys.sorted().joined(separator: ", ")))")
             }
         }
         let common = ["adapter", "verify", "idempotency", "publicURL", "description"]

@@ -45,7 +45,10 @@ public final class HTTPServer: @unchecked Sendable {
         self.handler = handler
     }
 
-    deinit { stop() }
+    deinit {
+        // Never stop the daemon under a suspended connection (MHD aborts): then the process exit closes it.
+        if requestsInFlight == 0 { stop() }
+    }
 
     /// Binds and starts serving. Throws when the address cannot be bound.
     public func start() throws {
@@ -132,6 +135,8 @@ final class RequestContext: @unchecked Sendable {
     var dispatched = false
     /// The first call (headers only, which MHD always makes before any body) has been seen.
     var headersSeen = false
+    /// The request began after a stop had begun: a stop waits only for requests that began before it.
+    var startedWhileStopping = false
     // Shared with the responder's thread, under `state`:
     struct Shared {
         var response: HTTPResponse?
@@ -190,6 +195,8 @@ let relayURILog: relay_mhd_uri_log_cb = { cls, uri, connection in
     let server = HTTPServer.from(cls)
     server.inFlight.add(1, ordering: .sequentiallyConsistent)
     let ctx = RequestContext(rawTarget: uri.map { String(cString: $0) } ?? "/", connection: connection!)
+    // Read after counting the request: a stop that has not begun by now will see the count and wait for it.
+    ctx.startedWhileStopping = server.stopping.load(ordering: .sequentiallyConsistent)
     return Unmanaged.passRetained(ctx).toOpaque()
 }
 
@@ -248,10 +255,11 @@ let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, meth
         return queue(.error(413, "body too large", ["limit": String(options.maxBodyBytes)]), on: connection)
     }
 
-    // The whole request has arrived: hand it to the application, unless the server is stopping (a request that
-    // came on a kept-alive connection after the stop began): then 503, and the sender retries elsewhere or later.
+    // The whole request has arrived: hand it to the application, unless it began after the stop did (a request
+    // that came on a kept-alive connection): then 503, and the sender retries elsewhere or later. A request that
+    // began before the stop is in flight: the stop waits for its answer.
     ctx.dispatched = true
-    if server.stopping.load(ordering: .sequentiallyConsistent) {
+    if ctx.startedWhileStopping {
         ctx.state.withLock { $0.responded = true }
         return queue(.error(503, "shutting down", ["reason": "the relay is stopping; nothing was recorded, retry"])
                         .adding(headers: [("Connection", "close"), ("Retry-After", "1")]), on: connection)

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 
 /// The inbound path of a webhook: find the source, verify, parse, normalise, deduplicate and commit, and only
 /// then answer. Runs on the server's threads; the answer is sent from the store's thread once durable.
@@ -124,8 +125,12 @@ public final class Ingest: Sendable {
            given.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
             return given
         }
-        return "req_" + ByteEncoding.hex(SecureRandom.bytes(8))
+        return requestIDPrefix + String(requestCounter.add(1, ordering: .relaxed).newValue, radix: 36)
     }
+
+    /// New request ids: a random per-process prefix and a counter (no random draw per request).
+    static let requestIDPrefix = "req_" + ByteEncoding.hex(SecureRandom.bytes(5)) + "_"
+    static let requestCounter = Atomic<UInt64>(0)
 
     static func quoted(_ s: String) -> String {
         var out = ""

@@ -84,7 +84,7 @@ extension ConfigReader {
         case "preset":
             guard let name = string(o, "preset", path) else { return nil }
             guard let preset = VerifyPreset(rawValue: name) else {
-                problem(Self.join(path, "preset"), "unknown preset \"\(name)\" (known: \(VerifyPreset.allCases.map(\.rawValue).joined(separator: ", ")))")
+                problem(Self.join(path, "preset"), "unknown preset \(shown(o["preset"], name)) (known: \(VerifyPreset.allCases.map(\.rawValue).joined(separator: ", ")))")
                 return nil
             }
             let (base, secretEncoding) = preset.base()
