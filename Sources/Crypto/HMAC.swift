@@ -48,3 +48,63 @@ public enum ConstantTime {
         }
     }
 }
+
+/// An HMAC key prepared once (libcrypto `EVP_MAC` with the key schedule already computed), for keys used on
+/// every request: each `authenticate` copies the keyed context (`EVP_MAC_CTX_dup`) instead of fetching the
+/// algorithm and hashing the key again, which the one-shot `HMAC()` does on each call in OpenSSL 3.
+public final class HMACKey: @unchecked Sendable {
+    // The template is never updated after init; `EVP_MAC_CTX_dup` only reads it, so concurrent use is safe.
+    private let template: OpaquePointer
+    public let algorithm: DigestAlgorithm
+
+    public init(_ algorithm: DigestAlgorithm, key: [UInt8]) {
+        self.algorithm = algorithm
+        guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else {
+            fatalError("\(CryptoError.fromOpenSSL("EVP_MAC_fetch"))")
+        }
+        defer { EVP_MAC_free(mac) }
+        guard let ctx = EVP_MAC_CTX_new(mac) else { fatalError("\(CryptoError.fromOpenSSL("EVP_MAC_CTX_new"))") }
+        let digestName: String
+        switch algorithm {
+        case .sha1: digestName = "SHA1"
+        case .sha256: digestName = "SHA256"
+        case .sha512: digestName = "SHA512"
+        }
+        let ok = digestName.withCString { name in
+            "digest".withCString { keyName in
+                var params = [
+                    OSSL_PARAM_construct_utf8_string(keyName, UnsafeMutablePointer(mutating: name), 0),
+                    OSSL_PARAM_construct_end(),
+                ]
+                return key.withUnsafeBytes { k in
+                    withNonNullBase(k) { base in
+                        EVP_MAC_init(ctx, base.assumingMemoryBound(to: UInt8.self), key.count, &params) == 1
+                    }
+                }
+            }
+        }
+        guard ok else { fatalError("\(CryptoError.fromOpenSSL("EVP_MAC_init"))") }
+        template = ctx
+    }
+
+    deinit { EVP_MAC_CTX_free(template) }
+
+    public func authenticate(_ message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBytes { authenticate($0) }
+    }
+
+    public func authenticate(_ message: UnsafeRawBufferPointer) -> [UInt8] {
+        guard let ctx = EVP_MAC_CTX_dup(template) else { fatalError("\(CryptoError.fromOpenSSL("EVP_MAC_CTX_dup"))") }
+        defer { EVP_MAC_CTX_free(ctx) }
+        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length = 0
+        let ok = withNonNullBase(message) { base in
+            EVP_MAC_update(ctx, base.assumingMemoryBound(to: UInt8.self), message.count) == 1
+        } && output.withUnsafeMutableBufferPointer { out in
+            EVP_MAC_final(ctx, out.baseAddress, &length, out.count) == 1
+        }
+        guard ok else { fatalError("\(CryptoError.fromOpenSSL("EVP_MAC_final"))") }
+        output.removeSubrange(length...)
+        return output
+    }
+}

@@ -131,3 +131,34 @@ struct ConstantTimeTests {
         #expect(!ConstantTime.equals([], [0]))
     }
 }
+
+@Suite("HMACKey")
+struct HMACKeyTests {
+    @Test("a prepared key gives the RFC 4231 tags", arguments: HMACTests.rfc4231Vectors)
+    func vectors(_ v: HMACTests.Vector) {
+        #expect(ByteEncoding.hex(HMACKey(.sha256, key: v.key).authenticate(v.data)) == v.sha256)
+        #expect(ByteEncoding.hex(HMACKey(.sha512, key: v.key).authenticate(v.data)) == v.sha512)
+    }
+
+    @Test("a prepared key is reusable and agrees with the one-shot HMAC for every algorithm")
+    func reuse() {
+        for algorithm in DigestAlgorithm.allCases {
+            let key = HMACKey(algorithm, key: Array("rotation-secret".utf8))
+            for n in [0, 1, 64, 1000] {
+                let message = [UInt8](repeating: UInt8(n % 251), count: n)
+                #expect(key.authenticate(message) == HMAC.authenticate(algorithm, key: Array("rotation-secret".utf8), message: message))
+                #expect(key.authenticate(message) == key.authenticate(message))
+            }
+        }
+    }
+
+    @Test("concurrent use of one prepared key")
+    func concurrent() async {
+        let key = HMACKey(.sha256, key: Array("k".utf8))
+        let expected = HMAC.authenticate(.sha256, key: Array("k".utf8), message: Array("m".utf8))
+        await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<16 { group.addTask { (0..<200).allSatisfy { _ in key.authenticate(Array("m".utf8)) == expected } } }
+            for await ok in group { #expect(ok) }
+        }
+    }
+}

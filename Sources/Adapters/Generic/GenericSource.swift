@@ -19,9 +19,15 @@ public struct GenericSource: SourceAdapter {
     public var occurredAtPath: String?
     public var attributes: [String: String]
 
+    /// Whether any field is read from the body (a pass-through source never parses it).
+    var readsBody: Bool {
+        typePath != nil || statusPath != nil || occurredAtPath != nil || !subject.isEmpty || !attributes.isEmpty
+    }
+
     public func normalize(_ webhook: InboundWebhook) throws(NormalizeError) -> NormalizedEvent {
-        let body = webhook.payload.json
         var event = NormalizedEvent(type: type)
+        guard readsBody else { return event }
+        let body = webhook.payload.json
         if let typePath, let t = body.value(atPath: typePath)?.scalarText { event.type = t }
         for (key, path) in subject {
             if let v = body.value(atPath: path)?.scalarText { event.subject[key] = v }

@@ -67,7 +67,7 @@ public final class Ingest: Sendable {
             responder.respond(self.withID(.error(status, message, ["reason": reason]), requestID))
         }
         let contentType = request.headers["Content-Type"] ?? ""
-        let payload: Payload
+        let payload: LazyPayload
         switch Self.parse(request.body, contentType: contentType) {
         case .failure(let e):
             reject(e.status, e.status == 415 ? "unsupported media type" : "unparsable body", e.reason)
@@ -90,7 +90,7 @@ public final class Ingest: Sendable {
             id: EventID.make(), source: source.name, type: normalized.type, subject: normalized.subject,
             status: normalized.status, providerStatus: normalized.providerStatus, occurredAt: normalized.occurredAt,
             receivedAt: Timestamp.iso8601(now), attributes: normalized.attributes, idempotencyKey: key,
-            raw: RawPayload(contentType: contentType, body: String(decoding: request.body, as: UTF8.self)))
+            raw: RawPayload(contentType: contentType, bytes: request.body))
         let log = self.log
         store.commit(event) { result in
             switch result {
@@ -144,14 +144,16 @@ public final class Ingest: Sendable {
     }
 
     /// JSON (`application/json`, `*/*+json`) or form (`application/x-www-form-urlencoded`) bodies; a body without a
-    /// Content-Type is taken as JSON when it parses as JSON.
-    static func parse(_ body: [UInt8], contentType: String) -> Result<Payload, ParseError> {
+    /// Content-Type is taken as JSON when it parses as JSON. JSON is only validated here; the tree is built when an
+    /// adapter or an idempotency rule reads it.
+    static func parse(_ body: [UInt8], contentType: String) -> Result<LazyPayload, ParseError> {
         let media = contentType.split(separator: ";").first.map { $0.trimmedASCII.lowercased() } ?? ""
         if body.isEmpty { return .failure(ParseError(status: 400, reason: "empty body")) }
         let isJSON = media == "application/json" || media == "text/json" || (media.hasPrefix("application/") && media.hasSuffix("+json"))
         if isJSON || media.isEmpty {
             do {
-                return .success(.json(try JSONValue.parse(body)))
+                try JSONParser.validate(body)
+                return .success(LazyPayload(kind: .json, validatedBytes: body))
             } catch {
                 if media.isEmpty {
                     return .failure(ParseError(status: 415, reason: "no Content-Type and the body is not JSON"))
@@ -163,12 +165,12 @@ public final class Ingest: Sendable {
             guard let fields = parseForm(body) else {
                 return .failure(ParseError(status: 400, reason: "body is not valid form encoding"))
             }
-            return .success(.form(fields))
+            return .success(LazyPayload(.form(fields)))
         }
         return .failure(ParseError(status: 415, reason: "Content-Type \(media) is not accepted (JSON or form)"))
     }
 
-    static func parseForm(_ body: [UInt8]) -> [(String, String)]? {
+    public static func parseForm(_ body: [UInt8]) -> [(String, String)]? {
         guard let text = String(validating: body, as: UTF8.self) else { return nil }
         var fields: [(String, String)] = []
         for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
@@ -181,12 +183,12 @@ public final class Ingest: Sendable {
     }
 
     /// Source config first, then the adapter's event id, then the scheme's message id, then the body's hash.
-    static func idempotencyKey(request: HTTPRequest, payload: Payload, source: SourceSettings,
+    static func idempotencyKey(request: HTTPRequest, payload: LazyPayload, source: SourceSettings,
                                normalized: NormalizedEvent, verified: VerifiedRequest) -> String {
         func apply(_ rule: IdempotencyRule) -> String? {
             switch rule {
             case .header(let names): return request.headers.first(of: names).map(\.value).flatMap { $0.isEmpty ? nil : $0 }
-            case .field(let path): return payload.json.value(atPath: path)?.scalarText.flatMap { $0.isEmpty ? nil : $0 }
+            case .field(let path): return payload.value.json.value(atPath: path)?.scalarText.flatMap { $0.isEmpty ? nil : $0 }
             case .bodyHash: return nil
             }
         }

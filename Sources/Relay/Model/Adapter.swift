@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A request body understood: JSON, or form fields in order.
 public enum Payload: Sendable, Equatable {
@@ -26,14 +27,63 @@ public enum Payload: Sendable, Equatable {
     }
 }
 
+/// A body already checked to be valid JSON or form encoding, turned into a `Payload` only when someone reads it:
+/// a pass-through source stores and relays the bytes without ever building the tree.
+public final class LazyPayload: Sendable {
+    public enum Kind: Sendable { case json, form }
+    public let kind: Kind
+    private let bytes: [UInt8]
+    private let cache = Mutex<Payload?>(nil)
+
+    /// `bytes` must already have passed `JSONParser.validate` (json) or `Ingest.parseForm` (form).
+    public init(kind: Kind, validatedBytes bytes: [UInt8]) {
+        self.kind = kind
+        self.bytes = bytes
+    }
+
+    public init(_ payload: Payload) {
+        switch payload {
+        case .json: kind = .json
+        case .form: kind = .form
+        }
+        bytes = []
+        cache.withLock { $0 = payload }
+    }
+
+    public var value: Payload {
+        cache.withLock { cached in
+            if let cached { return cached }
+            let parsed: Payload
+            switch kind {
+            case .json: parsed = .json((try? JSONParser.parse(bytes)) ?? .null)
+            case .form: parsed = .form(Ingest.parseForm(bytes) ?? [])
+            }
+            cached = parsed
+            return parsed
+        }
+    }
+}
+
 /// A verified inbound webhook, handed to the source's adapter.
 public struct InboundWebhook: Sendable {
     public var source: String
     public var request: HTTPRequest
     public var contentType: String
-    public var payload: Payload
+    /// The parsed body (parsed on first use).
+    public var payload: Payload { lazyPayload.value }
+    public let lazyPayload: LazyPayload
     public var receivedAt: Date
     public var verified: VerifiedRequest
+
+    public init(source: String, request: HTTPRequest, contentType: String, payload: LazyPayload, receivedAt: Date,
+                verified: VerifiedRequest) {
+        self.source = source
+        self.request = request
+        self.contentType = contentType
+        self.lazyPayload = payload
+        self.receivedAt = receivedAt
+        self.verified = verified
+    }
 }
 
 /// What an adapter extracts from an inbound webhook; the relay adds id, source, receipt time and raw body.

@@ -17,13 +17,36 @@ public struct ProviderStatus: Codable, Sendable, Equatable {
     }
 }
 
-/// The request body as received, kept with the event so that nothing the sender said is lost.
+/// The request body as received, kept with the event so that nothing the sender said is lost. Its JSON form is
+/// `{"contentType": ..., "body": "<the body as text>"}` (bodies are JSON or form text, so UTF-8).
 public struct RawPayload: Codable, Sendable, Equatable {
     public var contentType: String
-    public var body: String
+    /// The body's bytes exactly as received.
+    public var bytes: [UInt8]
+    public var body: String { String(decoding: bytes, as: UTF8.self) }
+
     public init(contentType: String, body: String) {
         self.contentType = contentType
-        self.body = body
+        self.bytes = Array(body.utf8)
+    }
+
+    public init(contentType: String, bytes: [UInt8]) {
+        self.contentType = contentType
+        self.bytes = bytes
+    }
+
+    enum CodingKeys: String, CodingKey { case contentType, body }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        contentType = try c.decode(String.self, forKey: .contentType)
+        bytes = Array(try c.decode(String.self, forKey: .body).utf8)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(body, forKey: .body)
+        try c.encode(contentType, forKey: .contentType)
     }
 }
 

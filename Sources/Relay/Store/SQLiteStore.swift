@@ -17,11 +17,16 @@ public struct SQLiteStoreOptions: Sendable {
     public init(path: String) { self.path = path }
 }
 
-/// The embedded store: SQLite in WAL mode, one writer thread doing group commit.
+/// The embedded store: SQLite in WAL mode with group commit.
 ///
 /// Threads: `commit` may be called from any thread; it queues the event and returns. The writer thread takes
-/// everything queued, writes it in one transaction, commits (one fsync for the batch), then completes each
-/// commit. Readers use their own connection under a lock.
+/// everything queued and writes it in one transaction. With `synchronous: full` the writer does not wait for the
+/// disk itself: SQLite runs with `synchronous=NORMAL` (a commit appends to the WAL without fsync) and the syncer
+/// thread fdatasyncs the WAL file once for every batch committed since its last sync, and only then completes
+/// their requests. So batch N+1 is written while batch N is being flushed, and nobody is answered before their
+/// event is on disk: an acknowledged event is in the WAL (synced by us) or, once checkpointed, in the database
+/// file (SQLite syncs the WAL before and the database after every checkpoint in NORMAL mode).
+/// Readers use their own connection under a lock.
 public final class SQLiteStore: EventStore, @unchecked Sendable {
     private struct Pending {
         let event: CanonicalEvent
@@ -35,12 +40,23 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         var closing = false
     }
 
+    /// Batches committed to the WAL, waiting for the syncer's fdatasync.
+    private struct SyncQueue {
+        var batches: [([Pending], [CommitOutcome])] = []
+        var closing = false
+    }
+
     public let options: SQLiteStoreOptions
     private let condition = NSCondition()
     private var queue = Queue()                 // guarded by `condition`
     private let writer: Database                // confined to the writer thread after init
     private let reader: Mutex<Database>
     private let finished = DispatchSemaphore(value: 0)
+    private let syncCondition = NSCondition()
+    private var syncQueue = SyncQueue()         // guarded by `syncCondition`
+    private let syncFinished = DispatchSemaphore(value: 0)
+    private var walFD: Int32 = -1               // the syncer thread's own descriptor of the -wal file
+    private var walInode: UInt64 = 0
 
     public init(options: SQLiteStoreOptions) throws {
         self.options = options
@@ -55,7 +71,8 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         }
         writer = try Database(path: options.path)
         try writer.execute("PRAGMA journal_mode=WAL")
-        try writer.execute("PRAGMA synchronous=\(options.synchronous == .full ? "FULL" : "NORMAL")")
+        // Durability for `full` comes from the syncer thread's fdatasync of the WAL (see the type's comment).
+        try writer.execute("PRAGMA synchronous=NORMAL")
         try writer.execute("PRAGMA foreign_keys=ON")
         try Self.migrate(writer)
         if let max = options.maxSizeBytes {
@@ -66,6 +83,11 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         let thread = Thread { [self] in self.writerLoop() }
         thread.name = "relay-store-writer"
         thread.start()
+        if options.synchronous == .full {
+            let syncer = Thread { [self] in self.syncerLoop() }
+            syncer.name = "relay-store-sync"
+            syncer.start()
+        }
     }
 
     deinit { close() }
@@ -97,7 +119,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     public func commit(_ event: CanonicalEvent, completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         // Encode on the caller's thread: the writer thread only writes.
         let pending = Pending(event: event, json: event.jsonText(includeRaw: false),
-                              body: Array((event.raw?.body ?? "").utf8), completion: completion)
+                              body: event.raw?.bytes ?? [], completion: completion)
         condition.lock()
         if queue.closing {
             condition.unlock()
@@ -132,15 +154,60 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             condition.unlock()
             write(batch)
         }
+        syncCondition.lock()
+        syncQueue.closing = true
+        syncCondition.signal()
+        syncCondition.unlock()
+        if options.synchronous == .full { syncFinished.wait() }   // every batch answered
         try? writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finished.signal()
+    }
+
+    /// Flushes the WAL once for every batch committed since the last flush, then answers their senders.
+    private func syncerLoop() {
+        while true {
+            syncCondition.lock()
+            while syncQueue.batches.isEmpty && !syncQueue.closing { syncCondition.wait() }
+            if syncQueue.batches.isEmpty && syncQueue.closing {
+                syncCondition.unlock()
+                break
+            }
+            let batches = syncQueue.batches
+            syncQueue.batches.removeAll(keepingCapacity: true)
+            syncCondition.unlock()
+            if let failure = syncWAL() {
+                for (batch, _) in batches { for p in batch { p.completion(.failure(.unavailable(failure))) } }
+            } else {
+                for (batch, outcomes) in batches {
+                    for (p, outcome) in zip(batch, outcomes) { p.completion(.success(outcome)) }
+                }
+            }
+        }
+        if walFD >= 0 { Glibc.close(walFD) }
+        syncFinished.signal()
+    }
+
+    /// fdatasync of the -wal file through a descriptor of our own (a flush covers the file's data whoever wrote
+    /// it). Reopened when the file was replaced. Returns why it failed, nil when the WAL is on disk.
+    private func syncWAL() -> String? {
+        let path = options.path + "-wal"
+        var st = stat()
+        guard stat(path, &st) == 0 else { return "cannot stat \(path): \(String(cString: strerror(errno)))" }
+        if walFD < 0 || UInt64(st.st_ino) != walInode {
+            if walFD >= 0 { Glibc.close(walFD) }
+            walFD = open(path, O_RDONLY | O_CLOEXEC)
+            guard walFD >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
+            walInode = UInt64(st.st_ino)
+        }
+        guard fdatasync(walFD) == 0 else { return "fdatasync \(path): \(String(cString: strerror(errno)))" }
+        return nil
     }
 
     private func write(_ batch: [Pending]) {
         var outcomes: [CommitOutcome] = []
         outcomes.reserveCapacity(batch.count)
         do {
-            try writer.execute("BEGIN IMMEDIATE")
+            try writer.statement("BEGIN IMMEDIATE").step()
             do {
                 let insert = try writer.statement("""
                     INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
@@ -166,7 +233,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                         outcomes.append(.duplicate(id))
                     }
                 }
-                try writer.execute("COMMIT")
+                try writer.statement("COMMIT").step()
             } catch {
                 try? writer.execute("ROLLBACK")
                 throw error
@@ -177,7 +244,14 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             for p in batch { p.completion(.failure(.unavailable(reason))) }
             return
         }
-        for (p, outcome) in zip(batch, outcomes) { p.completion(.success(outcome)) }
+        if options.synchronous == .full {
+            syncCondition.lock()
+            syncQueue.batches.append((batch, outcomes))
+            syncCondition.signal()
+            syncCondition.unlock()
+        } else {
+            for (p, outcome) in zip(batch, outcomes) { p.completion(.success(outcome)) }
+        }
     }
 
     // MARK: reading
@@ -189,7 +263,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             try s.bind([id])
             guard try s.step(), let json = s.text(0) else { return nil }
             var event = try JSONDecoder().decode(CanonicalEvent.self, from: Data(json.utf8))
-            event.raw = RawPayload(contentType: s.text(1) ?? "", body: String(decoding: s.blob(2), as: UTF8.self))
+            event.raw = RawPayload(contentType: s.text(1) ?? "", bytes: s.blob(2))
             return event
         }
     }

@@ -16,20 +16,40 @@ public struct JSONParser {
     public static let maxDepth = 512
 
     public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
+        try run(bytes, build: true)
+    }
+
+    /// Checks that `bytes` are one valid JSON text (the same rules as `parse`) without building anything: for
+    /// bodies that are stored and relayed but not read.
+    public static func validate(_ bytes: [UInt8]) throws(JSONParseError) {
+        _ = try run(bytes, build: false)
+    }
+
+    private static func run(_ bytes: [UInt8], build: Bool) throws(JSONParseError) -> JSONValue {
         try bytes.withUnsafeBufferPointer { (buf: UnsafeBufferPointer<UInt8>) throws(JSONParseError) -> JSONValue in
-            var p = JSONParser(buf)
+            var p = JSONParser(buf, build: build)
             p.skipSpace()
             let v = try p.value(depth: 0)
             p.skipSpace()
             if p.i != buf.count { throw p.fail("unexpected text after the JSON value") }
+            if !build && p.sawNonASCII && String(validating: buf, as: UTF8.self) == nil {
+                // Outside strings only ASCII can pass the grammar, so this checks the strings' UTF-8.
+                throw JSONParseError(message: "invalid UTF-8 in string", offset: 0)
+            }
             return v
         }
     }
 
     private let b: UnsafeBufferPointer<UInt8>
     private var i = 0
+    /// false: validate only; values come back as `.null` and strings are not decoded.
+    private let build: Bool
+    private var sawNonASCII = false
 
-    private init(_ b: UnsafeBufferPointer<UInt8>) { self.b = b }
+    private init(_ b: UnsafeBufferPointer<UInt8>, build: Bool) {
+        self.b = b
+        self.build = build
+    }
 
     private func fail(_ message: String) -> JSONParseError { JSONParseError(message: message, offset: i) }
 
@@ -49,7 +69,9 @@ public struct JSONParser {
         case UInt8(ascii: "t"): try literal("true"); return .bool(true)
         case UInt8(ascii: "f"): try literal("false"); return .bool(false)
         case UInt8(ascii: "n"): try literal("null"); return .null
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try number())
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            let n = try number()
+            return build ? .number(n) : .null
         default: throw fail("unexpected character")
         }
     }
@@ -76,7 +98,8 @@ public struct JSONParser {
             guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
             i += 1
             skipSpace()
-            out[key] = try value(depth: depth)
+            let v = try value(depth: depth)
+            if build { out[key] = v }
             skipSpace()
             guard i < b.count else { throw fail("unexpected end of input") }
             if b[i] == UInt8(ascii: ",") { i += 1; continue }
@@ -93,7 +116,8 @@ public struct JSONParser {
         if i < b.count && b[i] == UInt8(ascii: "]") { i += 1; return .array(out) }
         while true {
             skipSpace()
-            out.append(try value(depth: depth))
+            let v = try value(depth: depth)
+            if build { out.append(v) }
             skipSpace()
             guard i < b.count else { throw fail("unexpected end of input") }
             if b[i] == UInt8(ascii: ",") { i += 1; continue }
@@ -109,6 +133,10 @@ public struct JSONParser {
         while i < b.count {
             let c = b[i]
             if c == UInt8(ascii: "\"") {
+                if !build {
+                    i += 1
+                    return ""
+                }
                 guard let s = String(validating: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self) else {
                     throw fail("invalid UTF-8 in string")
                 }
@@ -117,6 +145,7 @@ public struct JSONParser {
             }
             if c == UInt8(ascii: "\\") { break }
             if c < 0x20 { throw fail("control character in string") }
+            if c >= 0x80 { sawNonASCII = true }
             i += 1
         }
         var bytes = Array(UnsafeBufferPointer(rebasing: b[start..<i]))
@@ -124,10 +153,12 @@ public struct JSONParser {
             let c = b[i]
             if c == UInt8(ascii: "\"") {
                 i += 1
+                if !build { return "" }
                 guard let s = String(validating: bytes, as: UTF8.self) else { throw fail("invalid UTF-8 in string") }
                 return s
             }
             if c < 0x20 { throw fail("control character in string") }
+            if c >= 0x80 { sawNonASCII = true }
             if c != UInt8(ascii: "\\") {
                 bytes.append(c)
                 i += 1

@@ -135,8 +135,8 @@ public struct HMACVerifier: Verifier {
     /// The base of `{uri}`: e.g. `https://relay.example.com`; without it the Host header and
     /// X-Forwarded-Proto are used.
     public var publicBaseURL: String?
-    /// HMAC keys (already decoded from their encoding): any may match, for rotation.
-    public var keys: [[UInt8]] = []
+    /// HMAC keys (decoded from their encoding and prepared for `algorithm`): any may match, for rotation.
+    public var keys: [HMACKey] = []
     public var defaultIdempotency: IdempotencyRule?
 
     public init(scheme: String) { self.scheme = scheme }
@@ -190,8 +190,8 @@ public struct HMACVerifier: Verifier {
         }
 
         var message: [UInt8] = []
-        message.reserveCapacity(request.body.count + 64)
-        for part in template {
+        if template != [.body] { message.reserveCapacity(request.body.count + 64) }
+        for part in template where template != [.body] {
             switch part {
             case .literal(let bytes): message.append(contentsOf: bytes)
             case .body: message.append(contentsOf: request.body)
@@ -203,8 +203,9 @@ public struct HMACVerifier: Verifier {
         }
         let decoded = candidates.compactMap { decode($0) }
         if decoded.isEmpty { return .rejected("\(headerName) signature is not valid \(encoding.rawValue)") }
+        let signed = template == [.body] ? request.body : message   // the common case, without a copy
         for key in keys {
-            let mac = HMAC.authenticate(algorithm, key: key, message: message)
+            let mac = key.authenticate(signed)
             for candidate in decoded where ConstantTime.equals(mac, candidate) {
                 return .verified(VerifiedRequest(messageID: messageID))
             }

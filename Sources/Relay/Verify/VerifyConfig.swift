@@ -171,7 +171,7 @@ extension ConfigReader {
         let list = secrets(o, "secrets", path)
         for (i, s) in list.enumerated() {
             if let key = HMACVerifier.key(from: s.value, encoding: secretEncoding) {
-                v.keys.append(key)
+                v.keys.append(HMACKey(v.algorithm, key: key))
             } else {
                 problem(Self.join(Self.join(path, "secrets"), i), "\(s.reference) is not valid \(secretEncoding.rawValue)\(secretEncoding == .whsec ? " (whsec_ followed by base64)" : "")")
             }
