@@ -51,6 +51,19 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     private var queue = Queue()                 // guarded by `condition`
     private let writer: Database                // confined to the writer thread after init
     private let reader: Mutex<Database>
+    /// Checkpoints run on their own thread and connection, so the writer never stalls copying the WAL into the
+    /// database; `checkpointStop` ends that thread.
+    private let checkpointer: Database
+    private let checkpointStop = DispatchSemaphore(value: 0)
+    private let checkpointDone = DispatchSemaphore(value: 0)
+    /// Frames in the WAL after the writer's last commit (SQLite's WAL hook), read by the checkpointer.
+    private let walFrames = WALFrameCounter()
+    /// The checkpointer copies the WAL into the database in the background past this many frames; the writer
+    /// finishes the job (copying what is left, so that its next commit can start the WAL over) past
+    /// `writerCheckpointFrames`. A checkpoint by the writer alone would stall commits for the whole copy; one by
+    /// the background alone can never catch up with a busy writer, and the WAL would grow without end.
+    static let checkpointFrames = 250
+    static let writerCheckpointFrames: Int32 = 1000
     private let finished = DispatchSemaphore(value: 0)
     private let syncCondition = NSCondition()
     private var syncQueue = SyncQueue()         // guarded by `syncCondition`
@@ -73,6 +86,8 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         try writer.execute("PRAGMA journal_mode=WAL")
         // Durability for `full` comes from the syncer thread's fdatasync of the WAL (see the type's comment).
         try writer.execute("PRAGMA synchronous=NORMAL")
+        // Our hook replaces SQLite's automatic checkpoint (which would run on the writer, stalling commits).
+        sqlite3_wal_hook(writer.handle, relayWALHook, Unmanaged.passUnretained(walFrames).toOpaque())
         try writer.execute("PRAGMA foreign_keys=ON")
         try Self.migrate(writer)
         if let max = options.maxSizeBytes {
@@ -80,6 +95,11 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             try writer.execute("PRAGMA max_page_count=\(Swift.max(1, max / pageSize))")
         }
         reader = Mutex(try Database(path: options.path))
+        checkpointer = try Database(path: options.path)
+        try checkpointer.execute("PRAGMA synchronous=NORMAL")   // WAL synced before, database after, each checkpoint
+        let ckpt = Thread { [self] in self.checkpointLoop() }
+        ckpt.name = "relay-store-ckpt"
+        ckpt.start()
         let thread = Thread { [self] in self.writerLoop() }
         thread.name = "relay-store-writer"
         thread.start()
@@ -159,8 +179,25 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         syncCondition.signal()
         syncCondition.unlock()
         if options.synchronous == .full { syncFinished.wait() }   // every batch answered
+        checkpointStop.signal()
+        checkpointDone.wait()
         try? writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finished.signal()
+    }
+
+    /// Copies the WAL into the database whenever it holds more than `checkpointFrames` frames (checked every
+    /// 20 ms), concurrently with the writer: a PASSIVE checkpoint never blocks it, and once everything is copied
+    /// the writer's next commit starts the WAL over from its beginning.
+    private func checkpointLoop() {
+        while checkpointStop.wait(timeout: .now() + .milliseconds(20)) == .timedOut {
+            guard walFrames.frames.load(ordering: .relaxed) > Self.checkpointFrames else { continue }
+            do {
+                try checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            } catch {
+                FileHandle.standardError.write(Data("{\"level\":\"warn\",\"msg\":\"checkpoint failed\",\"error\":\"\(error)\"}\n".utf8))
+            }
+        }
+        checkpointDone.signal()
     }
 
     /// Flushes the WAL once for every batch committed since the last flush, then answers their senders.
@@ -283,4 +320,21 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             return ids
         }
     }
+}
+
+/// Shared between the writer's WAL hook (a C callback on the writer thread) and the checkpointer thread.
+final class WALFrameCounter: Sendable {
+    let frames = Atomic<Int>(0)
+}
+
+/// `sqlite3_wal_hook` callback, on the writer thread after every commit, with the number of frames now in the WAL:
+/// records it for the checkpointer, and past `writerCheckpointFrames` checkpoints what the background has not
+/// copied yet (as SQLite's automatic checkpoint would, which this hook replaces).
+let relayWALHook: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<CChar>?, Int32) -> Int32 = {
+    ctx, db, name, frames in
+    Unmanaged<WALFrameCounter>.fromOpaque(ctx!).takeUnretainedValue().frames.store(Int(frames), ordering: .relaxed)
+    if frames >= SQLiteStore.writerCheckpointFrames {
+        _ = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+    }
+    return SQLITE_OK
 }
