@@ -162,7 +162,7 @@ public final class ConfigReader {
 
     public static func parseDuration(_ text: String) -> Double? {
         let s = text.trimmingCharacters(in: .whitespaces)
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+        let units: [(String, Double)] = [("us", 0.000001), ("µs", 0.000001), ("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
         for (suffix, factor) in units where s.hasSuffix(suffix) {
             if let n = Double(s.dropLast(suffix.count)), n >= 0 { return n * factor }
         }

@@ -95,10 +95,14 @@ public struct RelayConfig: Sendable {
             if let v = r.duration(s, "shutdownTimeout", "server") { c.server.shutdownTimeout = v }
             c.server.publicURL = r.string(s, "publicURL", "server")
         }
-        if let s = r.object(root["store"], "store", keys: ["sqlite", "synchronous", "maxBatch", "maxSizeBytes"]) {
+        if let s = r.object(root["store"], "store", keys: ["sqlite", "synchronous", "maxBatch", "commitDelay", "maxSizeBytes"]) {
             if let p = r.string(s, "sqlite", "store", required: true) { c.store.path = p }
             if let v = r.choice(s, "synchronous", "store", ["full", "normal"]) { c.store.synchronous = .init(rawValue: v)! }
             if let v = r.int(s, "maxBatch", "store", min: 1) { c.store.maxBatch = v }
+            if let v = r.duration(s, "commitDelay", "store") {
+                if v > 0.1 { r.problem("store.commitDelay", "must be at most 100ms (it adds to every answer under load)") }
+                c.store.commitDelay = min(v, 0.1)
+            }
             if let v = r.int(s, "maxSizeBytes", "store", min: 65536) { c.store.maxSizeBytes = Int64(v) }
         }
         if let l = r.object(root["log"], "log", keys: ["level"]) {

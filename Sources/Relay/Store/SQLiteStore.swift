@@ -11,6 +11,9 @@ public struct SQLiteStoreOptions: Sendable {
     public var synchronous: Sync = .full
     /// Most events written in one transaction.
     public var maxBatch: Int = 1024
+    /// Under load (the previous batch held more than one event), how long the writer may wait for more events to
+    /// join a batch: fewer, larger transactions and flushes for a little latency. 0 writes at once.
+    public var commitDelay: Double = 0.0005
     /// Refuse new events (503) once the file would grow past this size.
     public var maxSizeBytes: Int64?
 
@@ -35,20 +38,24 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
     }
 
-    private struct Queue {
+    /// What the committing threads, the writer and the syncer share, under `monitor`.
+    private struct State {
+        /// Events waiting for the writer.
         var items: [Pending] = []
+        /// Batches in the WAL, waiting for the syncer's fdatasync.
+        var unsynced: [([Pending], [CommitOutcome])] = []
         var closing = false
+        var writerDone = false
+        var writerWaiting = false
+        /// The writer is gathering a batch: wake it once this many events are queued.
+        var writerWantsBatchOf = 1
+        var syncerWaiting = false
     }
-
-    /// Batches committed to the WAL, waiting for the syncer's fdatasync.
-    private struct SyncQueue {
-        var batches: [([Pending], [CommitOutcome])] = []
-        var closing = false
-    }
+    private static let writerCondition = 0, syncerCondition = 1
 
     public let options: SQLiteStoreOptions
-    private let condition = NSCondition()
-    private var queue = Queue()                 // guarded by `condition`
+    private let monitor = Monitor()
+    private var state = State()                 // guarded by `monitor`
     private let writer: Database                // confined to the writer thread after init
     private let reader: Mutex<Database>
     /// Checkpoints run on their own thread and connection, so the writer never stalls copying the WAL into the
@@ -65,8 +72,6 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     static let checkpointFrames = 250
     static let writerCheckpointFrames: Int32 = 1000
     private let finished = DispatchSemaphore(value: 0)
-    private let syncCondition = NSCondition()
-    private var syncQueue = SyncQueue()         // guarded by `syncCondition`
     private let syncFinished = DispatchSemaphore(value: 0)
     private var walFD: Int32 = -1               // the syncer thread's own descriptor of the -wal file
     private var walInode: UInt64 = 0
@@ -140,45 +145,68 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         // Encode on the caller's thread: the writer thread only writes.
         let pending = Pending(event: event, json: event.jsonText(includeRaw: false),
                               body: event.raw?.bytes ?? [], completion: completion)
-        condition.lock()
-        if queue.closing {
-            condition.unlock()
+        monitor.lock()
+        if state.closing {
+            monitor.unlock()
             completion(.failure(.closed))
             return
         }
-        queue.items.append(pending)
-        condition.signal()
-        condition.unlock()
+        state.items.append(pending)
+        if state.writerWaiting && state.items.count >= state.writerWantsBatchOf { monitor.signal(Self.writerCondition) }
+        monitor.unlock()
     }
 
     public func close() {
-        condition.lock()
-        let already = queue.closing
-        queue.closing = true
-        condition.signal()
-        condition.unlock()
+        monitor.lock()
+        let already = state.closing
+        state.closing = true
+        monitor.signal(Self.writerCondition)
+        monitor.unlock()
         if !already { finished.wait() }
     }
 
+    /// Takes everything queued and writes it in one transaction. With a syncer, it waits until the syncer has
+    /// taken the previous batch: writing a second batch before the first is being flushed would only make two
+    /// small transactions (each rewriting the same pages) for one fdatasync. So each batch is what arrived while
+    /// the previous one was being flushed, and the write of one overlaps the flush of the other.
     private func writerLoop() {
+        nameThisThread("relay-writer")
+        let paced = options.synchronous == .full
+        let delay = Int(options.commitDelay * 1_000_000)
+        var lastBatch = 0
         while true {
-            condition.lock()
-            while queue.items.isEmpty && !queue.closing { condition.wait() }
-            if queue.items.isEmpty && queue.closing {
-                condition.unlock()
+            monitor.lock()
+            while !(state.closing && state.items.isEmpty)
+                    && (state.items.isEmpty || (paced && !state.unsynced.isEmpty)) {
+                state.writerWaiting = true
+                monitor.wait(Self.writerCondition)
+                state.writerWaiting = false
+            }
+            if state.items.isEmpty {   // closing, and nothing left
+                monitor.unlock()
                 break
             }
-            let n = min(queue.items.count, options.maxBatch)
-            let batch = Array(queue.items.prefix(n))
-            queue.items.removeFirst(n)
-            condition.unlock()
+            // Group commit under load: when the last batch had company, give the others a moment to join this one
+            // (one transaction and one flush for all). A lone event at low load is written at once.
+            if lastBatch > 1 && state.items.count < lastBatch && delay > 0 && !state.closing {
+                state.writerWantsBatchOf = min(options.maxBatch, lastBatch * 2)
+                state.writerWaiting = true
+                monitor.wait(Self.writerCondition, microseconds: delay)
+                state.writerWaiting = false
+                state.writerWantsBatchOf = 1
+            }
+            let n = min(state.items.count, options.maxBatch)
+            let batch = Array(state.items.prefix(n))
+            state.items.removeFirst(n)
+            monitor.unlock()
+            lastBatch = n
             write(batch)
         }
-        syncCondition.lock()
-        syncQueue.closing = true
-        syncCondition.signal()
-        syncCondition.unlock()
-        if options.synchronous == .full { syncFinished.wait() }   // every batch answered
+        monitor.lock()
+        state.writerDone = true
+        monitor.signal(Self.syncerCondition)
+        monitor.unlock()
+        if paced { syncFinished.wait() }   // every batch answered
         checkpointStop.signal()
         checkpointDone.wait()
         try? writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -189,6 +217,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     /// 20 ms), concurrently with the writer: a PASSIVE checkpoint never blocks it, and once everything is copied
     /// the writer's next commit starts the WAL over from its beginning.
     private func checkpointLoop() {
+        nameThisThread("relay-ckpt")
         while checkpointStop.wait(timeout: .now() + .milliseconds(20)) == .timedOut {
             guard walFrames.frames.load(ordering: .relaxed) > Self.checkpointFrames else { continue }
             do {
@@ -202,16 +231,22 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
 
     /// Flushes the WAL once for every batch committed since the last flush, then answers their senders.
     private func syncerLoop() {
+        nameThisThread("relay-sync")
         while true {
-            syncCondition.lock()
-            while syncQueue.batches.isEmpty && !syncQueue.closing { syncCondition.wait() }
-            if syncQueue.batches.isEmpty && syncQueue.closing {
-                syncCondition.unlock()
+            monitor.lock()
+            while state.unsynced.isEmpty && !state.writerDone {
+                state.syncerWaiting = true
+                monitor.wait(Self.syncerCondition)
+                state.syncerWaiting = false
+            }
+            if state.unsynced.isEmpty {   // the writer has finished and everything is answered
+                monitor.unlock()
                 break
             }
-            let batches = syncQueue.batches
-            syncQueue.batches.removeAll(keepingCapacity: true)
-            syncCondition.unlock()
+            let batches = state.unsynced
+            state.unsynced.removeAll(keepingCapacity: true)
+            if state.writerWaiting && !state.items.isEmpty { monitor.signal(Self.writerCondition) }
+            monitor.unlock()
             if let failure = syncWAL() {
                 for (batch, _) in batches { for p in batch { p.completion(.failure(.unavailable(failure))) } }
             } else {
@@ -282,10 +317,10 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             return
         }
         if options.synchronous == .full {
-            syncCondition.lock()
-            syncQueue.batches.append((batch, outcomes))
-            syncCondition.signal()
-            syncCondition.unlock()
+            monitor.lock()
+            state.unsynced.append((batch, outcomes))
+            if state.syncerWaiting { monitor.signal(Self.syncerCondition) }
+            monitor.unlock()
         } else {
             for (p, outcome) in zip(batch, outcomes) { p.completion(.success(outcome)) }
         }
