@@ -53,7 +53,6 @@ public final class HTTPServer: @unchecked Sendable {
     /// Binds and starts serving. Throws when the address cannot be bound.
     public func start() throws {
         var flags: UInt32 = UInt32(MHD_USE_INTERNAL_POLLING_THREAD.rawValue) | UInt32(MHD_ALLOW_SUSPEND_RESUME.rawValue)
-        if ProcessInfo.processInfo.environment["RELAY_MHD_TURBO"] == "1" { flags |= UInt32(MHD_USE_TURBO.rawValue) }
         #if os(Linux)
         flags |= UInt32(MHD_USE_EPOLL.rawValue)
         #else
@@ -278,11 +277,12 @@ let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, meth
         path = target
         query = ""
     }
-    var address = [CChar](repeating: 0, count: 64)
-    relay_mhd_client_address(connection, &address, address.count)
+    let address = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buf in
+        relay_mhd_client_address(connection, buf.baseAddress!, buf.count)
+        return String(cString: buf.baseAddress!)
+    }
     let request = HTTPRequest(method: method.map { String(cString: $0) } ?? "GET", path: path, query: query,
-                              headers: headers, body: ctx.body,
-                              remoteAddress: address.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+                              headers: headers, body: ctx.body, remoteAddress: address)
     ctx.body = []
     server.handler(request, ConnectionResponder(context: ctx))
 

@@ -72,17 +72,30 @@ public final class Logger: Sendable {
 public enum Timestamp {
     /// RFC 3339 UTC with milliseconds, e.g. 2026-11-20T10:00:00.123Z.
     public static func iso8601(_ date: Date) -> String {
-        var t = time_t(date.timeIntervalSince1970.rounded(.down))
-        let ms = min(999, Int((date.timeIntervalSince1970 - Double(t)) * 1000))
+        // Round to microseconds first (as Python's datetime does), then truncate to milliseconds.
+        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        let millis = micros >= 0 ? micros / 1000 : (micros - 999) / 1000
+        var t = time_t(millis >= 0 ? millis / 1000 : (millis - 999) / 1000)
+        let ms = Int(millis - Int64(t) * 1000)
         var tmv = tm()
         gmtime_r(&t, &tmv)
-        func pad(_ v: Int, _ width: Int) -> String {
-            let s = String(v)
-            return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+        return String(unsafeUninitializedCapacity: 24) { buf in
+            func put(_ v: Int, _ width: Int, at i: Int) {
+                var v = v
+                for k in stride(from: i + width - 1, through: i, by: -1) {
+                    buf[k] = UInt8(ascii: "0") + UInt8(v % 10)
+                    v /= 10
+                }
+            }
+            put(Int(tmv.tm_year) + 1900, 4, at: 0); buf[4] = UInt8(ascii: "-")
+            put(Int(tmv.tm_mon) + 1, 2, at: 5); buf[7] = UInt8(ascii: "-")
+            put(Int(tmv.tm_mday), 2, at: 8); buf[10] = UInt8(ascii: "T")
+            put(Int(tmv.tm_hour), 2, at: 11); buf[13] = UInt8(ascii: ":")
+            put(Int(tmv.tm_min), 2, at: 14); buf[16] = UInt8(ascii: ":")
+            put(Int(tmv.tm_sec), 2, at: 17); buf[19] = UInt8(ascii: ".")
+            put(ms, 3, at: 20); buf[23] = UInt8(ascii: "Z")
+            return 24
         }
-        return pad(Int(tmv.tm_year) + 1900, 4) + "-" + pad(Int(tmv.tm_mon) + 1, 2) + "-" + pad(Int(tmv.tm_mday), 2)
-            + "T" + pad(Int(tmv.tm_hour), 2) + ":" + pad(Int(tmv.tm_min), 2) + ":" + pad(Int(tmv.tm_sec), 2)
-            + "." + pad(ms, 3) + "Z"
     }
 }
 

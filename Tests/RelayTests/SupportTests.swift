@@ -1,0 +1,32 @@
+import Foundation
+import Testing
+@testable import Relay
+
+@Suite struct SupportTests {
+    // Expected values computed with Python's datetime (code we did not write).
+    @Test(arguments: [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (1795305880.123, "2026-11-22T00:04:40.123Z"),
+        (951782400.999, "2000-02-29T00:00:00.999Z"),
+        (1700000000.5, "2023-11-14T22:13:20.500Z"),
+    ])
+    func iso8601(_ seconds: Double, _ expected: String) {
+        #expect(Timestamp.iso8601(Date(timeIntervalSince1970: seconds)) == expected)
+    }
+
+    @Test func eventIDsAreTimeOrderedAndUnique() {
+        let ids = (0..<10_000).map { _ in EventID.make() }
+        #expect(Set(ids).count == ids.count)
+        #expect(ids == ids.sorted())
+        #expect(ids.allSatisfy { $0.hasPrefix("evt_") && $0.count == 30 })
+    }
+
+    @Test(arguments: [("500us", 0.0005), ("250ms", 0.25), ("5s", 5.0), ("2m", 120.0), ("1h", 3600.0), ("1.5", 1.5)])
+    func durations(_ text: String, _ seconds: Double) {
+        #expect(ConfigReader.parseDuration(text) == seconds)
+    }
+
+    @Test func badDurationsAreRefused() {
+        for text in ["", "s", "-1s", "5 parsecs", "1x"] { #expect(ConfigReader.parseDuration(text) == nil, "\(text)") }
+    }
+}
