@@ -32,19 +32,9 @@ enum Command {
             print("relay \(version)")
             return 0
         case "check":
-            guard let path = configPath(rest) else { return 2 }
-            do {
-                let config = try RelayConfig.load(path: path, registry: BuiltinAdapters.registry)
-                print("\(path): ok (\(config.sources.count) source\(config.sources.count == 1 ? "" : "s"), \(config.destinations.count) destination\(config.destinations.count == 1 ? "" : "s"), \(config.routes.count) route\(config.routes.count == 1 ? "" : "s"))")
-                return 0
-            } catch let error as ConfigError {
-                fail("\(path): \(error.problems.count) problem\(error.problems.count == 1 ? "" : "s")")
-                for p in error.problems { fail("  \(p)") }
-                return 2
-            } catch {
-                fail("\(path): \(error)")
-                return 2
-            }
+            guard let path = configPath(rest), let config = loadConfig(path) else { return 2 }
+            print("\(path): ok (\(plural(config.sources.count, "source")), \(plural(config.destinations.count, "destination")), \(plural(config.routes.count, "route")))")
+            return 0
         case "serve":
             guard let path = configPath(rest) else { return 2 }
             return serve(configPath: path)
@@ -66,18 +56,23 @@ enum Command {
         return nil
     }
 
-    static func serve(configPath path: String) -> Int32 {
-        let config: RelayConfig
+    /// The configuration, or nil after printing every problem with its key path on stderr.
+    static func loadConfig(_ path: String) -> RelayConfig? {
         do {
-            config = try RelayConfig.load(path: path, registry: BuiltinAdapters.registry)
+            return try RelayConfig.load(path: path, registry: BuiltinAdapters.registry)
         } catch let error as ConfigError {
-            fail("\(path): configuration has \(error.problems.count) problem\(error.problems.count == 1 ? "" : "s"); run `relay check --config \(path)`")
+            fail("\(path): \(plural(error.problems.count, "problem"))")
             for p in error.problems { fail("  \(p)") }
-            return 2
         } catch {
             fail("\(path): \(error)")
-            return 2
         }
+        return nil
+    }
+
+    static func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
+
+    static func serve(configPath path: String) -> Int32 {
+        guard let config = loadConfig(path) else { return 2 }
         var level = config.logLevel
         if let env = ProcessInfo.processInfo.environment["RELAY_LOG_LEVEL"] {
             guard let l = LogLevel(name: env) else {
