@@ -26,7 +26,13 @@ public struct DestinationSettings: Sendable {
 public struct RouteSettings: Sendable {
     public var from: String
     public var to: [String]
-    public var when: JSONValue?
+    public var when: RouteCondition
+
+    public init(from: String, to: [String], when: RouteCondition = RouteCondition()) {
+        self.from = from
+        self.to = to
+        self.when = when
+    }
 }
 
 /// The whole configuration, typed and checked.
@@ -144,7 +150,8 @@ public struct RelayConfig: Sendable {
                 for (j, d) in to.enumerated() where destinations[d] == nil {
                     r.problem(ConfigReader.join(ConfigReader.join(path, "to"), j), "names unknown destination \"\(d)\"")
                 }
-                if let from { c.routes.append(RouteSettings(from: from, to: to, when: o["when"])) }
+                let when = r.routeCondition(o["when"], ConfigReader.join(path, "when"))
+                if let from { c.routes.append(RouteSettings(from: from, to: to, when: when)) }
             }
         }
         return c

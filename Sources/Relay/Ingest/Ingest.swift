@@ -6,11 +6,13 @@ import Synchronization
 /// then answer. Runs on the server's threads; the answer is sent from the store's thread once durable.
 public final class Ingest: Sendable {
     public let sources: [String: SourceSettings]
+    let router: Router
     let store: any EventStore
     let log: Logger
 
-    public init(sources: [String: SourceSettings], store: any EventStore, log: Logger) {
+    public init(sources: [String: SourceSettings], router: Router = Router(routes: []), store: any EventStore, log: Logger) {
         self.sources = sources
+        self.router = router
         self.store = store
         self.log = log
     }
@@ -92,12 +94,14 @@ public final class Ingest: Sendable {
             receivedAt: Timestamp.iso8601(now), attributes: normalized.attributes, idempotencyKey: key,
             raw: RawPayload(contentType: contentType, bytes: request.body))
         let log = self.log
-        store.commit(event) { result in
+        let destinations = router.destinations(for: event)
+        store.commit(event, deliveries: destinations) { result in
             switch result {
             case .success(.inserted(let id)):
                 if log.enabled(.info) {
                     log.info("webhook accepted", ["requestId": requestID, "source": source.name, "eventId": id,
-                                                  "type": event.type, "status": event.status?.rawValue ?? ""])
+                                                  "type": event.type, "status": event.status?.rawValue ?? "",
+                                                  "destinations": destinations.joined(separator: ",")])
                 }
                 responder.respond(.json(202, "{\"eventId\":\"\(id)\"}", headers: [("X-Request-Id", requestID)]))
             case .success(.duplicate(let id)):

@@ -12,7 +12,7 @@ public final class RelayService: Sendable {
         self.config = config
         self.log = log
         store = try SQLiteStore(options: config.store)
-        let ingest = Ingest(sources: config.sources, store: store, log: log)
+        let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log)
         self.ingest = ingest
         server = HTTPServer(options: config.server.http) { request, responder in ingest.handle(request, responder) }
     }

@@ -30,9 +30,31 @@ public enum StoreError: Error, CustomStringConvertible, Sendable {
 /// The durable record of accepted events. `commit` calls its completion only once the event is durable (or has
 /// failed), from a store thread; commits from many threads share one transaction and one fsync.
 public protocol EventStore: AnyObject, Sendable {
-    func commit(_ event: CanonicalEvent, completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void)
+    /// Records `event` and, only when it is new (not a duplicate), one pending delivery per destination, in the
+    /// same transaction: an accepted event always has all of its deliveries.
+    func commit(_ event: CanonicalEvent, deliveries: [String],
+                completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void)
     func event(id: String) throws -> CanonicalEvent?
     func eventCount() throws -> Int
     /// Finishes every commit already submitted, then refuses new ones.
     func close()
+}
+
+extension EventStore {
+    /// Records an event that no route sends anywhere.
+    public func commit(_ event: CanonicalEvent, completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
+        commit(event, deliveries: [], completion: completion)
+    }
+}
+
+/// A delivery as stored: one event on its way to one destination.
+public struct DeliveryRecord: Sendable, Equatable {
+    public var id: String
+    public var eventID: String
+    public var destination: String
+    /// The event's subject as one key (`orderId=1&vendorId=2`), for per-subject ordering.
+    public var subjectKey: String
+    /// `pending` until a dispatcher takes it.
+    public var state: String
+    public var attempts: Int
 }

@@ -76,6 +76,7 @@ public final class Database {
     }
 
     public var changes: Int { Int(sqlite3_changes(handle)) }
+    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
 
     /// First column of the first row as text, for PRAGMAs and small queries.
     public func scalarText(_ sql: String) throws -> String? {

@@ -35,6 +35,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         let event: CanonicalEvent
         let json: String
         let body: [UInt8]
+        let destinations: [String]
         let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
     }
 
@@ -139,12 +140,34 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                 COMMIT;
                 """)
         }
+        if version < 2 {
+            // One row per (event, destination) the routing table named, written with the event.
+            try db.execute("""
+                BEGIN IMMEDIATE;
+                CREATE TABLE IF NOT EXISTS deliveries (
+                    id              TEXT PRIMARY KEY,
+                    event_seq       INTEGER NOT NULL REFERENCES events (seq),
+                    event_id        TEXT NOT NULL,
+                    destination     TEXT NOT NULL,
+                    subject_key     TEXT NOT NULL,
+                    state           TEXT NOT NULL,
+                    attempts        INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    created_at      INTEGER NOT NULL
+                );
+                CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+                CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
+                PRAGMA user_version = 2;
+                COMMIT;
+                """)
+        }
     }
 
-    public func commit(_ event: CanonicalEvent, completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
+    public func commit(_ event: CanonicalEvent, deliveries destinations: [String],
+                       completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         // Encode on the caller's thread: the writer thread only writes.
         let pending = Pending(event: event, json: event.jsonText(includeRaw: false),
-                              body: event.raw?.bytes ?? [], completion: completion)
+                              body: event.raw?.bytes ?? [], destinations: destinations, completion: completion)
         monitor.lock()
         if state.closing {
             monitor.unlock()
@@ -294,6 +317,26 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                     try insert.step()
                     if writer.changes == 1 {
                         outcomes.append(.inserted(e.id))
+                        if !p.destinations.isEmpty {
+                            let seq = writer.lastInsertRowID
+                            let now = Int64(Date().timeIntervalSince1970 * 1000)
+                            let delivery = try writer.statement("""
+                                INSERT INTO deliveries (id, event_seq, event_id, destination, subject_key, state,
+                                                        next_attempt_at, created_at)
+                                VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
+                                """)
+                            for d in p.destinations {
+                                delivery.reset()
+                                try delivery.bind(1, EventID.make(prefix: "dlv_"))
+                                try delivery.bind(2, seq)
+                                try delivery.bind(3, e.id)
+                                try delivery.bind(4, d)
+                                try delivery.bind(5, e.subjectKey)
+                                try delivery.bind(6, now)
+                                try delivery.bind(7, now)
+                                try delivery.step()
+                            }
+                        }
                     } else {
                         let find = try writer.statement("SELECT id FROM events WHERE source = ? AND idempotency_key = ?")
                         try find.bind([e.source, e.idempotencyKey])
@@ -327,6 +370,24 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     }
 
     // MARK: reading
+
+    /// The deliveries of an event, in the order they were created.
+    public func deliveries(eventID: String) throws -> [DeliveryRecord] {
+        try reader.withLock { db in
+            let s = try db.statement("""
+                SELECT id, event_id, destination, subject_key, state, attempts FROM deliveries
+                WHERE event_id = ? ORDER BY rowid
+                """)
+            defer { s.reset() }
+            try s.bind([eventID])
+            var out: [DeliveryRecord] = []
+            while try s.step() {
+                out.append(DeliveryRecord(id: s.text(0) ?? "", eventID: s.text(1) ?? "", destination: s.text(2) ?? "",
+                                          subjectKey: s.text(3) ?? "", state: s.text(4) ?? "", attempts: Int(s.int(5))))
+            }
+            return out
+        }
+    }
 
     public func event(id: String) throws -> CanonicalEvent? {
         try reader.withLock { db in
