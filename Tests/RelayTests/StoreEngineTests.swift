@@ -52,6 +52,60 @@ struct StoreEngineTests {
         reopened.close()
     }
 
+    @Test("one event that does not fit fails alone: the rest of its batch is stored")
+    func oversizeEventFailsAlone() throws {
+        let dir = try TempDir("store-full")
+        var options = SQLiteStoreOptions(path: dir.path + "/relay.db")
+        options.maxSizeBytes = 256 * 1024
+        options.commitDelay = 0.05   // make sure they share a batch
+        let store = try SQLiteStore(options: options)
+        defer { store.close() }
+        // Prime the writer's batching (the delay applies once a batch had company).
+        _ = Self.commitAll(store, [Self.event(0), Self.event(1)])
+        var events = (2..<22).map { Self.event($0) }
+        events.insert(CanonicalEvent(id: EventID.make(), source: "s", type: "passthrough",
+                                     receivedAt: Timestamp.iso8601(Date()), idempotencyKey: "huge",
+                                     raw: RawPayload(contentType: "application/json",
+                                                     body: "\"" + String(repeating: "h", count: 400 * 1024) + "\"")),
+                      at: 10)
+        let results = Self.commitAll(store, events)
+        for (e, r) in zip(events, results) {
+            if e.idempotencyKey == "huge" {
+                guard case .failure(.unavailable(let why)) = r else {
+                    Issue.record("the oversize event was not refused: \(r)")
+                    continue
+                }
+                #expect(why.contains("full"), "\(why)")
+            } else {
+                #expect((try? r.get()) == .inserted(e.id), "\(r)")
+            }
+        }
+        #expect(try store.eventCount() == 22)
+    }
+
+    @Test("work on the writer's connection: its result comes back; a failing piece is undone alone")
+    func performWork() throws {
+        let dir = try TempDir("store-work")
+        let store = try SQLiteStore(options: SQLiteStoreOptions(path: dir.path + "/relay.db"))
+        defer { store.close() }
+        let e = Self.event(1)
+        _ = Self.commitAll(store, [e])
+        let count = try store.performAndWait { db in
+            try db.execute("UPDATE events SET type = 'changed' WHERE id = '\(e.id)'")
+            return Int(try db.scalarText("SELECT count(*) FROM events WHERE type = 'changed'") ?? "0") ?? 0
+        }
+        #expect(count == 1)
+        struct Boom: Error {}
+        #expect(throws: StoreError.self) {
+            try store.performAndWait { db -> Int in
+                try db.execute("UPDATE events SET type = 'boom' WHERE id = '\(e.id)'")
+                throw Boom()
+            }
+        }
+        // The failed work's update was rolled back; the earlier one stands.
+        #expect(try store.performAndWait { db in try db.scalarText("SELECT type FROM events WHERE id = '\(e.id)'") } == "changed")
+    }
+
     @Test("concurrent commits of one key: one insert, the rest duplicates of it, across batches")
     func duplicatesAcrossBatches() throws {
         let dir = try TempDir("store-dup")

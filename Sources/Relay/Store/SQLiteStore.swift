@@ -31,7 +31,20 @@ public struct SQLiteStoreOptions: Sendable {
 /// file (SQLite syncs the WAL before and the database after every checkpoint in NORMAL mode).
 /// Readers use their own connection under a lock.
 public final class SQLiteStore: EventStore, @unchecked Sendable {
-    private struct Pending {
+    /// A queued write: an accepted event (with its deliveries), or other work for the writer's transaction.
+    private enum Pending {
+        case event(EventWrite)
+        case work(Work)
+
+        func fail(_ error: StoreError) {
+            switch self {
+            case .event(let e): e.completion(.failure(error))
+            case .work(let w): w.completion(.failure(error))
+            }
+        }
+    }
+
+    private struct EventWrite {
         let event: CanonicalEvent
         let json: String
         let body: [UInt8]
@@ -39,12 +52,23 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
     }
 
+    private struct Work {
+        let run: @Sendable (Database) throws -> Void
+        let completion: @Sendable (Result<Void, StoreError>) -> Void
+    }
+
+    /// What a write came to, handed to its completion once the batch is durable.
+    private enum Outcome {
+        case event(CommitOutcome)
+        case work(Result<Void, StoreError>)
+    }
+
     /// What the committing threads, the writer and the syncer share, under `monitor`.
     private struct State {
         /// Events waiting for the writer.
         var items: [Pending] = []
         /// Batches in the WAL, waiting for the syncer's fdatasync.
-        var unsynced: [([Pending], [CommitOutcome])] = []
+        var unsynced: [([Pending], [Outcome])] = []
         var closing = false
         var writerDone = false
         var writerWaiting = false
@@ -166,12 +190,38 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     public func commit(_ event: CanonicalEvent, deliveries destinations: [String],
                        completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         // Encode on the caller's thread: the writer thread only writes.
-        let pending = Pending(event: event, json: event.jsonText(includeRaw: false),
-                              body: event.raw?.bytes ?? [], destinations: destinations, completion: completion)
+        enqueue(.event(EventWrite(event: event, json: event.jsonText(includeRaw: false), body: event.raw?.bytes ?? [],
+                                  destinations: destinations, completion: completion)))
+    }
+
+    /// Runs `work` on the writer's connection inside the next group-commit transaction (in a savepoint of its own:
+    /// if it throws, only its own changes are undone). The completion runs once the batch is as durable as the
+    /// store's `synchronous` setting makes events. For the dispatcher's claims and attempt records.
+    public func perform(_ work: @escaping @Sendable (Database) throws -> Void,
+                        completion: @escaping @Sendable (Result<Void, StoreError>) -> Void) {
+        enqueue(.work(Work(run: work, completion: completion)))
+    }
+
+    /// `perform`, waiting for the result (never call it on the store's own threads).
+    public func performAndWait<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) throws -> T {
+        let box = Mutex<Result<T, Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        perform({ db in
+            let value = try work(db)
+            box.withLock { $0 = .success(value) }
+        }, completion: { result in
+            if case .failure(let e) = result { box.withLock { $0 = .failure(e) } }   // not durable: a failure whatever the work said
+            done.signal()
+        })
+        done.wait()
+        return try box.withLock { $0! }.get()
+    }
+
+    private func enqueue(_ pending: Pending) {
         monitor.lock()
         if state.closing {
             monitor.unlock()
-            completion(.failure(.closed))
+            pending.fail(.closed)
             return
         }
         state.items.append(pending)
@@ -271,11 +321,9 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             if state.writerWaiting && !state.items.isEmpty { monitor.signal(Self.writerCondition) }
             monitor.unlock()
             if let failure = syncWAL() {
-                for (batch, _) in batches { for p in batch { p.completion(.failure(.unavailable(failure))) } }
+                for (batch, _) in batches { for p in batch { p.fail(.unavailable(failure)) } }
             } else {
-                for (batch, outcomes) in batches {
-                    for (p, outcome) in zip(batch, outcomes) { p.completion(.success(outcome)) }
-                }
+                for (batch, outcomes) in batches { Self.complete(batch, outcomes) }
             }
         }
         if walFD >= 0 { Glibc.close(walFD) }
@@ -298,54 +346,38 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         return nil
     }
 
+    private static func complete(_ batch: [Pending], _ outcomes: [Outcome]) {
+        for (p, outcome) in zip(batch, outcomes) {
+            switch (p, outcome) {
+            case (.event(let e), .event(let o)): e.completion(.success(o))
+            case (.work(let w), .work(let r)): w.completion(r)
+            default: p.fail(.unavailable("internal: outcome does not match its write"))
+            }
+        }
+    }
+
     private func write(_ batch: [Pending]) {
-        var outcomes: [CommitOutcome] = []
+        var outcomes: [Outcome] = []
         outcomes.reserveCapacity(batch.count)
         do {
             try writer.statement("BEGIN IMMEDIATE").step()
             do {
-                let insert = try writer.statement("""
-                    INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, idempotency_key) DO NOTHING
-                    """)
                 for p in batch {
-                    let e = p.event
-                    insert.reset()
-                    try insert.bind([e.id, e.source, e.idempotencyKey, e.type, e.status?.rawValue, e.receivedAt, p.json,
-                                     e.raw?.contentType])
-                    try insert.bind(9, blob: p.body)
-                    try insert.step()
-                    if writer.changes == 1 {
-                        outcomes.append(.inserted(e.id))
-                        if !p.destinations.isEmpty {
-                            let seq = writer.lastInsertRowID
-                            let now = Int64(Date().timeIntervalSince1970 * 1000)
-                            let delivery = try writer.statement("""
-                                INSERT INTO deliveries (id, event_seq, event_id, destination, subject_key, state,
-                                                        next_attempt_at, created_at)
-                                VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
-                                """)
-                            for d in p.destinations {
-                                delivery.reset()
-                                try delivery.bind(1, EventID.make(prefix: "dlv_"))
-                                try delivery.bind(2, seq)
-                                try delivery.bind(3, e.id)
-                                try delivery.bind(4, d)
-                                try delivery.bind(5, e.subjectKey)
-                                try delivery.bind(6, now)
-                                try delivery.bind(7, now)
-                                try delivery.step()
-                            }
+                    switch p {
+                    case .event(let e): outcomes.append(.event(try insert(e)))
+                    case .work(let w):
+                        try writer.statement("SAVEPOINT work").step()
+                        do {
+                            try w.run(writer)
+                            try writer.statement("RELEASE work").step()
+                            outcomes.append(.work(.success(())))
+                        } catch let error as DatabaseError where error.isFull || error.code == SQLITE_IOERR {
+                            throw error   // the whole batch is in trouble
+                        } catch {
+                            try writer.statement("ROLLBACK TO work").step()
+                            try writer.statement("RELEASE work").step()
+                            outcomes.append(.work(.failure(.unavailable("\(error)"))))
                         }
-                    } else {
-                        let find = try writer.statement("SELECT id FROM events WHERE source = ? AND idempotency_key = ?")
-                        try find.bind([e.source, e.idempotencyKey])
-                        guard try find.step(), let id = find.text(0) else {
-                            throw DatabaseError(code: SQLITE_INTERNAL, extendedCode: SQLITE_INTERNAL,
-                                                message: "conflicting row not found", sql: nil)
-                        }
-                        find.reset()
-                        outcomes.append(.duplicate(id))
                     }
                 }
                 try writer.statement("COMMIT").step()
@@ -354,9 +386,15 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                 throw error
             }
         } catch {
+            if batch.count > 1 {
+                // One write that does not fit (a full disk, the size cap) must not sink the others: write them one
+                // by one, so that each that fits is stored and only the rest are refused.
+                for p in batch { write([p]) }
+                return
+            }
             let reason = (error as? DatabaseError).map { $0.isFull ? "disk full: \($0.message)" : $0.description }
                 ?? "\(error)"
-            for p in batch { p.completion(.failure(.unavailable(reason))) }
+            for p in batch { p.fail(.unavailable(reason)) }
             return
         }
         if options.synchronous == .full {
@@ -365,8 +403,51 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             if state.syncerWaiting { monitor.signal(Self.syncerCondition) }
             monitor.unlock()
         } else {
-            for (p, outcome) in zip(batch, outcomes) { p.completion(.success(outcome)) }
+            Self.complete(batch, outcomes)
         }
+    }
+
+    /// Inserts an event and, when it is new, its deliveries; or finds the event it duplicates.
+    private func insert(_ p: EventWrite) throws -> CommitOutcome {
+        let e = p.event
+        let insert = try writer.statement("""
+            INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, idempotency_key) DO NOTHING
+            """)
+        try insert.bind([e.id, e.source, e.idempotencyKey, e.type, e.status?.rawValue, e.receivedAt, p.json,
+                         e.raw?.contentType])
+        try insert.bind(9, blob: p.body)
+        try insert.step()
+        guard writer.changes == 1 else {
+            let find = try writer.statement("SELECT id FROM events WHERE source = ? AND idempotency_key = ?")
+            defer { find.reset() }
+            try find.bind([e.source, e.idempotencyKey])
+            guard try find.step(), let id = find.text(0) else {
+                throw DatabaseError(code: SQLITE_INTERNAL, extendedCode: SQLITE_INTERNAL,
+                                    message: "conflicting row not found", sql: nil)
+            }
+            return .duplicate(id)
+        }
+        if !p.destinations.isEmpty {
+            let seq = writer.lastInsertRowID
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let delivery = try writer.statement("""
+                INSERT INTO deliveries (id, event_seq, event_id, destination, subject_key, state, next_attempt_at, created_at)
+                VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
+                """)
+            for d in p.destinations {
+                delivery.reset()
+                try delivery.bind(1, EventID.make(prefix: "dlv_"))
+                try delivery.bind(2, seq)
+                try delivery.bind(3, e.id)
+                try delivery.bind(4, d)
+                try delivery.bind(5, e.subjectKey)
+                try delivery.bind(6, now)
+                try delivery.bind(7, now)
+                try delivery.step()
+            }
+        }
+        return .inserted(e.id)
     }
 
     // MARK: reading
