@@ -174,13 +174,29 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                     event_id        TEXT NOT NULL,
                     destination     TEXT NOT NULL,
                     subject_key     TEXT NOT NULL,
-                    state           TEXT NOT NULL,
+                    state           TEXT NOT NULL,     -- pending, in_flight, delivered, dead, skipped, superseded
                     attempts        INTEGER NOT NULL DEFAULT 0,
-                    next_attempt_at INTEGER NOT NULL,
+                    next_attempt_at INTEGER NOT NULL,  -- ms since 1970
+                    lease_until     INTEGER,           -- while in_flight: the claim expires then
+                    claimed_by      TEXT,
+                    last_status     INTEGER,
+                    last_error      TEXT,
+                    finished_at     INTEGER,
                     created_at      INTEGER NOT NULL
                 );
                 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
                 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
+                CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries (destination, subject_key, state);
+                CREATE TABLE IF NOT EXISTS attempts (
+                    delivery_id     TEXT NOT NULL,
+                    n               INTEGER NOT NULL,
+                    started_at      INTEGER NOT NULL,
+                    latency_ms      INTEGER NOT NULL,
+                    status          INTEGER,           -- HTTP status, null when no answer
+                    error           TEXT,              -- transport error or classifier reason
+                    response        TEXT,              -- truncated response body
+                    PRIMARY KEY (delivery_id, n)
+                ) WITHOUT ROWID;
                 PRAGMA user_version = 2;
                 COMMIT;
                 """)

@@ -1,0 +1,141 @@
+import Foundation
+
+/// A delivery taken from the queue by a dispatcher, with its event.
+public struct ClaimedDelivery: Sendable {
+    public var id: String
+    public var eventSeq: Int64
+    public var destination: String
+    public var subjectKey: String
+    /// Attempts made before this one.
+    public var attempts: Int
+}
+
+/// One attempt's result, as recorded.
+public struct AttemptRecord: Sendable, Equatable {
+    public var startedAt: Int64
+    public var latencyMillis: Int64
+    public var status: Int?
+    public var error: String?
+    /// The response body, truncated to `AttemptRecord.maxResponse` bytes.
+    public var response: String?
+    public static let maxResponse = 2048
+
+    public init(startedAt: Int64, latencyMillis: Int64, status: Int?, error: String?, response: String?) {
+        self.startedAt = startedAt
+        self.latencyMillis = latencyMillis
+        self.status = status
+        self.error = error
+        self.response = response.map { String($0.utf8.prefix(Self.maxResponse)) ?? String($0.prefix(Self.maxResponse / 4)) }
+    }
+}
+
+/// What happens to a delivery after an attempt.
+public enum DeliveryResult: Sendable, Equatable {
+    case delivered
+    case retry(atMillis: Int64)
+    case dead(reason: String)
+}
+
+/// The delivery queue's SQL, run on the store's writer connection (`SQLiteStore.perform`). Claims are leases:
+/// a dispatcher that dies leaves its claims to expire, and they are taken again (at-least-once).
+public enum DeliveryQueue {
+    /// Claims up to `limit` due deliveries of `destination`, oldest first. With `perSubject`, a delivery is taken
+    /// only when no earlier delivery for the same subject at that destination is still waiting or in flight, so a
+    /// later status never overtakes an earlier one.
+    public static func claim(_ db: Database, destination: String, limit: Int, nowMillis: Int64, leaseMillis: Int64,
+                             owner: String, perSubject: Bool) throws -> [ClaimedDelivery] {
+        let ordering = perSubject ? """
+             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
+                             AND e.subject_key = d.subject_key AND e.rowid < d.rowid
+                             AND e.state IN ('pending', 'in_flight'))
+            """ : ""
+        let s = try db.statement("""
+            UPDATE deliveries SET state = 'in_flight', lease_until = ?1, claimed_by = ?2
+            WHERE rowid IN (SELECT d.rowid FROM deliveries d
+                            WHERE d.state = 'pending' AND d.destination = ?3 AND d.next_attempt_at <= ?4\(ordering)
+                            ORDER BY d.next_attempt_at, d.rowid LIMIT ?5)
+            RETURNING id, event_seq, destination, subject_key, attempts
+            """)
+        defer { s.reset() }
+        try s.bind(1, nowMillis + leaseMillis)
+        try s.bind(2, owner)
+        try s.bind(3, destination)
+        try s.bind(4, nowMillis)
+        try s.bind(5, Int64(limit))
+        var out: [ClaimedDelivery] = []
+        while try s.step() {
+            out.append(ClaimedDelivery(id: s.text(0) ?? "", eventSeq: s.int(1), destination: s.text(2) ?? "",
+                                       subjectKey: s.text(3) ?? "", attempts: Int(s.int(4))))
+        }
+        return out
+    }
+
+    /// Records an attempt and moves the delivery on: delivered, back to pending at a later time, or dead.
+    public static func finish(_ db: Database, id: String, attempt: AttemptRecord, result: DeliveryResult,
+                              nowMillis: Int64) throws {
+        let n = try db.statement("SELECT attempts FROM deliveries WHERE id = ?")
+        try n.bind([id])
+        guard try n.step() else {
+            n.reset()
+            throw DatabaseError(code: 12, extendedCode: 12, message: "no delivery \(id)", sql: nil)   // SQLITE_NOTFOUND
+        }
+        let number = n.int(0) + 1
+        n.reset()
+        let a = try db.statement("""
+            INSERT INTO attempts (delivery_id, n, started_at, latency_ms, status, error, response)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            """)
+        defer { a.reset() }
+        try a.bind(1, id)
+        try a.bind(2, number)
+        try a.bind(3, attempt.startedAt)
+        try a.bind(4, attempt.latencyMillis)
+        if let status = attempt.status { try a.bind(5, Int64(status)) } else { try a.bind(5, nil as String?) }
+        try a.bind(6, attempt.error)
+        try a.bind(7, attempt.response)
+        try a.step()
+        let state: String
+        var next: Int64 = nowMillis
+        var finished: Int64?
+        switch result {
+        case .delivered: state = "delivered"; finished = nowMillis
+        case .retry(let at): state = "pending"; next = at
+        case .dead: state = "dead"; finished = nowMillis
+        }
+        let u = try db.statement("""
+            UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, claimed_by = NULL,
+                   last_status = ?, last_error = ?, finished_at = ? WHERE id = ?
+            """)
+        defer { u.reset() }
+        try u.bind(1, state)
+        try u.bind(2, number)
+        try u.bind(3, next)
+        if let status = attempt.status { try u.bind(4, Int64(status)) } else { try u.bind(4, nil as String?) }
+        if case .dead(let reason) = result { try u.bind(5, reason) } else { try u.bind(5, attempt.error) }
+        if let finished { try u.bind(6, finished) } else { try u.bind(6, nil as String?) }
+        try u.bind(7, id)
+        try u.step()
+    }
+
+    /// Returns claims whose lease has run out (their dispatcher died or stalled) to the queue. Returns how many.
+    @discardableResult
+    public static func releaseExpiredLeases(_ db: Database, nowMillis: Int64) throws -> Int {
+        let s = try db.statement("""
+            UPDATE deliveries SET state = 'pending', lease_until = NULL, claimed_by = NULL
+            WHERE state = 'in_flight' AND lease_until <= ?
+            """)
+        defer { s.reset() }
+        try s.bind(1, nowMillis)
+        try s.step()
+        return db.changes
+    }
+
+    /// The earliest time a pending delivery of `destination` becomes due, if any.
+    public static func nextDue(_ db: Database, destination: String) throws -> Int64? {
+        let s = try db.statement("SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending' AND destination = ?")
+        defer { s.reset() }
+        try s.bind([destination])
+        guard try s.step(), s.text(0) != nil else { return nil }
+        return s.int(0)
+    }
+}
