@@ -148,7 +148,7 @@ public final class ConfigReader {
         let p = Self.join(path, key)
         guard let v = o[key], !v.isNull else { return nil }
         switch v {
-        case .number(let n) where n >= 0: return n
+        case .number(let n) where n >= 0 && n <= 10 * 365 * 86400: return n
         case .string(let raw):
             guard let s = substitute(raw, p) else { return nil }
             if let d = Self.parseDuration(s) { return d }
@@ -163,10 +163,16 @@ public final class ConfigReader {
     public static func parseDuration(_ text: String) -> Double? {
         let s = text.trimmingCharacters(in: .whitespaces)
         let units: [(String, Double)] = [("us", 0.000001), ("µs", 0.000001), ("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
-        for (suffix, factor) in units where s.hasSuffix(suffix) {
-            if let n = Double(s.dropLast(suffix.count)), n >= 0 { return n * factor }
+        // Plain decimal numbers only (no exponents, inf or nan), and at most ten years.
+        func number(_ t: Substring) -> Double? {
+            guard !t.isEmpty, t.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E }), let n = Double(t) else { return nil }
+            return n
         }
-        if let n = Double(s), n >= 0 { return n }
+        let limit = 10 * 365 * 86400.0
+        for (suffix, factor) in units where s.hasSuffix(suffix) {
+            if let n = number(Substring(s.dropLast(suffix.count))), n * factor <= limit { return n * factor }
+        }
+        if let n = number(Substring(s)), n <= limit { return n }
         return nil
     }
 

@@ -40,14 +40,22 @@ public final class HTTPServer: @unchecked Sendable {
     private var listenSocketClosed = false
     public private(set) var port: UInt16 = 0
 
-    public init(options: HTTPServerOptions, handler: @escaping HTTPHandler) {
+    /// Looks at the request line before any body is read; a response it returns is sent at once (and the body,
+    /// if any, is never read). For refusals that do not depend on the body: unknown paths, methods.
+    public typealias Preflight = @Sendable (_ method: String, _ path: String, _ headers: PreflightHeaders) -> HTTPResponse?
+    let preflight: Preflight?
+    /// libmicrohttpd's threads hold a reference to this object while the daemon runs: taken in `start`, given back
+    /// after `MHD_stop_daemon`. (A daemon never stopped, because requests were still parked, keeps it for good.)
+    private var daemonReference: Unmanaged<HTTPServer>?
+
+    public init(options: HTTPServerOptions, preflight: Preflight? = nil, handler: @escaping HTTPHandler) {
         self.options = options
+        self.preflight = preflight
         self.handler = handler
     }
 
     deinit {
-        // Never stop the daemon under a suspended connection (MHD aborts): then the process exit closes it.
-        if requestsInFlight == 0 { stop() }
+        // Only reached once the daemon is stopped (it holds a reference while it runs).
     }
 
     /// Binds and starts serving. Throws when the address cannot be bound.
@@ -76,7 +84,7 @@ public final class HTTPServer: @unchecked Sendable {
                 items.append(MHD_OptionItem(option: MHD_OPTION.THREAD_POOL_SIZE, value: threads, ptr_value: nil))
             }
             items.append(MHD_OptionItem(option: MHD_OPTION.END, value: 0, ptr_value: nil))
-            let me = Unmanaged.passUnretained(self).toOpaque()
+            let me = Unmanaged.passUnretained(self).toOpaque()   // retained below once the daemon runs
             return items.withUnsafeMutableBufferPointer { buf in
                 relay_mhd_start(flags, options.port, relayAccessHandler, me, relayRequestCompleted, me,
                                 relayURILog, me, buf.baseAddress)
@@ -86,6 +94,7 @@ public final class HTTPServer: @unchecked Sendable {
             throw HTTPServerError(message: "cannot listen on \(options.host):\(options.port): \(String(cString: strerror(errno)))")
         }
         daemon = started
+        daemonReference = Unmanaged.passRetained(self)
         port = relay_mhd_bound_port(started)
     }
 
@@ -116,6 +125,8 @@ public final class HTTPServer: @unchecked Sendable {
         if let d = daemon {
             daemon = nil
             MHD_stop_daemon(d)
+            daemonReference?.release()
+            daemonReference = nil
         }
     }
 
@@ -167,6 +178,19 @@ struct ConnectionResponder: HTTPResponder {
             }
         }
     }
+}
+
+/// Header lookup during the preflight (the request's headers are known, its body not yet read).
+public struct PreflightHeaders {
+    let connection: OpaquePointer
+    public subscript(name: String) -> String? {
+        MHD_lookup_connection_value(connection, MHD_ValueKind.HEADER_KIND, name).map { String(cString: $0) }
+    }
+}
+
+/// The path part of a request target (before any `?`).
+private func pathOf(_ target: String) -> String {
+    target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
 }
 
 private func queue(_ response: HTTPResponse, on connection: OpaquePointer?) -> MHD_Result {
@@ -236,15 +260,30 @@ let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, meth
     }
 
     if !ctx.headersSeen {
-        // First call, headers only: refuse an announced oversize body before reading any of it. Otherwise wait
-        // for the body (with a Content-Length or chunked) and the final call; a request without one gets that
-        // final call at once.
+        // First call, headers only: refuse what can be refused before reading any of the body (a request begun
+        // during a stop, an unknown path or method, an announced oversize body). Otherwise wait for the body (with
+        // a Content-Length or chunked) and the final call; a request without one gets that final call at once.
         ctx.headersSeen = true
-        if let cl = MHD_lookup_connection_value(connection, MHD_ValueKind.HEADER_KIND, "Content-Length"),
-           let length = Int(String(cString: cl)), length > options.maxBodyBytes {
+        var early: HTTPResponse?
+        if ctx.startedWhileStopping {
+            early = HTTPResponse.error(503, "shutting down", ["reason": "the relay is stopping; nothing was recorded, retry"])
+                .adding(headers: [("Connection", "close"), ("Retry-After", "1")])
+        } else if let preflight = server.preflight,
+                  let refusal = preflight(method.map { String(cString: $0) } ?? "GET", pathOf(ctx.rawTarget),
+                                          PreflightHeaders(connection: connection)) {
+            early = refusal
+        } else if let cl = MHD_lookup_connection_value(connection, MHD_ValueKind.HEADER_KIND, "Content-Length"),
+                  let length = Int(String(cString: cl)) {
+            if length > options.maxBodyBytes {
+                early = .error(413, "body too large", ["limit": String(options.maxBodyBytes)])
+            } else if length > 0 {
+                ctx.body.reserveCapacity(length)
+            }
+        }
+        if let early {
             ctx.dispatched = true
             ctx.state.withLock { $0.responded = true }
-            return queue(.error(413, "body too large", ["limit": String(options.maxBodyBytes)]), on: connection)
+            return queue(early, on: connection)
         }
         return MHD_Result.YES   // the body follows in later calls
     }
@@ -254,29 +293,16 @@ let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, meth
         return queue(.error(413, "body too large", ["limit": String(options.maxBodyBytes)]), on: connection)
     }
 
-    // The whole request has arrived: hand it to the application, unless it began after the stop did (a request
-    // that came on a kept-alive connection): then 503, and the sender retries elsewhere or later. A request that
-    // began before the stop is in flight: the stop waits for its answer.
+    // The whole request has arrived: hand it to the application. (One that began after a stop did was answered
+    // 503 in its first call; one that began before is in flight, and the stop waits for its answer.)
     ctx.dispatched = true
-    if ctx.startedWhileStopping {
-        ctx.state.withLock { $0.responded = true }
-        return queue(.error(503, "shutting down", ["reason": "the relay is stopping; nothing was recorded, retry"])
-                        .adding(headers: [("Connection", "close"), ("Retry-After", "1")]), on: connection)
-    }
     var headers = HTTPHeaders()
     withUnsafeMutablePointer(to: &headers) { p in
         _ = MHD_get_connection_values(connection, MHD_ValueKind.HEADER_KIND, headerIterator, p)
     }
     let target = ctx.rawTarget
-    let path: String
-    let query: String
-    if let q = target.firstIndex(of: "?") {
-        path = String(target[..<q])
-        query = String(target[target.index(after: q)...])
-    } else {
-        path = target
-        query = ""
-    }
+    let path = pathOf(target)
+    let query = target.firstIndex(of: "?").map { String(target[target.index(after: $0)...]) } ?? ""
     let address = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buf in
         relay_mhd_client_address(connection, buf.baseAddress!, buf.count)
         return String(cString: buf.baseAddress!)

@@ -19,6 +19,32 @@ public final class Ingest: Sendable {
 
     static let hooksPrefix = "/v1/hooks/"
 
+    /// Answers, from the request line alone and before any body is read, what will be refused whatever the body:
+    /// an unknown path or source (404), a method other than GET, HEAD, POST, PUT (405). Nil lets the body come.
+    public func preflight(method: String, path: String, requestID given: String?) -> HTTPResponse? {
+        if path == "/healthz" { return nil }
+        let refusal: HTTPResponse
+        var name = ""
+        if !path.hasPrefix(Self.hooksPrefix) {
+            refusal = .error(404, "not found")
+        } else {
+            name = String(path.dropFirst(Self.hooksPrefix.count))
+            if name.contains("%") { name = name.removingPercentEncoding ?? "" }
+            if sources[name] == nil {
+                refusal = .error(404, "unknown source")
+            } else if ["GET", "HEAD", "POST", "PUT"].contains(method) {
+                return nil
+            } else {
+                refusal = HTTPResponse.error(405, "method not allowed").adding(headers: [("Allow", "GET, HEAD, POST, PUT")])
+            }
+        }
+        let requestID = Self.requestID(given: given)
+        if refusal.status == 404 && !name.isEmpty {
+            log.warn("unknown source", ["requestId": requestID, "source": String(name.prefix(100))])
+        }
+        return refusal.adding(headers: [("X-Request-Id", requestID)])
+    }
+
     /// The server's handler: `/v1/hooks/{source}` and `/healthz`; everything else is 404.
     public func handle(_ request: HTTPRequest, _ responder: any HTTPResponder) {
         let requestID = Self.requestID(request)
@@ -110,7 +136,7 @@ public final class Ingest: Sendable {
                                         headers: [("X-Request-Id", requestID)]))
             case .failure(let error):
                 log.error("store commit failed", ["requestId": requestID, "source": source.name, "error": error.description])
-                responder.respond(.json(503, "{\"error\":\"store unavailable\",\"reason\":\"the event was not recorded; retry later\"}",
+                responder.respond(.json(503, "{\"error\":\"store unavailable\",\"reason\":\"the event could not be stored durably; retry later\"}",
                                         headers: [("X-Request-Id", requestID), ("Retry-After", "5")]))
             }
         }
@@ -124,8 +150,10 @@ public final class Ingest: Sendable {
     }
 
     /// The caller's `X-Request-Id` when it is short and plain, else a new one.
-    static func requestID(_ request: HTTPRequest) -> String {
-        if let given = request.headers["X-Request-Id"], !given.isEmpty, given.utf8.count <= 128,
+    static func requestID(_ request: HTTPRequest) -> String { requestID(given: request.headers["X-Request-Id"]) }
+
+    static func requestID(given: String?) -> String {
+        if let given, !given.isEmpty, given.utf8.count <= 128,
            given.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
             return given
         }

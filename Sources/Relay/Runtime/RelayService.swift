@@ -11,10 +11,14 @@ public final class RelayService: Sendable {
     public init(config: RelayConfig, log: Logger) throws {
         self.config = config
         self.log = log
-        store = try SQLiteStore(options: config.store)
+        store = try SQLiteStore(options: config.store, log: log)
         let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log)
         self.ingest = ingest
-        server = HTTPServer(options: config.server.http) { request, responder in ingest.handle(request, responder) }
+        server = HTTPServer(options: config.server.http,
+                            preflight: { method, path, headers in
+                                ingest.preflight(method: method, path: path, requestID: headers["X-Request-Id"])
+                            },
+                            handler: { request, responder in ingest.handle(request, responder) })
     }
 
     public func start() throws {
@@ -36,9 +40,13 @@ public final class RelayService: Sendable {
         log.info("stopped")
     }
 
-    /// Blocks until SIGTERM or SIGINT, then shuts down gracefully.
-    public func runUntilSignalled() {
+    /// Blocks until SIGTERM or SIGINT (or a failure of the store's disk), then shuts down gracefully. Returns the
+    /// process's exit status: 0 after a signal, 1 after a store failure (so that a supervisor restarts it and the
+    /// restart recovers from what is really on disk).
+    @discardableResult
+    public func runUntilSignalled() -> Int32 {
         let stop = DispatchSemaphore(value: 0)
+        store.onFailure = { _ in stop.signal() }
         let queue = DispatchQueue(label: "relay.signals")
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
@@ -51,5 +59,6 @@ public final class RelayService: Sendable {
         stop.wait()
         shutdown()
         withExtendedLifetime(sources) {}
+        return store.failure == nil ? 0 : 1
     }
 }

@@ -71,9 +71,14 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         var unsynced: [([Pending], [Outcome])] = []
         var closing = false
         var writerDone = false
+        /// The writer waits for events to arrive (or, gathering a batch, for `writerWantsBatchOf` of them).
         var writerWaiting = false
+        /// The writer waits for the syncer to take the previous batch.
+        var writerWaitingForSyncer = false
         /// The writer is gathering a batch: wake it once this many events are queued.
         var writerWantsBatchOf = 1
+        /// Set once the disk failed under us: everything is refused from then on (see `fail(_:)`).
+        var failure: String?
         var syncerWaiting = false
     }
     private static let writerCondition = 0, syncerCondition = 1
@@ -101,8 +106,11 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     private var walFD: Int32 = -1               // the syncer thread's own descriptor of the -wal file
     private var walInode: UInt64 = 0
 
-    public init(options: SQLiteStoreOptions) throws {
+    private let log: Logger?
+
+    public init(options: SQLiteStoreOptions, log: Logger? = nil) throws {
         self.options = options
+        self.log = log
         let dir = (options.path as NSString).deletingLastPathComponent
         if !dir.isEmpty {
             do {
@@ -235,6 +243,11 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
 
     private func enqueue(_ pending: Pending) {
         monitor.lock()
+        if let failure = state.failure {
+            monitor.unlock()
+            pending.fail(.unavailable(failure))
+            return
+        }
         if state.closing {
             monitor.unlock()
             pending.fail(.closed)
@@ -251,7 +264,36 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         state.closing = true
         monitor.signal(Self.writerCondition)
         monitor.unlock()
-        if !already { finished.wait() }
+        finished.wait()      // every caller waits for the end of the writer...
+        finished.signal()    // ... and passes the signal on to the next one
+        _ = already
+    }
+
+    /// Called when the disk has failed (a flush or a commit reported an I/O error): refuses everything from now on
+    /// and tells the owner (`onFailure`), who should stop the process so that a restart recovers from what is
+    /// really on disk.
+    private func fail(_ reason: String) {
+        monitor.lock()
+        let first = state.failure == nil
+        if first { state.failure = reason }
+        let queued = state.items
+        state.items.removeAll()
+        monitor.unlock()
+        for p in queued { p.fail(.unavailable(reason)) }
+        if first {
+            log?.error("store failed: refusing every write from now on", ["reason": reason])
+            onFailure?(reason)
+        }
+    }
+
+    /// Told once when the store has failed for good (see `fail`).
+    public nonisolated(unsafe) var onFailure: (@Sendable (String) -> Void)?
+
+    /// Why the store refuses everything, if it does.
+    public var failure: String? {
+        monitor.lock()
+        defer { monitor.unlock() }
+        return state.failure
     }
 
     /// Takes everything queued and writes it in one transaction. With a syncer, it waits until the syncer has
@@ -267,9 +309,11 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             monitor.lock()
             while !(state.closing && state.items.isEmpty)
                     && (state.items.isEmpty || (paced && !state.unsynced.isEmpty)) {
-                state.writerWaiting = true
+                let forSyncer = !state.items.isEmpty
+                if forSyncer { state.writerWaitingForSyncer = true } else { state.writerWaiting = true }
                 monitor.wait(Self.writerCondition)
                 state.writerWaiting = false
+                state.writerWaitingForSyncer = false
             }
             if state.items.isEmpty {   // closing, and nothing left
                 monitor.unlock()
@@ -312,7 +356,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             do {
                 try checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             } catch {
-                FileHandle.standardError.write(Data("{\"level\":\"warn\",\"msg\":\"checkpoint failed\",\"error\":\"\(error)\"}\n".utf8))
+                log?.warn("checkpoint failed", ["error": "\(error)"])
             }
         }
         checkpointDone.signal()
@@ -334,9 +378,12 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             }
             let batches = state.unsynced
             state.unsynced.removeAll(keepingCapacity: true)
-            if state.writerWaiting && !state.items.isEmpty { monitor.signal(Self.writerCondition) }
+            if state.writerWaitingForSyncer { monitor.signal(Self.writerCondition) }
             monitor.unlock()
             if let failure = syncWAL() {
+                // After a failed flush Linux marks the pages clean and reports the error once: a later flush can
+                // succeed without the data on disk. Nothing written from here on can be trusted, so the store stops.
+                fail("WAL flush failed: \(failure)")
                 for (batch, _) in batches { for p in batch { p.fail(.unavailable(failure)) } }
             } else {
                 for (batch, outcomes) in batches { Self.complete(batch, outcomes) }
@@ -402,6 +449,11 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                 throw error
             }
         } catch {
+            if let db = error as? DatabaseError, db.code == SQLITE_IOERR || db.code == SQLITE_CORRUPT {
+                fail("SQLite I/O error: \(db)")
+                for p in batch { p.fail(.unavailable(db.description)) }
+                return
+            }
             if batch.count > 1 {
                 // One write that does not fit (a full disk, the size cap) must not sink the others: write them one
                 // by one, so that each that fits is stored and only the rest are refused.

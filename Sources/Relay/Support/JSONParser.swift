@@ -70,8 +70,15 @@ public struct JSONParser {
         case UInt8(ascii: "f"): try literal("false"); return .bool(false)
         case UInt8(ascii: "n"): try literal("null"); return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            let start = i
             let n = try number()
-            return build ? .number(n) : .null
+            guard build else { return .null }
+            // An integer beyond 2^53 loses digits in a Double: keep its text.
+            if abs(n) >= 9_007_199_254_740_992, i - start <= 64,
+               b[start..<i].allSatisfy({ $0 == UInt8(ascii: "-") || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) }) {
+                return .integer(String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self))
+            }
+            return .number(n)
         default: throw fail("unexpected character")
         }
     }

@@ -5,6 +5,9 @@ public enum JSONValue: Sendable, Equatable, Hashable {
     case null
     case bool(Bool)
     case number(Double)
+    /// An integer too large for a Double to hold exactly (2^53 or more in magnitude), kept as its digits so that
+    /// ids such as `9007199254740993` stay distinct.
+    case integer(String)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -13,7 +16,13 @@ public enum JSONValue: Sendable, Equatable, Hashable {
     public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
     public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
-    public var numberValue: Double? { if case .number(let n) = self { return n }; return nil }
+    public var numberValue: Double? {
+        switch self {
+        case .number(let n): return n
+        case .integer(let digits): return Double(digits)
+        default: return nil
+        }
+    }
     public var isNull: Bool { if case .null = self { return true }; return false }
 
     /// A scalar rendered as text (numbers without a trailing `.0` when integral), nil for containers and null.
@@ -24,6 +33,7 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         case .number(let n):
             if n.rounded() == n, abs(n) < 1e15 { return String(Int64(n)) }
             return String(n)
+        case .integer(let digits): return digits
         default: return nil
         }
     }
@@ -33,7 +43,7 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"
-        case .number: return "a number"
+        case .number, .integer: return "a number"
         case .string: return "a string"
         case .array: return "an array"
         case .object: return "an object"
@@ -88,6 +98,7 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         case .bool(let b): out += b ? "true" : "false"
         case .number(let n):
             if n.rounded() == n, abs(n) < 9.0e15 { out += String(Int64(n)) } else if n.isFinite { out += String(n) } else { out += "null" }
+        case .integer(let digits): out += digits
         case .string(let s): JSONValue.appendQuoted(s, to: &out)
         case .array(let a):
             out += "["
@@ -183,6 +194,8 @@ extension JSONValue: Codable {
         case .bool(let b): try c.encode(b)
         case .number(let n):
             if n.rounded() == n, abs(n) < 9.0e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case .integer(let digits):
+            if let i = Int64(digits) { try c.encode(i) } else if let u = UInt64(digits) { try c.encode(u) } else { try c.encode(Double(digits) ?? 0) }
         case .string(let s): try c.encode(s)
         case .array(let a): try c.encode(a)
         case .object(let o): try c.encode(o)

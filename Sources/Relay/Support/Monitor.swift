@@ -8,8 +8,13 @@ public final class Monitor: @unchecked Sendable {
 
     public init() {
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(conditions, nil)
-        pthread_cond_init(conditions + 1, nil)
+        // Timed waits measure the monotonic clock: a wall-clock step must not stretch them.
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(conditions, &attr)
+        pthread_cond_init(conditions + 1, &attr)
+        pthread_condattr_destroy(&attr)
     }
 
     deinit {
@@ -29,7 +34,7 @@ public final class Monitor: @unchecked Sendable {
     /// Waits on condition 0 or 1 for at most `microseconds`; the mutex must be held.
     public func wait(_ condition: Int, microseconds: Int) {
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        clock_gettime(CLOCK_MONOTONIC, &now)
         var nanos = Int(now.tv_nsec) + microseconds * 1000
         var deadline = now
         deadline.tv_sec += nanos / 1_000_000_000

@@ -113,7 +113,7 @@ public struct HMACVerifier: Verifier {
     public struct KeyedFormat: Sendable, Equatable {
         public var signatureKey: String = "v1"
         public var timestampKey: String = "t"
-        public var separator: String = ","
+        public var separator: Character = ","
         public init() {}
     }
 
@@ -125,7 +125,7 @@ public struct HMACVerifier: Verifier {
     /// Text before each signature (`sha256=`, `v1,`, `hmac `), matched without regard to case.
     public var prefix: String = ""
     /// When set, the header holds several signatures separated by this (rotation): any one may match.
-    public var separator: String?
+    public var separator: Character?
     public var keyed: KeyedFormat?
     public var template: [TemplatePart] = [.body]
     public var timestampHeaders: [String] = []
@@ -151,7 +151,7 @@ public struct HMACVerifier: Verifier {
         var candidates: [Substring] = []
         var headerTimestamp: Substring?
         if let keyed {
-            for item in headerValue.split(separator: Character(keyed.separator)) {
+            for item in headerValue.split(separator: keyed.separator) {
                 let kv = item.trimmedASCII
                 guard let eq = kv.firstIndex(of: "=") else { continue }
                 let k = kv[..<eq], v = kv[kv.index(after: eq)...]
@@ -159,7 +159,7 @@ public struct HMACVerifier: Verifier {
                 if k == keyed.timestampKey { headerTimestamp = v }
             }
         } else if let separator {
-            candidates = headerValue.split(separator: Character(separator)).compactMap { stripPrefix($0) }
+            candidates = headerValue.split(separator: separator).compactMap { stripPrefix($0) }
         } else if let one = stripPrefix(Substring(headerValue)) {
             candidates = [one]
         }
@@ -174,13 +174,13 @@ public struct HMACVerifier: Verifier {
             } else if let (_, v) = request.headers.first(of: timestampHeaders) {
                 timestamp = v.trimmedASCII
             }
-            guard let ts = timestamp, let seconds = Double(ts) else {
-                return .rejected(timestamp == nil ? "missing signature timestamp" : "signature timestamp is not a number")
+            guard let ts = timestamp, let seconds = Self.unixTimestamp(ts) else {
+                return .rejected(timestamp == nil ? "missing signature timestamp"
+                                 : "signature timestamp is not a number of seconds (or milliseconds) since 1970")
             }
-            let unix = seconds > 1e12 ? seconds / 1000 : seconds
-            let skew = now.timeIntervalSince1970 - unix
-            if abs(skew) > tolerance {
-                return .rejected("signature timestamp outside tolerance: \(Int(skew))s \(skew > 0 ? "old" : "in the future"), allowed \(Int(tolerance))s")
+            let skew = now.timeIntervalSince1970 - seconds
+            if !(abs(skew) <= tolerance) {
+                return .rejected("signature timestamp outside tolerance: \(Int(clamping: Int64(skew.rounded())))s \(skew > 0 ? "old" : "in the future"), allowed \(Int(clamping: Int64(tolerance)))s")
             }
         }
         var messageID: String?
@@ -211,6 +211,17 @@ public struct HMACVerifier: Verifier {
             }
         }
         return .rejected("signature does not match (\(headerName), \(algorithm.rawValue), \(keys.count) secret\(keys.count == 1 ? "" : "s") tried)")
+    }
+
+    /// Seconds since 1970 from plain decimal digits (an optional fraction): seconds, or milliseconds when the
+    /// value is past 1e12. Anything else (signs, exponents, `inf`, `nan`, hex, more than 13 integer digits) is nil.
+    static func unixTimestamp(_ text: Substring) -> Double? {
+        let parts = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let digits = UInt8(ascii: "0")...UInt8(ascii: "9")
+        guard let whole = parts.first, (1...13).contains(whole.utf8.count), whole.utf8.allSatisfy(digits.contains),
+              parts.count == 1 || (!parts[1].isEmpty && parts[1].utf8.count <= 9 && parts[1].utf8.allSatisfy(digits.contains)),
+              let value = Double(text), value.isFinite else { return nil }
+        return value > 1e12 ? value / 1000 : value
     }
 
     private func stripPrefix(_ s: Substring) -> Substring? {

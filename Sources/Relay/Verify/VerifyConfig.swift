@@ -136,7 +136,7 @@ extension ConfigReader {
         if let h = strings(o, "header", path) { v.headers = h }
         if let p = string(o, "prefix", path) { v.prefix = p }
         if let s = string(o, "separator", path) {
-            if s.count == 1 { v.separator = s } else { problem(Self.join(path, "separator"), "must be one character") }
+            if s.count == 1 { v.separator = s.first } else { problem(Self.join(path, "separator"), "must be one character") }
         }
         if let k = o["keyed"] {
             let kp = Self.join(path, "keyed")
@@ -144,7 +144,9 @@ extension ConfigReader {
                 var f = HMACVerifier.KeyedFormat()
                 if let s = string(ko, "signature", kp) { f.signatureKey = s }
                 if let t = string(ko, "timestamp", kp) { f.timestampKey = t }
-                if let s = string(ko, "separator", kp) { f.separator = s }
+                if let s = string(ko, "separator", kp) {
+                    if s.count == 1, let c = s.first { f.separator = c } else { problem(Self.join(kp, "separator"), "must be one character") }
+                }
                 v.keyed = f
             }
         }

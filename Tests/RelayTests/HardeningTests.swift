@@ -1,0 +1,95 @@
+import Adapters
+import Foundation
+@testable import Relay
+import Testing
+
+/// Regressions for what a review of the ingest path found: inputs that crashed the process, lost events or
+/// passed a broken config.
+@Suite("Hardening")
+struct HardeningTests {
+    @Test("hostile timestamps are refused with 401, never crash the relay", arguments: [
+        "1e300", "inf", "-inf", "nan", "0x1p40", "-5", "+5", "1.5e9", "99999999999999999", "", " ", "12.", ".5",
+    ])
+    func hostileTimestamps(_ t: String) throws {
+        let secret = randomSecret("whsec_")
+        let relay = try RunningRelay(sources: """
+            "stripe": { adapter: "generic", verify: { preset: "stripe", secrets: ["${env:S}"] } },
+            "slack": { adapter: "generic", verify: { preset: "slack", secrets: ["${env:S}"] } },
+            """, environment: ["S": secret])
+        defer { relay.stop() }
+        let c = relay.client
+        let r1 = try c.post("/v1/hooks/stripe", json: "{\"id\":\"evt_1\"}", headers: [("Stripe-Signature", "t=\(t),v1=00")])
+        #expect(r1.status == 401, "\(r1)")
+        let r2 = try c.post("/v1/hooks/slack", json: "{}", headers: [("X-Slack-Request-Timestamp", t), ("X-Slack-Signature", "v0=00")])
+        #expect(r2.status == 401, "\(r2)")
+        // Still alive.
+        #expect(try c.get("/healthz").status == 200)
+    }
+
+    @Test("millisecond and fractional timestamps still work")
+    func timestampForms() {
+        #expect(HMACVerifier.unixTimestamp("1700000000") == 1_700_000_000)
+        #expect(HMACVerifier.unixTimestamp("1700000000123") == 1_700_000_000.123)
+        #expect(HMACVerifier.unixTimestamp("1700000000.5") == 1_700_000_000.5)
+        #expect(HMACVerifier.unixTimestamp("1e9") == nil)
+    }
+
+    @Test("ids beyond 2^53 stay distinct: no event is dropped as a duplicate of another")
+    func bigIntegerKeys() throws {
+        let relay = try RunningRelay(sources: """
+            "big": { adapter: "generic", verify: { none: true }, idempotency: { field: "$.id" },
+                     map: { subject: { orderId: "$.order" } } },
+            """)
+        defer { relay.stop() }
+        let ids = ["9007199254740993", "9007199254740992", "12345678901234567890", "12345678901234567891", "-9007199254740993"]
+        var events: [String] = []
+        for id in ids {
+            events.append(try expectAccepted(try relay.client.post("/v1/hooks/big", json: "{\"id\":\(id),\"order\":\(id)}")))
+        }
+        #expect(Set(events).count == ids.count)
+        for (id, e) in zip(ids, events) {
+            let stored = try #require(try relay.store.event(id: e))
+            #expect(stored.idempotencyKey == id)
+            #expect(stored.subject["orderId"] == id)
+        }
+        #expect(try JSONParser.parse(Array("[9007199254740993]".utf8)).jsonString() == "[9007199254740993]")
+    }
+
+    @Test("config values that used to pass check and crash later are problems now")
+    func brokenValues() {
+        let text = """
+            { server: { idleTimeout: "inf", requestTimeout: "1e30" }, store: { sqlite: "/tmp/x.db", commitDelay: "nan" },
+              sources: { s: { adapter: "generic", verify: { hmac: { header: "S", secrets: ["${env:S}"],
+                keyed: { separator: ", " }, tolerance: "-5s" } } } } }
+            """
+        do {
+            _ = try RelayConfig.parse(Data(text.utf8), registry: BuiltinAdapters.registry, environment: ["S": "x"])
+            Issue.record("expected problems")
+        } catch let error as ConfigError {
+            let paths = Set(error.problems.map(\.path))
+            for p in ["server.idleTimeout", "server.requestTimeout", "store.commitDelay",
+                      "sources.s.verify.hmac.keyed.separator", "sources.s.verify.hmac.tolerance"] {
+                #expect(paths.contains(p), "\(p) missing from \(error)")
+            }
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test("an unknown source or method is refused before its body is read")
+    func refusedBeforeTheBody() throws {
+        let relay = try RunningRelay(sources: """
+            "open": { adapter: "generic", verify: { none: true } },
+            """)
+        defer { relay.stop() }
+        for (method, path, status) in [("POST", "/v1/hooks/nope", 404), ("POST", "/elsewhere", 404), ("DELETE", "/v1/hooks/open", 405)] {
+            let conn = try Connection(port: relay.port, timeout: 5)
+            // Announce a large body and send none of it: the answer must come anyway.
+            try conn.send("\(method) \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900000\r\nX-Request-Id: pre-\(status)\r\n\r\n")
+            let r = try conn.readResponse()
+            #expect(r.status == status, "\(method) \(path): \(r)")
+            #expect(r.header("X-Request-Id") == "pre-\(status)")
+        }
+        #expect(try relay.store.eventCount() == 0)
+    }
+}
