@@ -58,6 +58,23 @@ struct DeliveryQueueTests {
         #expect(try store.deliveries(eventID: events[1].id).first { $0.destination == "d1" }?.id == next[0].id)
     }
 
+    @Test("coalescing keeps only the newest queued status of a subject; the event comes back with its body")
+    func coalesce() throws {
+        let (dir, store, events) = try Self.seeded()
+        defer { store.close(); dir.remove() }
+        #expect(try store.performAndWait { db in try DeliveryQueue.supersedeOlder(db, destination: "d1") } == 2)
+        let claimed = try claim(store, "d1", perSubject: true)
+        #expect(Set(claimed.map(\.subjectKey)) == ["orderId=A", "orderId=B"])
+        let newestA = try #require(claimed.first { $0.subjectKey == "orderId=A" })
+        #expect(try store.deliveries(eventID: events[3].id).first { $0.destination == "d1" }?.id == newestA.id)
+        #expect(try store.deliveries(eventID: events[0].id).first { $0.destination == "d1" }?.state == "superseded")
+        // d2 is untouched.
+        #expect(try store.deliveries(eventID: events[0].id).first { $0.destination == "d2" }?.state == "pending")
+        let loaded = try store.performAndWait { db in try DeliveryQueue.events(db, seqs: claimed.map(\.eventSeq)) }
+        #expect(loaded[newestA.eventSeq]?.id == events[3].id)
+        #expect(loaded[newestA.eventSeq]?.subject == ["orderId": "A"])
+    }
+
     @Test("without per-subject order everything due is claimable at once, oldest first")
     func unordered() throws {
         let (dir, store, _) = try Self.seeded()

@@ -130,12 +130,55 @@ public enum DeliveryQueue {
         return db.changes
     }
 
-    /// The earliest time a pending delivery of `destination` becomes due, if any.
-    public static func nextDue(_ db: Database, destination: String) throws -> Int64? {
-        let s = try db.statement("SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending' AND destination = ?")
+    /// The earliest time a pending delivery of `destination` becomes due, if any. With `perSubject`, only
+    /// deliveries that nothing earlier of their subject holds back count (the others wait for a finish, not a time).
+    public static func nextDue(_ db: Database, destination: String, perSubject: Bool = false) throws -> Int64? {
+        let ordering = perSubject ? """
+             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
+                             AND e.subject_key = d.subject_key AND e.rowid < d.rowid
+                             AND e.state IN ('pending', 'in_flight'))
+            """ : ""
+        let s = try db.statement("""
+            SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.state = 'pending' AND d.destination = ?\(ordering)
+            """)
         defer { s.reset() }
         try s.bind([destination])
         guard try s.step(), s.text(0) != nil else { return nil }
         return s.int(0)
+    }
+
+    /// Coalescing: of the statuses queued (pending, not in flight) for one subject at `destination`, only the
+    /// newest is sent; the older ones are marked `superseded`. Returns how many.
+    @discardableResult
+    public static func supersedeOlder(_ db: Database, destination: String) throws -> Int {
+        let s = try db.statement("""
+            UPDATE deliveries SET state = 'superseded', last_error = 'superseded by a newer status',
+                   finished_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000
+            WHERE state = 'pending' AND destination = ?1 AND EXISTS (
+                SELECT 1 FROM deliveries n WHERE n.destination = deliveries.destination
+                AND n.subject_key = deliveries.subject_key AND n.rowid > deliveries.rowid AND n.state = 'pending')
+            """)
+        defer { s.reset() }
+        try s.bind([destination])
+        try s.step()
+        return db.changes
+    }
+
+    /// The events (with their raw bodies) of the given sequence numbers.
+    public static func events(_ db: Database, seqs: [Int64]) throws -> [Int64: CanonicalEvent] {
+        guard !seqs.isEmpty else { return [:] }
+        let s = try db.statement("SELECT event, content_type, body FROM events WHERE seq = ?")
+        var out: [Int64: CanonicalEvent] = [:]
+        let decoder = JSONDecoder()
+        for seq in Set(seqs) {
+            s.reset()
+            try s.bind(1, seq)
+            guard try s.step(), let json = s.text(0) else { continue }
+            var event = try decoder.decode(CanonicalEvent.self, from: Data(json.utf8))
+            event.raw = RawPayload(contentType: s.text(1) ?? "", bytes: s.blob(2))
+            out[seq] = event
+        }
+        s.reset()
+        return out
     }
 }
