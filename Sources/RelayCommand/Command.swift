@@ -11,10 +11,49 @@ enum Command {
         usage:
           relay serve --config FILE     receive, verify and record webhooks (SIGTERM/SIGINT stop gracefully)
           relay check --config FILE     validate a configuration; lists every problem with its key path
+          relay simulate sink [--listen HOST:PORT] [--fault SPEC]...
+                                        a stand-in receiver that records requests and injects faults
+                                        (relay simulate sink --help for the details)
           relay version                 print the version
 
         environment:
           RELAY_LOG_LEVEL               debug, info, warn or error (overrides log.level)
+        """
+
+    static let simulateUsage = """
+        relay simulate sink: a stand-in receiver for delivery tests and demos
+
+        usage:
+          relay simulate sink [--listen HOST:PORT] [--fault SPEC]... [--keep N]
+
+          Accepts any method and path, records every request in memory (the last N, default 100000; all are
+          counted) and answers 200 {"ok":true}, unless a fault rule applies. Logs one JSON line per request
+          (no bodies); SIGTERM/SIGINT stop it gracefully (held answers go out first).
+
+          --listen HOST:PORT            default 127.0.0.1:9099 (port 0: any free port, logged at start)
+          --fault SPEC                  a fault rule, in order (the first matching one that has not expired applies)
+          --keep N                      recorded requests kept in memory (default 100000)
+
+        fault SPEC: a JSON rule ('{"action":"status","status":503,"times":2}') or list, or ACTION[:ARG][,KEY=VALUE]...
+          status:503                    answer 503
+          retryAfter:2[,httpDate]       answer 429 with Retry-After: 2 (httpDate: as an HTTP date 2 s ahead)
+          hang[:60]                     hold the answer 60 s (the client gives up first), then 504
+          slow:1.5                      answer normally after 1.5 s
+          reset                         close the connection without an answer
+          json:200,body={"error":"card_declined"}
+                                        answer 200 with that JSON body (a provider's business error)
+          keys: path=/prefix (requests whose path starts with it), times=N (the next N matching requests, then
+          expire), status=N, seconds=S, header=Name:value (repeatable), body=... (last: takes the rest of the spec)
+
+        control endpoints (JSON; not recorded):
+          GET  /_sink/requests?path=/x&since=SEQ&limit=N    recorded requests, oldest first, bodies as text
+          GET  /_sink/stats                                 counts per path and per status answered
+          GET  /_sink/faults                                the rules in force (times: what is left)
+          POST /_sink/faults                                a JSON list of rules replacing them
+          POST /_sink/reset                                 forget requests and counts, restore the --fault rules
+
+        environment:
+          RELAY_LOG_LEVEL               debug, info, warn or error (default info)
         """
 
     static func run(_ args: [String]) -> Int32 {
@@ -24,7 +63,7 @@ enum Command {
         }
         let rest = Array(args.dropFirst())
         if rest.contains("--help") || rest.contains("-h") || verb == "help" || verb == "--help" || verb == "-h" {
-            print(usage)
+            print(verb == "simulate" ? simulateUsage : usage)
             return 0
         }
         switch verb {
@@ -38,6 +77,8 @@ enum Command {
         case "serve":
             guard let path = configPath(rest) else { return 2 }
             return serve(configPath: path)
+        case "simulate":
+            return simulate(rest)
         default:
             fail("relay: unknown command \"\(verb)\"\n\n\(usage)")
             return 2
@@ -85,12 +126,43 @@ enum Command {
         do {
             let service = try RelayService(config: config, log: log)
             try service.start()
-            service.runUntilSignalled()
-            return 0
+            return service.runUntilSignalled()
         } catch {
             log.error("cannot start", ["error": "\(error)"])
             return 1
         }
+    }
+
+    static func simulate(_ args: [String]) -> Int32 {
+        guard args.first == "sink" else {
+            fail("relay simulate: \(args.first.map { "unknown simulator \"\($0)\"" } ?? "which one?") (there is: sink)\n\n\(simulateUsage)")
+            return 2
+        }
+        let options: SinkOptions
+        do {
+            options = try SinkOptions(arguments: Array(args.dropFirst()))
+        } catch {
+            fail("relay simulate sink: \(error)")
+            return 2
+        }
+        var level = LogLevel.info
+        if let env = ProcessInfo.processInfo.environment["RELAY_LOG_LEVEL"] {
+            guard let l = LogLevel(name: env) else {
+                fail("RELAY_LOG_LEVEL: \"\(env)\" is not one of debug, info, warn, error")
+                return 2
+            }
+            level = l
+        }
+        let log = Logger(level: level)
+        let sink = Sink(options: options, log: log)
+        do {
+            try sink.start()
+        } catch {
+            log.error("cannot start", ["error": "\(error)"])
+            return 1
+        }
+        sink.runUntilSignalled()
+        return 0
     }
 
     static func fail(_ message: String) {

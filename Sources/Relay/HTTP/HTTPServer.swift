@@ -194,6 +194,7 @@ private func pathOf(_ target: String) -> String {
 }
 
 private func queue(_ response: HTTPResponse, on connection: OpaquePointer?) -> MHD_Result {
+    if response.dropsConnection { return MHD_Result.NO }
     let r: OpaquePointer? = response.body.withUnsafeBytes { buf in
         MHD_create_response_from_buffer(buf.count, UnsafeMutableRawPointer(mutating: buf.baseAddress),
                                         MHD_ResponseMemoryMode.RESPMEM_MUST_COPY)

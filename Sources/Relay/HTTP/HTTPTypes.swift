@@ -94,6 +94,12 @@ public struct HTTPResponse: Sendable {
     }
 }
 
+extension HTTPResponse {
+    /// Not an answer: the server closes the connection without sending anything (for fault injection).
+    public static let dropConnection = HTTPResponse(status: 0)
+    public var dropsConnection: Bool { status == 0 }
+}
+
 /// Answers one request exactly once, from any thread, now or later.
 public protocol HTTPResponder: Sendable {
     func respond(_ response: HTTPResponse)
