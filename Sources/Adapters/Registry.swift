@@ -2,5 +2,6 @@ import Relay
 
 /// Every adapter this build of the relay knows, by its configuration name.
 public enum BuiltinAdapters {
-    public static let registry = AdapterRegistry(sources: [GenericSourceFactory()])
+    public static let registry = AdapterRegistry(sources: [GenericSourceFactory()],
+                                                 destinations: [GenericDestinationFactory()])
 }

@@ -20,7 +20,8 @@ public struct SourceSettings: Sendable {
 public struct DestinationSettings: Sendable {
     public var name: String
     public var adapterName: String
-    public var options: [String: JSONValue]
+    public var adapter: any DestinationAdapter
+    public var policy: DeliveryPolicy
 }
 
 public struct RouteSettings: Sendable {
@@ -40,6 +41,8 @@ public struct RelayConfig: Sendable {
     public var server = ServerSettings()
     public var store = SQLiteStoreOptions(path: "data/relay.db")
     public var logLevel: LogLevel = .info
+    /// The outbound HTTP client's settings (`client:`).
+    public var client = HTTPClientOptions()
     public var sources: [String: SourceSettings] = [:]
     public var destinations: [String: DestinationSettings] = [:]
     public var routes: [RouteSettings] = []
@@ -80,7 +83,7 @@ public struct RelayConfig: Sendable {
 
     static func read(_ tree: JSONValue, reader r: ConfigReader, registry: AdapterRegistry) -> RelayConfig {
         var c = RelayConfig()
-        guard let root = r.object(tree, "", keys: ["server", "store", "log", "sources", "destinations", "routes"]) else {
+        guard let root = r.object(tree, "", keys: ["server", "store", "log", "client", "sources", "destinations", "routes"]) else {
             return c
         }
         if let s = r.object(root["server"], "server", keys: ["listen", "maxBodyBytes", "threads", "connectionLimit",
@@ -111,6 +114,12 @@ public struct RelayConfig: Sendable {
             }
             if let v = r.int(s, "maxSizeBytes", "store", min: 65536) { c.store.maxSizeBytes = Int64(v) }
         }
+        if let cl = r.object(root["client"], "client", keys: ["caBundle", "verifyTLS", "maxConnectionsPerHost", "maxConnections"]) {
+            c.client.caBundlePath = r.string(cl, "caBundle", "client")
+            if let v = r.bool(cl, "verifyTLS", "client") { c.client.verifyTLS = v }
+            if let v = r.int(cl, "maxConnectionsPerHost", "client", min: 1) { c.client.maxConnectionsPerHost = v }
+            if let v = r.int(cl, "maxConnections", "client", min: 1) { c.client.maxTotalConnections = v }
+        }
         if let l = r.object(root["log"], "log", keys: ["level"]) {
             if let v = r.choice(l, "level", "log", LogLevel.allCases.map(\.name)) { c.logLevel = LogLevel(name: v)! }
         }
@@ -128,10 +137,16 @@ public struct RelayConfig: Sendable {
         for name in destinations.keys.sorted() {
             let path = ConfigReader.join("destinations", name)
             guard let d = r.map(destinations[name], path) else { continue }
-            guard let adapter = r.string(d, "adapter", path, required: true) else { continue }
-            var options = d
-            options["adapter"] = nil
-            c.destinations[name] = DestinationSettings(name: name, adapterName: adapter, options: options)
+            guard let adapterName = r.string(d, "adapter", path, required: true) else { continue }
+            guard let factory = registry.destinations[adapterName] else {
+                r.problem(ConfigReader.join(path, "adapter"), "unknown adapter \(r.shown(d["adapter"], adapterName)) (known: \(registry.destinations.keys.sorted().joined(separator: ", ")))")
+                continue
+            }
+            _ = r.object(destinations[name], path, keys: ["adapter", "description"] + DeliveryPolicy.keys + factory.destinationKeys)
+            let policy = r.deliveryPolicy(d, path)
+            if let adapter = factory.makeDestination(name: name, config: d, path: path, reader: r) {
+                c.destinations[name] = DestinationSettings(name: name, adapterName: adapterName, adapter: adapter, policy: policy)
+            }
         }
         if let routes = root["routes"] {
             guard case .array(let list) = routes else {

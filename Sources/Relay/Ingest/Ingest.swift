@@ -10,11 +10,16 @@ public final class Ingest: Sendable {
     let store: any EventStore
     let log: Logger
 
-    public init(sources: [String: SourceSettings], router: Router = Router(routes: []), store: any EventStore, log: Logger) {
+    /// Called once an event with deliveries is durable (the dispatcher's cue).
+    let committed: @Sendable () -> Void
+
+    public init(sources: [String: SourceSettings], router: Router = Router(routes: []), store: any EventStore, log: Logger,
+                committed: @escaping @Sendable () -> Void = {}) {
         self.sources = sources
         self.router = router
         self.store = store
         self.log = log
+        self.committed = committed
     }
 
     static let hooksPrefix = "/v1/hooks/"
@@ -124,6 +129,7 @@ public final class Ingest: Sendable {
         store.commit(event, deliveries: destinations) { result in
             switch result {
             case .success(.inserted(let id)):
+                if !destinations.isEmpty { self.committed() }
                 if log.enabled(.info) {
                     log.info("webhook accepted", ["requestId": requestID, "source": source.name, "eventId": id,
                                                   "type": event.type, "status": event.status?.rawValue ?? "",

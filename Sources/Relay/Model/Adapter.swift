@@ -140,10 +140,14 @@ public protocol SourceAdapterFactory: Sendable {
 /// The adapters a relay knows by name.
 public struct AdapterRegistry: Sendable {
     public var sources: [String: any SourceAdapterFactory]
+    public var destinations: [String: any DestinationAdapterFactory]
 
-    public init(sources: [any SourceAdapterFactory]) {
+    public init(sources: [any SourceAdapterFactory], destinations: [any DestinationAdapterFactory] = []) {
         var map: [String: any SourceAdapterFactory] = [:]
         for f in sources { map[f.name] = f }
         self.sources = map
+        var dmap: [String: any DestinationAdapterFactory] = [:]
+        for f in destinations { dmap[f.name] = f }
+        self.destinations = dmap
     }
 }

@@ -1,18 +1,32 @@
 import Foundation
 
-/// A running relay: store, ingest pipeline and HTTP server, with an orderly stop.
+/// A running relay: store, ingest pipeline, HTTP server and dispatcher, with an orderly stop.
 public final class RelayService: Sendable {
     public let config: RelayConfig
     public let log: Logger
     public let store: SQLiteStore
     let server: HTTPServer
     let ingest: Ingest
+    let client: HTTPClient?
+    let dispatcher: Dispatcher?
 
     public init(config: RelayConfig, log: Logger) throws {
         self.config = config
         self.log = log
         store = try SQLiteStore(options: config.store, log: log)
-        let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log)
+        if config.destinations.isEmpty {
+            client = nil
+            dispatcher = nil
+        } else {
+            let client = try HTTPClient(options: config.client)
+            self.client = client
+            dispatcher = Dispatcher(store: store, client: client, destinations: config.destinations.values.map {
+                Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy)
+            }, log: log)
+        }
+        let dispatcher = self.dispatcher
+        let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log,
+                            committed: { dispatcher?.wake() })
         self.ingest = ingest
         server = HTTPServer(options: config.server.http,
                             preflight: { method, path, headers in
@@ -22,6 +36,7 @@ public final class RelayService: Sendable {
     }
 
     public func start() throws {
+        try dispatcher?.start()
         try server.start()
         log.info("relay listening", ["address": "\(config.server.http.host):\(server.port)", "store": config.store.path,
                                      "sources": config.sources.keys.sorted().joined(separator: ","),
@@ -31,11 +46,13 @@ public final class RelayService: Sendable {
     /// The bound port (useful when configured as 0).
     public var port: UInt16 { server.port }
 
-    /// Stops taking connections, lets requests in flight finish (up to the configured timeout), then closes the
-    /// store after its last commit.
+    /// Stops taking connections, lets requests in flight finish (up to the configured timeout), lets delivery
+    /// attempts in flight finish and records them, then closes the store after its last commit.
     public func shutdown() {
         log.info("stopping", ["inFlight": String(server.requestsInFlight)])
         server.shutdown(timeout: config.server.shutdownTimeout)
+        dispatcher?.shutdown(timeout: config.server.shutdownTimeout)
+        client?.shutdown(timeout: 1)
         store.close()
         log.info("stopped")
     }

@@ -1,0 +1,301 @@
+import Foundation
+import Synchronization
+
+/// Sends the queued deliveries: claims what is due per destination (a lease in the store), translates each with
+/// its destination's adapter, sends it through the HTTP client, classifies the answer and records the attempt.
+///
+/// One thread runs the loop and owns all per-destination state (in-flight counts, rate budget, circuit breaker,
+/// next due time); the HTTP client's completions come back through an inbox. Every state change is in the store
+/// (claims, attempts, retries, dead letters): nothing about a delivery lives only in memory.
+public final class Dispatcher: @unchecked Sendable {
+    public struct Destination: Sendable {
+        public var name: String
+        public var adapter: any DestinationAdapter
+        public var policy: DeliveryPolicy
+        public init(name: String, adapter: any DestinationAdapter, policy: DeliveryPolicy) {
+            self.name = name
+            self.adapter = adapter
+            self.policy = policy
+        }
+    }
+
+    private struct Lane {
+        let destination: Destination
+        var inFlight = 0
+        var breaker: CircuitBreaker
+        /// Rate limiting: attempts may start while `tokens` >= 1; refilled at `rateLimit` per second.
+        var tokens: Double
+        var refilledAt: Double
+        /// When something may next be due (0: now). `.infinity` once the queue was seen empty.
+        var nextDue: Double = 0
+    }
+
+    private struct Finished: Sendable {
+        let delivery: ClaimedDelivery
+        let destination: String
+        let startedAt: Double
+        let result: Result<OutboundResponse, TransportError>?
+        let translateFailure: String?
+    }
+
+    private struct Inbox {
+        var finished: [Finished] = []
+        var wake = false
+        var stopping = false
+    }
+
+    let store: SQLiteStore
+    let client: HTTPClient
+    let log: Logger
+    let owner = "dispatcher-" + EventID.make(prefix: "")
+    private var lanes: [String: Lane] = [:]          // the loop thread's
+    private let inbox = Mutex(Inbox())
+    private let signal = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+    private var thread: Thread?
+
+    public init(store: SQLiteStore, client: HTTPClient, destinations: [Destination], log: Logger) {
+        self.store = store
+        self.client = client
+        self.log = log
+        let now = Self.clock()
+        for d in destinations {
+            lanes[d.name] = Lane(destination: d, breaker: CircuitBreaker(threshold: d.policy.breakerThreshold,
+                                                                        cooldown: d.policy.breakerCooldown),
+                                 tokens: d.policy.rateLimit.map { max(1, $0) } ?? 0, refilledAt: now)
+        }
+    }
+
+    static func clock() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+    static func wallMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Takes back what a previous run left claimed (it is gone: this relay is the store's only writer), then
+    /// starts the loop.
+    public func start() throws {
+        let released = try store.performAndWait { db in
+            try DeliveryQueue.releaseExpiredLeases(db, nowMillis: Int64.max)
+        }
+        if released > 0 { log.info("deliveries returned to the queue", ["count": String(released)]) }
+        let t = Thread { [self] in self.loop() }
+        t.name = "relay-dispatch"
+        thread = t
+        t.start()
+    }
+
+    /// New deliveries were committed: look at the queue now.
+    public func wake() {
+        inbox.withLock { $0.wake = true }
+        signal.signal()
+    }
+
+    /// Stops claiming, lets attempts in flight finish (up to `timeout`), records them, and returns. What is still
+    /// in flight after that stays claimed in the store and is taken again at the next start.
+    public func shutdown(timeout: Double) {
+        inbox.withLock { $0.stopping = true }
+        signal.signal()
+        if thread != nil { _ = done.wait(timeout: .now() + timeout + 5) }
+    }
+
+    private func loop() {
+        nameThisThread("relay-dispatch")
+        var stopDeadline: Double?
+        while true {
+            let (finished, woken, stopping) = inbox.withLock { box -> ([Finished], Bool, Bool) in
+                let f = box.finished
+                box.finished.removeAll(keepingCapacity: true)
+                let w = box.wake
+                box.wake = false
+                return (f, w, box.stopping)
+            }
+            if woken { for name in lanes.keys { lanes[name]!.nextDue = 0 } }
+            if !finished.isEmpty { record(finished) }
+            let inFlight = lanes.values.reduce(0) { $0 + $1.inFlight }
+            if stopping {
+                if stopDeadline == nil { stopDeadline = Self.clock() + 10 }
+                if inFlight == 0 || Self.clock() > stopDeadline! { break }
+                _ = signal.wait(timeout: .now() + .milliseconds(50))
+                continue
+            }
+            let nextWake = dispatchDue()
+            let wait = max(0.001, min(1.0, nextWake - Self.clock()))
+            _ = signal.wait(timeout: .now() + .microseconds(Int(wait * 1_000_000)))
+        }
+        done.signal()
+    }
+
+    /// Claims and sends what is due on every lane with room; returns when the loop should look again.
+    private func dispatchDue() -> Double {
+        let now = Self.clock()
+        var wanted: [(String, Int, Bool, Bool)] = []
+        var nextWake = now + 1
+        for (name, var lane) in lanes {
+            defer { lanes[name] = lane }
+            let p = lane.destination.policy
+            if let rate = p.rateLimit {
+                lane.tokens = min(max(1, rate), lane.tokens + (now - lane.refilledAt) * rate)
+                lane.refilledAt = now
+            }
+            if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
+            if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); continue }
+            var room = p.maxInFlight - lane.inFlight
+            if let rate = p.rateLimit {
+                room = min(room, Int(lane.tokens))
+                if room <= 0 { nextWake = min(nextWake, now + (1 - lane.tokens) / rate) }
+            }
+            guard room > 0 else { continue }
+            if lane.breaker.state != .closed {
+                // Open past its cooldown, or half-open: one probe at a time.
+                guard lane.breaker.allow(now: now) else { continue }
+                room = 1
+            }
+            wanted.append((name, room, p.perSubjectOrder, p.coalesce))
+        }
+        guard !wanted.isEmpty else { return nextWake }
+        let requests = wanted
+        let nowMillis = Self.wallMillis()
+        let owner = self.owner
+        let lease: Int64 = 120_000
+        let claimed: [String: (claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], nextDue: Int64?)]
+        do {
+            claimed = try store.performAndWait { db in
+                var out: [String: (claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], nextDue: Int64?)] = [:]
+                for (name, room, ordered, coalesce) in requests {
+                    if coalesce { try DeliveryQueue.supersedeOlder(db, destination: name) }
+                    let claims = try DeliveryQueue.claim(db, destination: name, limit: room, nowMillis: nowMillis,
+                                                         leaseMillis: lease, owner: owner, perSubject: ordered)
+                    let events = try DeliveryQueue.events(db, seqs: claims.map(\.eventSeq))
+                    let next = claims.count < room ? try DeliveryQueue.nextDue(db, destination: name, perSubject: ordered) : nil
+                    out[name] = (claims, events, next)
+                }
+                return out
+            }
+        } catch {
+            log.error("cannot claim deliveries", ["error": "\(error)"])
+            return now + 1
+        }
+        for (name, batch) in claimed {
+            guard var lane = lanes[name] else { continue }
+            if batch.claims.count < (wanted.first { $0.0 == name }?.1 ?? 0) {
+                // Drained what is due now: sleep until the next retry is due (or a wake).
+                if let next = batch.nextDue {
+                    lane.nextDue = now + max(0, Double(next - nowMillis) / 1000)
+                } else {
+                    lane.nextDue = .infinity
+                }
+            }
+            if batch.claims.isEmpty { lane.breaker.cancelProbe() }
+            for claim in batch.claims {
+                lane.inFlight += 1
+                if lane.destination.policy.rateLimit != nil { lane.tokens -= 1 }
+                send(claim, event: batch.events[claim.eventSeq], lane: lane)
+            }
+            lanes[name] = lane
+            if lane.nextDue != .infinity { nextWake = min(nextWake, lane.nextDue) }
+        }
+        return nextWake
+    }
+
+    private func send(_ claim: ClaimedDelivery, event: CanonicalEvent?, lane: Lane) {
+        let started = Self.clock()
+        let name = lane.destination.name
+        guard let event else {
+            enqueue(Finished(delivery: claim, destination: name, startedAt: started, result: nil,
+                             translateFailure: "the event of this delivery is missing from the store"))
+            return
+        }
+        let context = DeliveryContext(deliveryID: claim.id, destination: name, attempt: claim.attempts + 1)
+        var request: OutboundRequest
+        do {
+            request = try lane.destination.adapter.translate(event, context: context)
+        } catch {
+            enqueue(Finished(delivery: claim, destination: name, startedAt: started, result: nil,
+                             translateFailure: error.reason))
+            return
+        }
+        request.headers.append(("Idempotency-Key", claim.id))
+        request.connectTimeout = lane.destination.policy.connectTimeout
+        request.totalTimeout = lane.destination.policy.timeout
+        client.send(request) { [self] result in
+            enqueue(Finished(delivery: claim, destination: name, startedAt: started, result: result, translateFailure: nil))
+        }
+    }
+
+    private func enqueue(_ f: Finished) {
+        inbox.withLock { $0.finished.append(f) }
+        signal.signal()
+    }
+
+    /// Classifies finished attempts, updates the lanes, and records every attempt in one store transaction.
+    private func record(_ finished: [Finished]) {
+        let now = Self.clock()
+        let nowMillis = Self.wallMillis()
+        var records: [(String, AttemptRecord, DeliveryResult)] = []
+        for f in finished {
+            guard var lane = lanes[f.destination] else { continue }
+            lane.inFlight -= 1
+            lane.nextDue = 0   // a finish may free a subject's next status, or room
+            let attempts = f.delivery.attempts + 1
+            let latency = Int64((now - f.startedAt) * 1000)
+            let startedMillis = nowMillis - latency
+            var status: Int?
+            var error: String?
+            var response: String?
+            let classification: Classification
+            if let reason = f.translateFailure {
+                classification = .terminal(reason: "cannot translate: \(reason)")
+                error = reason
+            } else {
+                switch f.result! {
+                case .success(let r):
+                    status = r.status
+                    response = String(decoding: r.body.prefix(AttemptRecord.maxResponse), as: UTF8.self)
+                    classification = lane.destination.adapter.classify(r)
+                case .failure(let e):
+                    error = e.description
+                    classification = e.isRetryable ? .retry(reason: e.description, after: nil) : .terminal(reason: e.description)
+                }
+            }
+            let result: DeliveryResult
+            switch classification {
+            case .delivered:
+                result = .delivered
+                lane.breaker.record(success: true, now: now)
+            case .terminal(let reason):
+                result = .dead(reason: reason)
+                // A terminal answer is an answer: the destination is up.
+                lane.breaker.record(success: f.translateFailure != nil || status != nil, now: now)
+            case .retry(let reason, let after):
+                lane.breaker.record(success: false, now: now)
+                if let delay = lane.destination.policy.retry.delay(afterAttempts: attempts, retryAfter: after, status: status) {
+                    result = .retry(atMillis: nowMillis + Int64(delay * 1000))
+                } else {
+                    result = .dead(reason: "\(reason) after \(attempts) attempt\(attempts == 1 ? "" : "s")")
+                }
+            }
+            if error == nil, case .dead(let reason) = result { error = reason }
+            records.append((f.delivery.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
+                                                         error: error, response: response), result))
+            lanes[f.destination] = lane
+            switch result {
+            case .delivered:
+                log.debug("delivered", ["deliveryId": f.delivery.id, "destination": f.destination, "status": status.map(String.init) ?? ""])
+            case .retry(let at):
+                log.info("delivery will be retried", ["deliveryId": f.delivery.id, "destination": f.destination,
+                                                      "attempt": String(attempts), "error": error ?? "HTTP \(status ?? 0)",
+                                                      "retryInMs": String(at - nowMillis)])
+            case .dead(let reason):
+                log.warn("delivery dead-lettered", ["deliveryId": f.delivery.id, "destination": f.destination,
+                                                    "attempts": String(attempts), "reason": reason])
+            }
+        }
+        let log = self.log
+        let finishedRecords = records
+        store.perform({ db in
+            for (id, attempt, result) in finishedRecords {
+                try DeliveryQueue.finish(db, id: id, attempt: attempt, result: result, nowMillis: nowMillis)
+            }
+        }, completion: { result in
+            if case .failure(let e) = result { log.error("cannot record delivery attempts", ["error": e.description]) }
+        })
+    }
+}
