@@ -145,8 +145,12 @@ public final class ConfigReader {
 
     /// A duration: a number of seconds, or text such as "300ms", "5s", "2m", "1h", "1d".
     public func duration(_ o: [String: JSONValue], _ key: String, _ path: String) -> Double? {
-        let p = Self.join(path, key)
         guard let v = o[key], !v.isNull else { return nil }
+        return duration(v, Self.join(path, key))
+    }
+
+    /// A duration value found at `path` (e.g. an item of a list).
+    public func duration(_ v: JSONValue, _ p: String) -> Double? {
         switch v {
         case .number(let n) where n >= 0 && n <= 10 * 365 * 86400: return n
         case .string(let raw):

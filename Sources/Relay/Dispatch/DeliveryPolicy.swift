@@ -111,7 +111,7 @@ extension ConfigReader {
                 if case .array(let items) = list {
                     var delays: [Double] = []
                     for (i, item) in items.enumerated() {
-                        if let d = duration(["d": item], "d", Self.join(sp, i)) { delays.append(d) }
+                        if let d = duration(item, Self.join(sp, i)) { delays.append(d) }
                     }
                     p.retry.delays = .schedule(delays)
                 } else {
