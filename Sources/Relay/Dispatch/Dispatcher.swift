@@ -42,6 +42,8 @@ public final class Dispatcher: @unchecked Sendable {
         var finished: [Finished] = []
         var wake = false
         var stopping = false
+        /// How long a stop waits for the attempts in flight (`shutdown(timeout:)`).
+        var stopTimeout: Double = 10
     }
 
     let store: SQLiteStore
@@ -91,7 +93,10 @@ public final class Dispatcher: @unchecked Sendable {
     /// Stops claiming, lets attempts in flight finish (up to `timeout`), records them, and returns. What is still
     /// in flight after that stays claimed in the store and is taken again at the next start.
     public func shutdown(timeout: Double) {
-        inbox.withLock { $0.stopping = true }
+        inbox.withLock {
+            $0.stopping = true
+            $0.stopTimeout = max(0, timeout)
+        }
         signal.signal()
         if thread != nil { _ = done.wait(timeout: .now() + timeout + 5) }
     }
@@ -100,18 +105,18 @@ public final class Dispatcher: @unchecked Sendable {
         nameThisThread("relay-dispatch")
         var stopDeadline: Double?
         while true {
-            let (finished, woken, stopping) = inbox.withLock { box -> ([Finished], Bool, Bool) in
+            let (finished, woken, stopping, stopTimeout) = inbox.withLock { box -> ([Finished], Bool, Bool, Double) in
                 let f = box.finished
                 box.finished.removeAll(keepingCapacity: true)
                 let w = box.wake
                 box.wake = false
-                return (f, w, box.stopping)
+                return (f, w, box.stopping, box.stopTimeout)
             }
             if woken { for name in lanes.keys { lanes[name]!.nextDue = 0 } }
             if !finished.isEmpty { record(finished) }
             let inFlight = lanes.values.reduce(0) { $0 + $1.inFlight }
             if stopping {
-                if stopDeadline == nil { stopDeadline = Self.clock() + 10 }
+                if stopDeadline == nil { stopDeadline = Self.clock() + stopTimeout }
                 if inFlight == 0 || Self.clock() > stopDeadline! { break }
                 _ = signal.wait(timeout: .now() + .milliseconds(50))
                 continue
@@ -157,7 +162,7 @@ public final class Dispatcher: @unchecked Sendable {
         let lease: Int64 = 120_000
         let claimed: [String: (claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], nextDue: Int64?)]
         do {
-            claimed = try store.performAndWait { db in
+            claimed = try store.performAndWait(durable: false) { db in
                 var out: [String: (claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], nextDue: Int64?)] = [:]
                 for (name, room, ordered, coalesce) in requests {
                     if coalesce { try DeliveryQueue.supersedeOlder(db, destination: name) }
@@ -290,7 +295,7 @@ public final class Dispatcher: @unchecked Sendable {
         }
         let log = self.log
         let finishedRecords = records
-        store.perform({ db in
+        store.perform(durable: false, { db in
             for (id, attempt, result) in finishedRecords {
                 try DeliveryQueue.finish(db, id: id, attempt: attempt, result: result, nowMillis: nowMillis)
             }

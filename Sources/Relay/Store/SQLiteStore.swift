@@ -55,6 +55,9 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     private struct Work {
         let run: @Sendable (Database) throws -> Void
         let completion: @Sendable (Result<Void, StoreError>) -> Void
+        /// false: completed as soon as its transaction commits, without waiting for the flush (for what a crash
+        /// may lose without harm: a lost claim expires, a lost attempt record means one more attempt).
+        let durable: Bool
     }
 
     /// What a write came to, handed to its completion once the batch is durable.
@@ -220,17 +223,18 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
 
     /// Runs `work` on the writer's connection inside the next group-commit transaction (in a savepoint of its own:
     /// if it throws, only its own changes are undone). The completion runs once the batch is as durable as the
-    /// store's `synchronous` setting makes events. For the dispatcher's claims and attempt records.
-    public func perform(_ work: @escaping @Sendable (Database) throws -> Void,
+    /// store's `synchronous` setting makes events, or, with `durable: false`, as soon as it is committed. For the
+    /// dispatcher's claims and attempt records.
+    public func perform(durable: Bool = true, _ work: @escaping @Sendable (Database) throws -> Void,
                         completion: @escaping @Sendable (Result<Void, StoreError>) -> Void) {
-        enqueue(.work(Work(run: work, completion: completion)))
+        enqueue(.work(Work(run: work, completion: completion, durable: durable)))
     }
 
     /// `perform`, waiting for the result (never call it on the store's own threads).
-    public func performAndWait<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) throws -> T {
+    public func performAndWait<T: Sendable>(durable: Bool = true, _ work: @escaping @Sendable (Database) throws -> T) throws -> T {
         let box = Mutex<Result<T, Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
-        perform({ db in
+        perform(durable: durable, { db in
             let value = try work(db)
             box.withLock { $0 = .success(value) }
         }, completion: { result in
@@ -466,6 +470,19 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             return
         }
         if options.synchronous == .full {
+            // What need not wait for the flush is answered now; the rest after it.
+            var waiting: [Pending] = []
+            var waitingOutcomes: [Outcome] = []
+            for (p, o) in zip(batch, outcomes) {
+                if case .work(let w) = p, !w.durable {
+                    Self.complete([p], [o])
+                } else {
+                    waiting.append(p)
+                    waitingOutcomes.append(o)
+                }
+            }
+            if waiting.isEmpty { return }
+            let batch = waiting, outcomes = waitingOutcomes
             monitor.lock()
             state.unsynced.append((batch, outcomes))
             if state.syncerWaiting { monitor.signal(Self.syncerCondition) }
