@@ -13,7 +13,7 @@ public struct RetryPolicy: Sendable, Equatable {
     public var delays: Delays = .schedule([1, 5, 30, 120, 600, 1800, 3600, 7200])
     /// Full jitter: the delay is drawn uniformly from [0, delay]. Off: exactly the delay.
     public var jitter = true
-    /// A `Retry-After` longer than this is cut to it (and a delivery never waits longer than that).
+    /// A `Retry-After` longer than this is cut to it (it never shortens the schedule's own delay).
     public var retryAfterMax: Double = 3600
     /// A 429 waits at least this long, whatever Retry-After says.
     public var floor429: Double = 1
@@ -38,7 +38,8 @@ public struct RetryPolicy: Sendable, Equatable {
         case .exponential(let initial, let max, _): d = min(max, initial * pow(2, Double(attempts - 1)))
         }
         if jitter { d *= random() }
-        if let retryAfter { d = min(retryAfterMax, Swift.max(d, retryAfter)) }
+        // The destination may ask for a longer wait (up to retryAfterMax), never shorten the schedule's own.
+        if let retryAfter { d = Swift.max(d, min(retryAfterMax, retryAfter)) }
         if status == 429 { d = Swift.max(d, floor429) }
         return d
     }

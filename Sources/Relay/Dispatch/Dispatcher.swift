@@ -23,7 +23,8 @@ public final class Dispatcher: @unchecked Sendable {
         let destination: Destination
         var inFlight = 0
         var breaker: CircuitBreaker
-        /// Rate limiting: attempts may start while `tokens` >= 1; refilled at `rateLimit` per second.
+        /// Rate limiting: attempts may start while `tokens` >= 1; refilled at `rateLimit` per second, holding at most
+        /// a tenth of a second's worth (so no second ever sees much more than `rateLimit` starts).
         var tokens: Double
         var refilledAt: Double
         /// When something may next be due (0: now). `.infinity` once the queue was seen empty.
@@ -64,9 +65,12 @@ public final class Dispatcher: @unchecked Sendable {
         for d in destinations {
             lanes[d.name] = Lane(destination: d, breaker: CircuitBreaker(threshold: d.policy.breakerThreshold,
                                                                         cooldown: d.policy.breakerCooldown),
-                                 tokens: d.policy.rateLimit.map { max(1, $0) } ?? 0, refilledAt: now)
+                                 tokens: d.policy.rateLimit.map(Self.bucket) ?? 0, refilledAt: now)
         }
     }
+
+    /// The rate limiter's bucket size for `rate` attempts per second.
+    static func bucket(_ rate: Double) -> Double { max(1, rate / 10) }
 
     static func clock() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
     static func wallMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
@@ -137,7 +141,7 @@ public final class Dispatcher: @unchecked Sendable {
             defer { lanes[name] = lane }
             let p = lane.destination.policy
             if let rate = p.rateLimit {
-                lane.tokens = min(max(1, rate), lane.tokens + (now - lane.refilledAt) * rate)
+                lane.tokens = min(Self.bucket(rate), lane.tokens + (now - lane.refilledAt) * rate)
                 lane.refilledAt = now
             }
             if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
