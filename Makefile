@@ -4,10 +4,13 @@
 #   make deps        the C libraries the Swift package links (apt, only what is missing)
 #   make build       swift build (debug, .build/)
 #   make run         deps + build + serve config/relay.json5 from the repo root
-#   make test        deps + test deps + swift test + the interop suite
+#   make test        deps + test deps + swift test + the interop suite + the crash test
 #   make test-deps   deps + openssl + a Python venv (.venv) with standardwebhooks, stripe, pytest, requests
 #   make interop     pytest Tests/interop against .build/debug/relay (or $RELAY_BINARY, then no build)
-#   make bench       bench/run: nginx vs relay under wrk; rewrites docs/benchmarks.md (DURATION=10s)
+#   make crash-test  Tests/crash/run: SIGKILLs the relay while webhooks arrive; every 2xx must be delivered
+#   make bench       bench/run: nginx vs relay under wrk; rewrites docs/benchmarks.md (DURATION=10s), then
+#                    bench/deliveries: delivery rate, latency and memory; rewrites docs/benchmarks-delivery.md
+#   make bench-deliveries   bench/deliveries alone (BENCH_BIG=1: also drains the million-delivery queue)
 #   make clean       removes .build/ and test/bench leftovers (.venv stays; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -44,7 +47,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: deps build run test test-deps swift-test interop bench clean distclean
+.PHONY: deps build run test test-deps swift-test interop crash-test bench bench-deliveries clean distclean
 
 deps:
 	@$(call apt_ensure,$(APT_DEPS))
@@ -81,17 +84,31 @@ swift-test: deps
 interop: test-deps $(if $(RELAY_BINARY),,build)
 	cd "$(ROOT)" && "$(VENV_PY)" -m pytest Tests/interop
 
-# Both suites run even when the first fails; the exit status is non-zero if either failed.
+# The crash test: webhooks posted while the relay is SIGKILLed and restarted three times (debug build, about 10 s);
+# fails if a webhook that got a 2xx never reaches the sink. With RELAY_BINARY set, that binary is tested, no build.
+crash-test: test-deps $(if $(RELAY_BINARY),,build)
+	cd "$(ROOT)" && RELAY_BINARY="$(or $(RELAY_BINARY),$(ROOT)/.build/debug/relay)" "$(VENV_PY)" Tests/crash/run </dev/null
+
+# Every suite runs even when an earlier one fails; the exit status is non-zero if any failed.
 test: deps test-deps build
 	@rc=0; \
 	$(MAKE) -C "$(ROOT)" swift-test || rc=1; \
 	$(MAKE) -C "$(ROOT)" interop RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
+	$(MAKE) -C "$(ROOT)" crash-test RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
 
+# Both benchmarks run even when the first fails; the exit status is non-zero if either failed.
 DURATION ?= 10s
 bench: deps
-	cd "$(ROOT)" && DURATION="$(DURATION)" bench/run
+	@rc=0; \
+	(cd "$(ROOT)" && DURATION="$(DURATION)" bench/run) || rc=1; \
+	(cd "$(ROOT)" && bench/deliveries) || rc=1; \
+	if [ $$rc -ne 0 ]; then echo "make bench: FAILED (see above)" >&2; fi; \
+	exit $$rc
+
+bench-deliveries: deps
+	cd "$(ROOT)" && bench/deliveries
 
 clean:
 	cd "$(ROOT)" && rm -rf .build .pytest_cache bench/out
