@@ -59,6 +59,19 @@ import Testing
         #expect(try JSONParser.parse(Array(v.jsonString().utf8)) == v)
     }
 
+    @Test func escapedStringsRoundTripThroughJSONSerialization() throws {
+        let controls = String((0..<0x20).map { Character(Unicode.Scalar(UInt8($0))) })
+        let tricky = controls + #"quote" back\slash /slash é 😀 "# + "\u{2028}" + #" {"a":[1,"b"]}"#
+        var text = ""
+        JSONValue.appendQuoted(tricky, to: &text)
+        let back = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) as? String
+        #expect(back == tricky)
+        #expect(try JSONParser.parse(Array(text.utf8)) == .string(tricky))
+        var plain = ""
+        JSONValue.appendQuoted("plain é 😀", to: &plain)
+        #expect(plain == "\"plain é 😀\"")
+    }
+
     @Test func canonicalEventTextMatchesJSONEncoder() throws {
         let event = CanonicalEvent(id: "evt_1", source: "s", type: "t", subject: ["orderId": "O\"1", "b": "2"],
                                    status: .shipped, providerStatus: ProviderStatus(code: "S", label: "Ship"),

@@ -119,7 +119,9 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         }
     }
 
-    /// Appends `s` as a JSON string literal.
+    /// Appends `s` as a JSON string literal. Escaping works on UTF-8 bytes (multi-byte sequences never contain a
+    /// byte below 0x80, so they pass through whole): a body full of quotes costs one pass, not one append per
+    /// character.
     public static func appendQuoted(_ s: String, to out: inout String) {
         out += "\""
         var plain = true
@@ -127,22 +129,23 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         if plain {
             out += s
         } else {
-            for u in s.unicodeScalars {
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(s.utf8.count + s.utf8.count / 8 + 8)
+            let hex = Array("0123456789abcdef".utf8)
+            for u in s.utf8 {
                 switch u {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\r": out += "\\r"
-                case "\t": out += "\\t"
-                default:
-                    if u.value < 0x20 {
-                        let hex = String(u.value, radix: 16)
-                        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                    } else {
-                        out.unicodeScalars.append(u)
-                    }
+                case 0x22: bytes.append(0x5c); bytes.append(0x22)
+                case 0x5c: bytes.append(0x5c); bytes.append(0x5c)
+                case 0x0a: bytes.append(0x5c); bytes.append(UInt8(ascii: "n"))
+                case 0x0d: bytes.append(0x5c); bytes.append(UInt8(ascii: "r"))
+                case 0x09: bytes.append(0x5c); bytes.append(UInt8(ascii: "t"))
+                case 0..<0x20:
+                    bytes.append(contentsOf: [0x5c, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                              hex[Int(u >> 4)], hex[Int(u & 0xf)]])
+                default: bytes.append(u)
                 }
             }
+            out += String(decoding: bytes, as: UTF8.self)
         }
         out += "\""
     }
