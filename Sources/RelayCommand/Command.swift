@@ -110,19 +110,21 @@ enum Command {
         return nil
     }
 
+    /// A logger at `RELAY_LOG_LEVEL`, else `level`; nil (after saying why) when the variable is not a level.
+    static func logger(default level: LogLevel) -> Logger? {
+        guard let env = ProcessInfo.processInfo.environment["RELAY_LOG_LEVEL"] else { return Logger(level: level) }
+        guard let l = LogLevel(name: env) else {
+            fail("RELAY_LOG_LEVEL: \"\(env)\" is not one of debug, info, warn, error")
+            return nil
+        }
+        return Logger(level: l)
+    }
+
     static func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
 
     static func serve(configPath path: String) -> Int32 {
         guard let config = loadConfig(path) else { return 2 }
-        var level = config.logLevel
-        if let env = ProcessInfo.processInfo.environment["RELAY_LOG_LEVEL"] {
-            guard let l = LogLevel(name: env) else {
-                fail("RELAY_LOG_LEVEL: \"\(env)\" is not one of debug, info, warn, error")
-                return 2
-            }
-            level = l
-        }
-        let log = Logger(level: level)
+        guard let log = logger(default: config.logLevel) else { return 2 }
         do {
             let service = try RelayService(config: config, log: log)
             try service.start()
@@ -145,15 +147,7 @@ enum Command {
             fail("relay simulate sink: \(error)")
             return 2
         }
-        var level = LogLevel.info
-        if let env = ProcessInfo.processInfo.environment["RELAY_LOG_LEVEL"] {
-            guard let l = LogLevel(name: env) else {
-                fail("RELAY_LOG_LEVEL: \"\(env)\" is not one of debug, info, warn, error")
-                return 2
-            }
-            level = l
-        }
-        let log = Logger(level: level)
+        guard let log = logger(default: .info) else { return 2 }
         let sink = Sink(options: options, log: log)
         do {
             try sink.start()

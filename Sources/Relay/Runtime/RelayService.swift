@@ -64,18 +64,25 @@ public final class RelayService: Sendable {
     public func runUntilSignalled() -> Int32 {
         let stop = DispatchSemaphore(value: 0)
         store.onFailure = { _ in stop.signal() }
-        let queue = DispatchQueue(label: "relay.signals")
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            s.setEventHandler { stop.signal() }
-            s.resume()
-            sources.append(s)
-        }
-        stop.wait()
+        waitForTerminationSignal(or: stop)
         shutdown()
-        withExtendedLifetime(sources) {}
         return store.failure == nil ? 0 : 1
     }
+}
+
+/// Blocks the calling thread until SIGTERM or SIGINT arrives (or `other` is signalled, when given). The signals are
+/// taken from their default action (termination) for good: the caller stops in order instead.
+public func waitForTerminationSignal(or other: DispatchSemaphore? = nil) {
+    let stop = other ?? DispatchSemaphore(value: 0)
+    let queue = DispatchQueue(label: "relay.signals")
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGTERM, SIGINT] {
+        signal(sig, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+        s.setEventHandler { stop.signal() }
+        s.resume()
+        sources.append(s)
+    }
+    stop.wait()
+    for s in sources { s.cancel() }
 }

@@ -140,19 +140,8 @@ public final class Sink: Sendable {
 
     /// Blocks until SIGTERM or SIGINT, then stops gracefully.
     public func runUntilSignalled() {
-        let stop = DispatchSemaphore(value: 0)
-        let queue = DispatchQueue(label: "relay.sink.signals")
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            s.setEventHandler { stop.signal() }
-            s.resume()
-            sources.append(s)
-        }
-        stop.wait()
-        self.stop()
-        withExtendedLifetime(sources) {}
+        waitForTerminationSignal()
+        stop()
     }
 
     /// Handles one request as the server would (control endpoints included): for driving the sink without sockets.
