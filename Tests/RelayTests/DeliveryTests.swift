@@ -540,7 +540,8 @@ struct DeliveryTests {
             routes: [ { from: "shop", to: ["d"] } ],
             """
         // First run: three attempts go out and hang; the relay stops (after 300 ms of grace) with them unanswered.
-        let first = try FileRelay(dbPath: dbPath, logPath: dir.file("first.log"), extra: extra)
+        let first = try RunningRelay(sources: Self.sources, extra: extra, in: dir, logName: "first.log",
+                                     shutdownTimeout: "300ms")
         var ids: [String] = []
         var keys: [String] = []
         do {
@@ -571,7 +572,8 @@ struct DeliveryTests {
         }
 
         // Second run on the same file: the claims are taken back at start and delivered.
-        let second = try FileRelay(dbPath: dbPath, logPath: dir.file("second.log"), extra: extra)
+        let second = try RunningRelay(sources: Self.sources, extra: extra, in: dir, logName: "second.log",
+                                      shutdownTimeout: "300ms")
         defer { second.stop() }
         for id in ids {
             let d = try #require(try second.service.store.deliveries(eventID: id).first)
@@ -591,43 +593,3 @@ struct DeliveryTests {
     }
 }
 
-/// A `RelayService` on a given SQLite file (RunningRelay always makes a fresh one), so a test can stop a relay and
-/// start another on the same data. Stops quickly: `shutdownTimeout` 300 ms.
-final class FileRelay {
-    let service: RelayService
-    private let logFD: Int32
-    private var stopped = false
-
-    init(dbPath: String, logPath: String, extra: String) throws {
-        let text = """
-            {
-              server: { listen: "127.0.0.1:0", threads: 2, shutdownTimeout: "300ms" },
-              store: { sqlite: "\(dbPath)" },
-              log: { level: "debug" },
-              sources: { \(DeliveryTests.sources) },
-              \(extra)
-            }
-            """
-        let config = try RelayConfig.parse(Data(text.utf8), registry: BuiltinAdapters.registry, environment: [:])
-        logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard logFD >= 0 else { throw TestFailure("open \(logPath): \(errnoText())") }
-        do {
-            service = try RelayService(config: config, log: Logger(level: .debug, fd: logFD))
-            try service.start()
-        } catch {
-            _ = close(logFD)
-            throw error
-        }
-    }
-
-    var client: Client { Client(port: service.port) }
-
-    func stop() {
-        guard !stopped else { return }
-        stopped = true
-        service.shutdown()
-        _ = close(logFD)
-    }
-
-    deinit { stop() }
-}

@@ -298,11 +298,11 @@ struct Client: Sendable {
 /// The JSON5 configuration of a test relay: loopback, port 0, its own SQLite file, debug logs. `sources` is the
 /// text inside `sources: { ... }`; `server`, `store` add keys to those blocks; `extra` adds top-level keys.
 func relayConfigText(dbPath: String, sources: String, server: String = "", store: String = "",
-                     extra: String = "") -> String {
+                     extra: String = "", shutdownTimeout: String = "3s") -> String {
     """
     // written by the relay tests
     {
-      server: { listen: "127.0.0.1:0", threads: 2, shutdownTimeout: "3s", \(server) },
+      server: { listen: "127.0.0.1:0", threads: 2, shutdownTimeout: "\(shutdownTimeout)", \(server) },
       store: { sqlite: "\(dbPath)", \(store) },
       log: { level: "debug" },
       sources: {
@@ -314,23 +314,28 @@ func relayConfigText(dbPath: String, sources: String, server: String = "", store
 }
 
 /// A `RelayService` listening on 127.0.0.1 (a port of its own), storing into a fresh SQLite file in a temp dir,
-/// logging into a file there. Call `stop()` when done (it removes the directory).
+/// logging into a file there. Call `stop()` when done (it removes the directory). Given a directory (`in:`), it
+/// uses that directory's `relay.db` and leaves the directory in place, so that a second relay can be started on
+/// the same store.
 final class RunningRelay {
     let dir: TempDir
     let service: RelayService
     let logPath: String
     private let logFD: Int32
+    private let ownsDir: Bool
     private var stopped = false
 
     init(sources: String, server: String = "", store: String = "", extra: String = "",
-         environment: [String: String] = [:]) throws {
-        dir = try TempDir("relay-inproc")
+         environment: [String: String] = [:], in shared: TempDir? = nil, logName: String = "relay.log",
+         shutdownTimeout: String = "3s") throws {
+        dir = try shared ?? TempDir("relay-inproc")
+        ownsDir = shared == nil
         let text = relayConfigText(dbPath: dir.file("relay.db"), sources: sources, server: server, store: store,
-                                   extra: extra)
+                                   extra: extra, shutdownTimeout: shutdownTimeout)
         do {
             let config = try RelayConfig.parse(Data(text.utf8), registry: BuiltinAdapters.registry,
                                                environment: environment)
-            logPath = dir.file("relay.log")
+            logPath = dir.file(logName)
             logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
             guard logFD >= 0 else { throw TestFailure("open \(logPath): \(errnoText())") }
             do {
@@ -341,7 +346,7 @@ final class RunningRelay {
                 throw error
             }
         } catch {
-            dir.remove()
+            if ownsDir { dir.remove() }
             throw error
         }
     }
@@ -356,7 +361,7 @@ final class RunningRelay {
         stopped = true
         service.shutdown()
         _ = close(logFD)
-        dir.remove()
+        if ownsDir { dir.remove() }
     }
 
     deinit { stop() }
