@@ -2,6 +2,40 @@ import Relay
 
 /// Every adapter this build of the relay knows, by its configuration name.
 public enum BuiltinAdapters {
-    public static let registry = AdapterRegistry(sources: [GenericSourceFactory()],
-                                                 destinations: [GenericDestinationFactory()])
+    public static let registry = AdapterRegistry(
+        sources: [GenericSourceFactory(), PunchhSourceFactory(), CapillarySourceFactory()],
+        destinations: [GenericDestinationFactory(), MastercardRedemptionsDestinationFactory(),
+                       MastercardFulfillmentDestinationFactory(), PunchhDestinationFactory(),
+                       ReturningAIDestinationFactory(), CapillaryDestinationFactory()])
+
+    /// The provider stand-ins of `relay simulate <name>`, in the order `relay simulate --help` lists them.
+    public static let simulators: [Simulator] = [
+        Simulator(name: "mastercard-digital-redemptions",
+                  summary: "PUT /redemptions as Mastercard Digital Redemptions (statusCode B/I/N/O/S, Errors envelope)",
+                  make: { MastercardRedemptionsSimulator() }),
+        Simulator(name: "mastercard-fulfillment",
+                  summary: "/vendors/{vendor_id}/orders/status as Mastercard's Traditional Fulfillment Service",
+                  make: { MastercardFulfillmentSimulator() }),
+        Simulator(name: "punchh", summary: "PUT /api/v1/redemption_codes/{id} (form: process, void, amount) as Punchh",
+                  make: { PunchhSimulator() }),
+        Simulator(name: "returning-ai", summary: "PUT /v1/redemption-transactions/status as Returning.AI",
+                  make: { ReturningAISimulator() }),
+        Simulator(name: "capillary",
+                  summary: "PUT /api_gateway/rewards/core/v1/management/transactions as Capillary",
+                  make: { CapillarySimulator() }),
+    ]
+}
+
+/// A provider stand-in that `relay simulate <name>` serves.
+public struct Simulator: Sendable {
+    public var name: String
+    /// One line for the help text.
+    public var summary: String
+    public var make: @Sendable () -> any SinkResponder
+
+    public init(name: String, summary: String, make: @escaping @Sendable () -> any SinkResponder) {
+        self.name = name
+        self.summary = summary
+        self.make = make
+    }
 }

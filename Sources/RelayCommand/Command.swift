@@ -136,19 +136,22 @@ enum Command {
     }
 
     static func simulate(_ args: [String]) -> Int32 {
-        guard args.first == "sink" else {
-            fail("relay simulate: \(args.first.map { "unknown simulator \"\($0)\"" } ?? "which one?") (there is: sink)\n\n\(simulateUsage)")
+        let names = ["sink"] + BuiltinAdapters.simulators.map(\.name)
+        guard let which = args.first, names.contains(which) else {
+            fail("relay simulate: \(args.first.map { "unknown simulator \"\($0)\"" } ?? "which one?") (there is: \(names.joined(separator: ", ")))\n\n\(simulateUsage)")
             return 2
         }
         let options: SinkOptions
         do {
             options = try SinkOptions(arguments: Array(args.dropFirst()))
         } catch {
-            fail("relay simulate sink: \(error)")
+            fail("relay simulate \(which): \(error)")
             return 2
         }
+        var withResponder = options
+        withResponder.responder = BuiltinAdapters.simulators.first { $0.name == which }?.make()
         guard let log = logger(default: .info) else { return 2 }
-        let sink = Sink(options: options, log: log)
+        let sink = Sink(options: withResponder, log: log)
         do {
             try sink.start()
         } catch {

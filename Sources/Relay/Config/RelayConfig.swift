@@ -83,7 +83,7 @@ public struct RelayConfig: Sendable {
 
     static func read(_ tree: JSONValue, reader r: ConfigReader, registry: AdapterRegistry) -> RelayConfig {
         var c = RelayConfig()
-        guard let root = r.object(tree, "", keys: ["server", "store", "log", "client", "sources", "destinations", "routes"]) else {
+        guard let root = r.object(tree, "", keys: ["server", "store", "log", "client", "correlation", "sources", "destinations", "routes"]) else {
             return c
         }
         if let s = r.object(root["server"], "server", keys: ["listen", "maxBodyBytes", "threads", "connectionLimit",
@@ -103,6 +103,10 @@ public struct RelayConfig: Sendable {
             if let v = r.duration(s, "requestTimeout", "server") { c.server.http.requestTimeoutSeconds = v }
             if let v = r.duration(s, "shutdownTimeout", "server") { c.server.shutdownTimeout = v }
             c.server.publicURL = r.string(s, "publicURL", "server")
+        }
+        if let co = r.object(root["correlation"], "correlation", keys: ["keys"]) {
+            // Subject keys that identify one subject: linked across events and responses (Correlation).
+            if let keys = r.strings(co, "keys", "correlation") { c.store.correlationKeys = Set(keys) }
         }
         if let s = r.object(root["store"], "store", keys: ["sqlite", "synchronous", "maxBatch", "commitDelay", "maxSizeBytes"]) {
             if let p = r.string(s, "sqlite", "store", required: true) { c.store.path = p }

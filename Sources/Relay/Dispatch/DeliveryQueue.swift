@@ -8,6 +8,20 @@ public struct ClaimedDelivery: Sendable {
     public var subjectKey: String
     /// Attempts made before this one.
     public var attempts: Int
+    /// A multi-step delivery resumes at this step (0: the first), with the values earlier steps extracted.
+    public var step: Int = 0
+    public var values: [String: String] = [:]
+}
+
+/// Where a multi-step delivery stands after an attempt that did not finish it: the next attempt resumes at `step`
+/// with `values`.
+public struct StepProgress: Sendable, Equatable {
+    public var step: Int
+    public var values: [String: String]
+    public init(step: Int, values: [String: String]) {
+        self.step = step
+        self.values = values
+    }
 }
 
 /// One attempt's result, as recorded.
@@ -34,6 +48,8 @@ public enum DeliveryResult: Sendable, Equatable {
     case delivered
     case retry(atMillis: Int64)
     case dead(reason: String)
+    /// Nothing to send for this destination (a status with no mapping): finished, with why.
+    case skipped(reason: String)
 }
 
 /// The delivery queue's SQL, run on the store's writer connection (`SQLiteStore.perform`). Claims are leases:
@@ -54,7 +70,7 @@ public enum DeliveryQueue {
             WHERE rowid IN (SELECT d.rowid FROM deliveries d
                             WHERE d.state = 'pending' AND d.destination = ?3 AND d.next_attempt_at <= ?4\(ordering)
                             ORDER BY d.next_attempt_at, d.rowid LIMIT ?5)
-            RETURNING id, event_seq, destination, subject_key, attempts
+            RETURNING id, event_seq, destination, subject_key, attempts, step, context
             """)
         defer { s.reset() }
         try s.bind(1, nowMillis + leaseMillis)
@@ -64,15 +80,20 @@ public enum DeliveryQueue {
         try s.bind(5, Int64(limit))
         var out: [ClaimedDelivery] = []
         while try s.step() {
-            out.append(ClaimedDelivery(id: s.text(0) ?? "", eventSeq: s.int(1), destination: s.text(2) ?? "",
-                                       subjectKey: s.text(3) ?? "", attempts: Int(s.int(4))))
+            var c = ClaimedDelivery(id: s.text(0) ?? "", eventSeq: s.int(1), destination: s.text(2) ?? "",
+                                    subjectKey: s.text(3) ?? "", attempts: Int(s.int(4)))
+            c.step = Int(s.int(5))
+            if let json = s.text(6), let o = try? JSONParser.parse(Array(json.utf8)).objectValue {
+                c.values = o.compactMapValues(\.stringValue)
+            }
+            out.append(c)
         }
         return out
     }
 
     /// Records an attempt and moves the delivery on: delivered, back to pending at a later time, or dead.
     public static func finish(_ db: Database, id: String, attempt: AttemptRecord, result: DeliveryResult,
-                              nowMillis: Int64) throws {
+                              nowMillis: Int64, progress: StepProgress? = nil) throws {
         let n = try db.statement("SELECT attempts FROM deliveries WHERE id = ?")
         try n.bind([id])
         guard try n.step() else {
@@ -101,19 +122,31 @@ public enum DeliveryQueue {
         case .delivered: state = "delivered"; finished = nowMillis
         case .retry(let at): state = "pending"; next = at
         case .dead: state = "dead"; finished = nowMillis
+        case .skipped: state = "skipped"; finished = nowMillis
         }
         let u = try db.statement("""
             UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, claimed_by = NULL,
-                   last_status = ?, last_error = ?, finished_at = ? WHERE id = ?
+                   last_status = ?, last_error = ?, finished_at = ?, step = ?, context = ? WHERE id = ?
             """)
         defer { u.reset() }
         try u.bind(1, state)
         try u.bind(2, number)
         try u.bind(3, next)
         if let status = attempt.status { try u.bind(4, Int64(status)) } else { try u.bind(4, nil as String?) }
-        if case .dead(let reason) = result { try u.bind(5, reason) } else { try u.bind(5, attempt.error) }
+        switch result {
+        case .dead(let reason), .skipped(let reason): try u.bind(5, reason)
+        default: try u.bind(5, attempt.error)
+        }
         if let finished { try u.bind(6, finished) } else { try u.bind(6, nil as String?) }
-        try u.bind(7, id)
+        try u.bind(7, Int64(progress?.step ?? 0))
+        if let progress, !progress.values.isEmpty {
+            var json = ""
+            JSONValue.object(progress.values.mapValues(JSONValue.string)).write(to: &json)
+            try u.bind(8, json)
+        } else {
+            try u.bind(8, nil as String?)
+        }
+        try u.bind(9, id)
         try u.step()
     }
 
@@ -165,7 +198,8 @@ public enum DeliveryQueue {
     }
 
     /// The events (with their raw bodies) of the given sequence numbers.
-    public static func events(_ db: Database, seqs: [Int64]) throws -> [Int64: CanonicalEvent] {
+    /// With `correlationKeys`, each event's subject is completed with the identifiers linked to it (`Correlation`).
+    public static func events(_ db: Database, seqs: [Int64], correlationKeys: Set<String> = []) throws -> [Int64: CanonicalEvent] {
         guard !seqs.isEmpty else { return [:] }
         let s = try db.statement("SELECT event, content_type, body FROM events WHERE seq = ?")
         var out: [Int64: CanonicalEvent] = [:]
@@ -179,6 +213,11 @@ public enum DeliveryQueue {
             out[seq] = event
         }
         s.reset()
+        if !correlationKeys.isEmpty {
+            for (seq, event) in out where !event.subject.isEmpty {
+                out[seq]!.subject = try Correlation.enrich(db, subject: event.subject, keys: correlationKeys)
+            }
+        }
         return out
     }
 }

@@ -29,14 +29,28 @@ public final class Dispatcher: @unchecked Sendable {
         var refilledAt: Double
         /// When something may next be due (0: now). `.infinity` once the queue was seen empty.
         var nextDue: Double = 0
+        /// A batching destination waits `batching.wait` after its queue becomes due, for more to join: until then.
+        var batchHoldUntil: Double?
+        /// The last claim took all it could: more is waiting, send it without another wait.
+        var batchBacklog = false
+        var batching: BatchOptions? { (destination.adapter as? any BatchingDestinationAdapter)?.batching }
     }
 
+    /// One request's end: a delivery (at some step of it), or a batch of deliveries sharing the request.
     private struct Finished: Sendable {
-        let delivery: ClaimedDelivery
+        let claims: [ClaimedDelivery]
+        let events: [CanonicalEvent]
         let destination: String
         let startedAt: Double
+        /// The step sent (single deliveries).
+        let context: DeliveryContext?
+        /// Identifiers earlier steps of this attempt learned (correlation).
+        let learned: [String: String]
         let result: Result<OutboundResponse, TransportError>?
-        let translateFailure: String?
+        let translateFailure: TranslateError?
+
+        var delivery: ClaimedDelivery { claims[0] }
+        var isBatch: Bool { context == nil }
     }
 
     private struct Inbox {
@@ -51,14 +65,19 @@ public final class Dispatcher: @unchecked Sendable {
     let client: HTTPClient
     let log: Logger
     let owner = "dispatcher-" + EventID.make(prefix: "")
+    /// Subject keys that identify a subject: events are completed with linked identifiers before translation,
+    /// and identifiers learned from responses are linked.
+    let correlationKeys: Set<String>
     private var lanes: [String: Lane] = [:]          // the loop thread's
     private let inbox = Mutex(Inbox())
     private let signal = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
     private var thread: Thread?
 
-    public init(store: SQLiteStore, client: HTTPClient, destinations: [Destination], log: Logger) {
+    public init(store: SQLiteStore, client: HTTPClient, destinations: [Destination], log: Logger,
+                correlationKeys: Set<String> = []) {
         self.store = store
+        self.correlationKeys = correlationKeys
         self.client = client
         self.log = log
         let now = Self.clock()
@@ -146,6 +165,12 @@ public final class Dispatcher: @unchecked Sendable {
             }
             if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
             if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); continue }
+            if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
+                // Due now: give the statuses queued together a moment to join one request.
+                let until = lane.batchHoldUntil ?? (now + batching.wait)
+                lane.batchHoldUntil = until
+                if until > now { nextWake = min(nextWake, until); continue }
+            }
             var room = p.maxInFlight - lane.inFlight
             if let rate = p.rateLimit {
                 room = min(room, Int(lane.tokens))
@@ -157,12 +182,13 @@ public final class Dispatcher: @unchecked Sendable {
                 guard lane.breaker.allow(now: now) else { continue }
                 room = 1
             }
-            wanted.append((name, room, p.perSubjectOrder, p.coalesce))
+            wanted.append((name, room * (lane.batching?.maxItems ?? 1), p.perSubjectOrder, p.coalesce))
         }
         guard !wanted.isEmpty else { return nextWake }
         let requests = wanted
         let nowMillis = Self.wallMillis()
         let owner = self.owner
+        let correlationKeys = self.correlationKeys
         let lease: Int64 = 120_000
         let claimed: [String: (claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], nextDue: Int64?)]
         do {
@@ -172,7 +198,7 @@ public final class Dispatcher: @unchecked Sendable {
                     if coalesce { try DeliveryQueue.supersedeOlder(db, destination: name) }
                     let claims = try DeliveryQueue.claim(db, destination: name, limit: room, nowMillis: nowMillis,
                                                          leaseMillis: lease, owner: owner, perSubject: ordered)
-                    let events = try DeliveryQueue.events(db, seqs: claims.map(\.eventSeq))
+                    let events = try DeliveryQueue.events(db, seqs: claims.map(\.eventSeq), correlationKeys: correlationKeys)
                     let next = claims.count < room ? try DeliveryQueue.nextDue(db, destination: name, perSubject: ordered) : nil
                     out[name] = (claims, events, next)
                 }
@@ -184,7 +210,10 @@ public final class Dispatcher: @unchecked Sendable {
         }
         for (name, batch) in claimed {
             guard var lane = lanes[name] else { continue }
-            if batch.claims.count < (wanted.first { $0.0 == name }?.1 ?? 0) {
+            let limit = wanted.first { $0.0 == name }?.1 ?? 0
+            lane.batchHoldUntil = nil
+            lane.batchBacklog = lane.batching != nil && batch.claims.count >= limit
+            if batch.claims.count < limit {
                 // Drained what is due now: sleep until the next retry is due (or a wake).
                 if let next = batch.nextDue {
                     lane.nextDue = now + max(0, Double(next - nowMillis) / 1000)
@@ -193,10 +222,18 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             }
             if batch.claims.isEmpty { lane.breaker.cancelProbe() }
-            for claim in batch.claims {
-                lane.inFlight += 1
-                if lane.destination.policy.rateLimit != nil { lane.tokens -= 1 }
-                send(claim, event: batch.events[claim.eventSeq], lane: lane)
+            if let batching = lane.batching {
+                let requests = sendBatches(batch.claims, events: batch.events, lane: lane, batching: batching)
+                lane.inFlight += requests
+                if lane.destination.policy.rateLimit != nil { lane.tokens -= Double(requests) }
+            } else {
+                for claim in batch.claims {
+                    lane.inFlight += 1
+                    if lane.destination.policy.rateLimit != nil { lane.tokens -= 1 }
+                    let context = DeliveryContext(deliveryID: claim.id, destination: name, attempt: claim.attempts + 1,
+                                                  step: claim.step, values: claim.values)
+                    send(claim, event: batch.events[claim.eventSeq], context: context, learned: [:], lane: lane)
+                }
             }
             lanes[name] = lane
             if lane.nextDue != .infinity { nextWake = min(nextWake, lane.nextDue) }
@@ -204,28 +241,86 @@ public final class Dispatcher: @unchecked Sendable {
         return nextWake
     }
 
-    private func send(_ claim: ClaimedDelivery, event: CanonicalEvent?, lane: Lane) {
+    /// Sends one step of one delivery.
+    private func send(_ claim: ClaimedDelivery, event: CanonicalEvent?, context: DeliveryContext,
+                      learned: [String: String], lane: Lane) {
         let started = Self.clock()
         let name = lane.destination.name
         guard let event else {
-            enqueue(Finished(delivery: claim, destination: name, startedAt: started, result: nil,
-                             translateFailure: "the event of this delivery is missing from the store"))
+            enqueue(Finished(claims: [claim], events: [], destination: name, startedAt: started, context: context,
+                             learned: learned, result: nil,
+                             translateFailure: TranslateError("the event of this delivery is missing from the store")))
             return
         }
-        let context = DeliveryContext(deliveryID: claim.id, destination: name, attempt: claim.attempts + 1)
         var request: OutboundRequest
         do {
             request = try lane.destination.adapter.translate(event, context: context)
         } catch {
-            enqueue(Finished(delivery: claim, destination: name, startedAt: started, result: nil,
-                             translateFailure: error.reason))
+            enqueue(Finished(claims: [claim], events: [event], destination: name, startedAt: started, context: context,
+                             learned: learned, result: nil, translateFailure: error))
             return
         }
-        request.headers.append(("Idempotency-Key", claim.id))
+        transmit(&request, claims: [claim], events: [event], context: context, learned: learned, lane: lane,
+                 started: started)
+    }
+
+    /// Groups claimed deliveries by their batch key into requests of at most `maxItems`; returns how many
+    /// requests (each counted in flight, as is each delivery that could not be translated).
+    private func sendBatches(_ claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], lane: Lane,
+                             batching: BatchOptions) -> Int {
+        guard let adapter = lane.destination.adapter as? any BatchingDestinationAdapter else { return 0 }
+        let started = Self.clock()
+        let name = lane.destination.name
+        var count = 0
+        var groups: [(key: String, members: [(ClaimedDelivery, CanonicalEvent, JSONValue)])] = []
+        for claim in claims {
+            let context = DeliveryContext(deliveryID: claim.id, destination: name, attempt: claim.attempts + 1)
+            guard let event = events[claim.eventSeq] else {
+                count += 1
+                enqueue(Finished(claims: [claim], events: [], destination: name, startedAt: started, context: context,
+                                 learned: [:], result: nil,
+                                 translateFailure: TranslateError("the event of this delivery is missing from the store")))
+                continue
+            }
+            do {
+                let item = try adapter.batchItem(event, context: context)
+                if let i = groups.firstIndex(where: { $0.key == item.key && $0.members.count < batching.maxItems }) {
+                    groups[i].members.append((claim, event, item.item))
+                } else {
+                    groups.append((item.key, [(claim, event, item.item)]))
+                }
+            } catch {
+                count += 1
+                enqueue(Finished(claims: [claim], events: [event], destination: name, startedAt: started,
+                                 context: context, learned: [:], result: nil, translateFailure: error))
+            }
+        }
+        for group in groups {
+            count += 1
+            let claims = group.members.map(\.0), evts = group.members.map(\.1)
+            do {
+                var request = try adapter.translate(batchKey: group.key, items: group.members.map(\.2))
+                transmit(&request, claims: claims, events: evts, context: nil, learned: [:], lane: lane, started: started)
+            } catch {
+                enqueue(Finished(claims: claims, events: evts, destination: name, startedAt: started, context: nil,
+                                 learned: [:], result: nil, translateFailure: error))
+            }
+        }
+        return count
+    }
+
+    private func transmit(_ request: inout OutboundRequest, claims: [ClaimedDelivery], events: [CanonicalEvent],
+                          context: DeliveryContext?, learned: [String: String], lane: Lane, started: Double) {
+        // One key per delivery; a batch carries its first delivery's id and the ids of all in a second header.
+        request.headers.append(("Idempotency-Key", claims.count == 1 && (context?.step ?? 0) == 0
+                                    ? claims[0].id : claims[0].id + (context.map { "-\($0.step)" } ?? "-batch")))
+        if claims.count > 1 { request.headers.append(("X-Relay-Deliveries", claims.map(\.id).joined(separator: ","))) }
         request.connectTimeout = lane.destination.policy.connectTimeout
         request.totalTimeout = lane.destination.policy.timeout
+        let name = lane.destination.name
         client.send(request) { [self] result in
-            enqueue(Finished(delivery: claim, destination: name, startedAt: started, result: result, translateFailure: nil))
+            enqueue(Finished(claims: claims, events: events, destination: name, startedAt: started, context: context,
+                             learned: learned, result: result, translateFailure: nil))
         }
     }
 
@@ -234,45 +329,78 @@ public final class Dispatcher: @unchecked Sendable {
         signal.signal()
     }
 
-    /// Classifies finished attempts, updates the lanes, and records every attempt in one store transaction.
+    /// Classifies finished attempts, updates the lanes, sends the next step of multi-step deliveries, and records
+    /// every finished attempt in one store transaction.
     private func record(_ finished: [Finished]) {
         let now = Self.clock()
         let nowMillis = Self.wallMillis()
-        var records: [(String, AttemptRecord, DeliveryResult)] = []
+        var records: [(String, AttemptRecord, DeliveryResult, StepProgress?)] = []
+        var links: [[String: String]] = []
         for f in finished {
             guard var lane = lanes[f.destination] else { continue }
             lane.inFlight -= 1
             lane.nextDue = 0   // a finish may free a subject's next status, or room
-            let attempts = f.delivery.attempts + 1
             let latency = Int64((now - f.startedAt) * 1000)
             let startedMillis = nowMillis - latency
             var status: Int?
             var error: String?
             var response: String?
+            var learned = f.learned
+            var progress: StepProgress?
             let classification: Classification
-            if let reason = f.translateFailure {
-                classification = .terminal(reason: "cannot translate: \(reason)")
-                error = reason
+            if let failure = f.translateFailure {
+                classification = failure.kind == .skip ? .delivered : .terminal(reason: "cannot translate: \(failure.reason)")
+                error = failure.reason
             } else {
                 switch f.result! {
                 case .success(let r):
                     status = r.status
                     response = String(decoding: r.body.prefix(AttemptRecord.maxResponse), as: UTF8.self)
-                    classification = lane.destination.adapter.classify(r)
+                    if let context = f.context, let event = f.events.first {
+                        let outcome = lane.destination.adapter.outcome(r, event: event, context: context)
+                        learned.merge(outcome.correlation) { _, new in new }
+                        if outcome.classification == .delivered && outcome.next {
+                            // The step is done: the next one goes out now, within the same attempt.
+                            var next = context
+                            next.step += 1
+                            next.values.merge(outcome.values) { _, new in new }
+                            lane.inFlight += 1
+                            lanes[f.destination] = lane
+                            send(f.delivery, event: event, context: next, learned: learned, lane: lane)
+                            continue
+                        }
+                        classification = outcome.classification
+                        if case .retry = classification, context.step > 0 || !context.values.isEmpty {
+                            progress = StepProgress(step: context.step, values: context.values)
+                        }
+                    } else {
+                        classification = lane.destination.adapter.classify(r)
+                    }
                 case .failure(let e):
                     error = e.description
                     classification = e.isRetryable ? .retry(reason: e.description, after: nil) : .terminal(reason: e.description)
+                    if let context = f.context, context.step > 0 || !context.values.isEmpty {
+                        progress = StepProgress(step: context.step, values: context.values)
+                    }
                 }
             }
+            if !learned.isEmpty, let event = f.events.first {
+                links.append(event.subject.merging(learned) { _, new in new })
+            }
+            let attempts = f.delivery.attempts + 1
             let result: DeliveryResult
             switch classification {
             case .delivered:
-                result = .delivered
-                lane.breaker.record(success: true, now: now)
+                if let failure = f.translateFailure {
+                    result = .skipped(reason: failure.reason)
+                } else {
+                    result = .delivered
+                    lane.breaker.record(success: true, now: now)
+                }
             case .terminal(let reason):
                 result = .dead(reason: reason)
                 // A terminal answer is an answer: the destination is up.
-                lane.breaker.record(success: f.translateFailure != nil || status != nil, now: now)
+                if f.translateFailure == nil { lane.breaker.record(success: status != nil, now: now) }
             case .retry(let reason, let after):
                 lane.breaker.record(success: false, now: now)
                 if let delay = lane.destination.policy.retry.delay(afterAttempts: attempts, retryAfter: after, status: status) {
@@ -282,26 +410,37 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             }
             if error == nil, case .dead(let reason) = result { error = reason }
-            records.append((f.delivery.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
-                                                         error: error, response: response), result))
             lanes[f.destination] = lane
-            switch result {
-            case .delivered:
-                log.debug("delivered", ["deliveryId": f.delivery.id, "destination": f.destination, "status": status.map(String.init) ?? ""])
-            case .retry(let at):
-                log.info("delivery will be retried", ["deliveryId": f.delivery.id, "destination": f.destination,
-                                                      "attempt": String(attempts), "error": error ?? "HTTP \(status ?? 0)",
-                                                      "retryInMs": String(at - nowMillis)])
-            case .dead(let reason):
-                log.warn("delivery dead-lettered", ["deliveryId": f.delivery.id, "destination": f.destination,
-                                                    "attempts": String(attempts), "reason": reason])
+            for claim in f.claims {
+                records.append((claim.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
+                                                        error: error, response: response), result, progress))
+                switch result {
+                case .delivered:
+                    log.debug("delivered", ["deliveryId": claim.id, "destination": f.destination, "status": status.map(String.init) ?? ""])
+                case .retry(let at):
+                    log.info("delivery will be retried", ["deliveryId": claim.id, "destination": f.destination,
+                                                          "attempt": String(claim.attempts + 1), "error": error ?? "HTTP \(status ?? 0)",
+                                                          "retryInMs": String(at - nowMillis)])
+                case .dead(let reason):
+                    log.warn("delivery dead-lettered", ["deliveryId": claim.id, "destination": f.destination,
+                                                        "attempts": String(claim.attempts + 1), "reason": reason])
+                case .skipped(let reason):
+                    log.info("delivery skipped", ["deliveryId": claim.id, "destination": f.destination, "reason": reason])
+                }
             }
         }
+        guard !records.isEmpty || !links.isEmpty else { return }
         let log = self.log
         let finishedRecords = records
+        let keys = correlationKeys
+        let learnedLinks = links
         store.perform(durable: false, { db in
-            for (id, attempt, result) in finishedRecords {
-                try DeliveryQueue.finish(db, id: id, attempt: attempt, result: result, nowMillis: nowMillis)
+            for (id, attempt, result, progress) in finishedRecords {
+                try DeliveryQueue.finish(db, id: id, attempt: attempt, result: result, nowMillis: nowMillis,
+                                         progress: progress)
+            }
+            for subject in learnedLinks {
+                try Correlation.link(db, subject: subject, keys: keys, nowMillis: nowMillis)
             }
         }, completion: { result in
             if case .failure(let e) = result { log.error("cannot record delivery attempts", ["error": e.description]) }

@@ -22,7 +22,7 @@ public final class RelayService: Sendable {
             self.client = client
             dispatcher = Dispatcher(store: store, client: client, destinations: config.destinations.values.map {
                 Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy)
-            }, log: log)
+            }, log: log, correlationKeys: config.store.correlationKeys)
         }
         let dispatcher = self.dispatcher
         let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log,

@@ -17,6 +17,9 @@ public struct SinkOptions: Sendable {
     public var maxBodyBytes: Int
     /// How long a stop waits for answers in flight.
     public var shutdownTimeout: Double
+    /// A provider stand-in's answers (`relay simulate punchh`...); nil answers 200 {"ok":true}. Fault rules
+    /// apply before it.
+    public var responder: (any SinkResponder)?
 
     public init(host: String = "127.0.0.1", port: UInt16 = 9099, keep: Int = 100_000, faults: [SinkFault] = [],
                 threads: Int = 2, maxBodyBytes: Int = 16 << 20, shutdownTimeout: Double = 5) {
@@ -215,11 +218,13 @@ final class SinkCore: Sendable {
 
     let state: Mutex<State>
     let initialFaults: [SinkFault]
+    let responder: (any SinkResponder)?
     let log: Logger
     let timers = DispatchQueue(label: "relay.sink.timers")
 
     init(options: SinkOptions, log: Logger) {
         initialFaults = options.faults
+        responder = options.responder
         self.log = log
         state = Mutex(State(ring: SinkRing(capacity: options.keep), faults: options.faults))
     }
@@ -262,7 +267,12 @@ final class SinkCore: Sendable {
                     if left <= 1 { s.faults.remove(at: i) } else { s.faults[i].times = left - 1 }
                 }
             }
-            let plan = SinkCore.plan(action, seq: seq, now: now)
+            var plan = SinkCore.plan(action, seq: seq, now: now)
+            if action == nil, let simulator = self.responder {
+                var answer = simulator.answer(request)
+                answer.headers.append(("X-Sink-Seq", String(seq)))
+                plan = .now(answer)
+            }
             s.ring.append(SinkRequest(seq: seq, receivedAt: now, method: request.method, path: request.path,
                                       query: request.query, headers: request.headers, body: request.body,
                                       remoteAddress: request.remoteAddress, status: plan.status, fault: action?.name))
@@ -450,4 +460,10 @@ final class SinkCore: Sendable {
         out += "],\"lastSeq\":\(st.lastSeq),\"total\":\(st.total),\"kept\":\(st.kept)}"
         return .json(200, out)
     }
+}
+
+/// A provider stand-in: checks a request the way the provider documents it (required fields, body encoding,
+/// the form of the auth header) and answers in that provider's success and error formats.
+public protocol SinkResponder: Sendable {
+    func answer(_ request: HTTPRequest) -> HTTPResponse
 }

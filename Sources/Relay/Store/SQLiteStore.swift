@@ -16,6 +16,9 @@ public struct SQLiteStoreOptions: Sendable {
     public var commitDelay: Double = 0.0005
     /// Refuse new events (503) once the file would grow past this size.
     public var maxSizeBytes: Int64?
+    /// Subject keys that identify one subject (an order, a transaction): an event naming several of them links
+    /// them (see `Correlation`). Empty: no correlation.
+    public var correlationKeys: Set<String> = Correlation.defaultKeys
 
     public init(path: String) { self.path = path }
 }
@@ -209,6 +212,24 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                     PRIMARY KEY (delivery_id, n)
                 ) WITHOUT ROWID;
                 PRAGMA user_version = 2;
+                COMMIT;
+                """)
+        }
+        if version < 3 {
+            // Multi-step deliveries resume at the step that failed, with what earlier steps extracted; identifiers
+            // known to name one subject are linked (correlation).
+            try db.execute("""
+                BEGIN IMMEDIATE;
+                ALTER TABLE deliveries ADD COLUMN step INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE deliveries ADD COLUMN context TEXT;
+                CREATE TABLE IF NOT EXISTS correlations (
+                    key             TEXT NOT NULL,     -- a subject key (vendorOrderId)
+                    value           TEXT NOT NULL,     -- its value
+                    subject         TEXT NOT NULL,     -- JSON object: every identifier known for that subject
+                    updated_at      INTEGER NOT NULL,
+                    PRIMARY KEY (key, value)
+                ) WITHOUT ROWID;
+                PRAGMA user_version = 3;
                 COMMIT;
                 """)
         }
@@ -513,8 +534,12 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             }
             return .duplicate(id)
         }
+        let seq = writer.lastInsertRowID
+        if !options.correlationKeys.isEmpty && e.subject.count > 1 {
+            try Correlation.link(writer, subject: e.subject, keys: options.correlationKeys,
+                                 nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        }
         if !p.destinations.isEmpty {
-            let seq = writer.lastInsertRowID
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             let delivery = try writer.statement("""
                 INSERT INTO deliveries (id, event_seq, event_id, destination, subject_key, state, next_attempt_at, created_at)
