@@ -12,17 +12,17 @@ public enum BuiltinAdapters {
     public static let simulators: [Simulator] = [
         Simulator(name: "mastercard-digital-redemptions",
                   summary: "PUT /redemptions as Mastercard Digital Redemptions (statusCode B/I/N/O/S, Errors envelope)",
-                  make: { MastercardRedemptionsSimulator() }),
+                  port: 9101, make: { MastercardRedemptionsSimulator() }),
         Simulator(name: "mastercard-fulfillment",
                   summary: "/vendors/{vendor_id}/orders/status as Mastercard's Traditional Fulfillment Service",
-                  make: { MastercardFulfillmentSimulator() }),
+                  port: 9102, make: { MastercardFulfillmentSimulator() }),
         Simulator(name: "punchh", summary: "PUT /api/v1/redemption_codes/{id} (form: process, void, amount) as Punchh",
-                  make: { PunchhSimulator() }),
+                  port: 9103, make: { PunchhSimulator() }),
         Simulator(name: "returning-ai", summary: "PUT /v1/redemption-transactions/status as Returning.AI",
-                  make: { ReturningAISimulator() }),
+                  port: 9104, make: { ReturningAISimulator() }),
         Simulator(name: "capillary",
                   summary: "PUT /api_gateway/rewards/core/v1/management/transactions as Capillary",
-                  make: { CapillarySimulator() }),
+                  port: 9105, make: { CapillarySimulator() }),
     ]
 }
 
@@ -31,10 +31,13 @@ public struct Simulator: Sendable {
     public var name: String
     /// One line for the help text.
     public var summary: String
+    /// Where it listens unless `--listen` says otherwise (each provider its own, so several run side by side).
+    public var port: UInt16
     public var make: @Sendable () -> any SinkResponder
 
-    public init(name: String, summary: String, make: @escaping @Sendable () -> any SinkResponder) {
+    public init(name: String, summary: String, port: UInt16, make: @escaping @Sendable () -> any SinkResponder) {
         self.name = name
+        self.port = port
         self.summary = summary
         self.make = make
     }

@@ -149,7 +149,10 @@ enum Command {
             return 2
         }
         var withResponder = options
-        withResponder.responder = BuiltinAdapters.simulators.first { $0.name == which }?.make()
+        if let simulator = BuiltinAdapters.simulators.first(where: { $0.name == which }) {
+            withResponder.responder = simulator.make()
+            if !args.contains(where: { $0 == "--listen" || $0.hasPrefix("--listen=") }) { withResponder.port = simulator.port }
+        }
         guard let log = logger(default: .info) else { return 2 }
         let sink = Sink(options: withResponder, log: log)
         do {
