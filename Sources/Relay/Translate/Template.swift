@@ -69,6 +69,10 @@ public struct Template: Sendable, Equatable, CustomStringConvertible {
     static let knownRoots: Set<String> = ["id", "source", "type", "status", "occurredAt", "receivedAt", "idempotencyKey",
                                           "subject", "attributes", "providerStatus", "delivery"]
 
+    /// Whether `root` (the first part of a placeholder) names a field of the event or delivery rather than a value
+    /// an adapter supplies.
+    public static func isEventField(_ root: String) -> Bool { knownRoots.contains(root) || root == "raw" }
+
     /// The placeholders, as written (without `${` `}`).
     public var placeholders: [String] {
         parts.compactMap { if case .field(_, _, let t) = $0 { return t }; return nil }
@@ -254,6 +258,19 @@ public struct JSONTemplate: Sendable, Equatable {
             }
         }
         root = try build(value)
+    }
+
+    /// Every placeholder in the template's strings.
+    public var placeholders: [String] {
+        func walk(_ n: Node) -> [String] {
+            switch n {
+            case .literal: return []
+            case .text(let t): return t.placeholders
+            case .object(let fields): return fields.flatMap { walk($0.1) }
+            case .array(let items): return items.flatMap(walk)
+            }
+        }
+        return walk(root)
     }
 
     /// The value with every template filled in. Optional placeholders that come to `null` leave their object
