@@ -78,7 +78,9 @@ public struct GenericDestination: DestinationAdapter {
         var headers: [(String, String)] = []
         for (k, t) in step.headers {
             let v = try t.render(scope)
-            headers.append((k, String(v.map { $0 == "\r" || $0 == "\n" ? " " : $0 })))
+            var clean = String.UnicodeScalarView()
+            for u in v.unicodeScalars { clean.append(u == "\r" || u == "\n" ? " " : u) }
+            headers.append((k, String(clean)))
         }
         var bytes: [UInt8] = []
         var contentType = step.contentType
