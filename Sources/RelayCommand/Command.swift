@@ -13,14 +13,32 @@ enum Command {
           relay check --config FILE     validate a configuration; lists every problem with its key path
           relay simulate sink [--listen HOST:PORT] [--fault SPEC]...
                                         a stand-in receiver that records requests and injects faults
-                                        (relay simulate sink --help for the details)
+          relay simulate PROVIDER [--listen HOST:PORT] [--fault SPEC]...
+                                        a stand-in of a provider's update endpoint
+                                        (relay simulate --help for the details)
           relay version                 print the version
 
         environment:
           RELAY_LOG_LEVEL               debug, info, warn or error (overrides log.level)
         """
 
-    static let simulateUsage = """
+    static var simulateUsage: String { simulateSinkUsage + "\n\n" + providersUsage }
+
+    static var providersUsage: String {
+        var text = """
+            relay simulate PROVIDER: a stand-in of that provider's update endpoint, on its own port. It checks each
+            request as the provider documents it (path, method, required fields, form vs JSON, the form of the auth
+            header) and answers in the provider's success and error formats; it records requests and takes --fault
+            rules like the sink (faults apply first). docs/adapters.md and docs/adapters/PROVIDER.md say what each checks.
+
+            """
+        for s in BuiltinAdapters.simulators {
+            text += "  \(s.name) (port \(s.port))\n      \(s.summary)\n"
+        }
+        return text
+    }
+
+    static let simulateSinkUsage = """
         relay simulate sink: a stand-in receiver for delivery tests and demos
 
         usage:
