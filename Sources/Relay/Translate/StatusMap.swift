@@ -63,8 +63,10 @@ extension ConfigReader {
             case .string(let s):
                 if let valid, let why = valid(s) { problem(kp, why); continue }
                 out[status] = s
-            case .number(let n) where n == n.rounded():
-                out[status] = String(Int(n))
+            case .number(let n) where n == n.rounded() && abs(n) < 1e15:
+                let text = String(Int64(n))
+                if let valid, let why = valid(text) { problem(kp, why); continue }
+                out[status] = text
             case let other:
                 problem(kp, "expected the provider's status value as a string, found \(other.kindName)")
             }
