@@ -31,7 +31,7 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         case .string(let s): return s
         case .bool(let b): return b ? "true" : "false"
         case .number(let n):
-            if n.rounded() == n, abs(n) < 1e15 { return String(Int64(n)) }
+            if n.rounded() == n, abs(n) <= 9_007_199_254_740_992 { return String(Int64(n)) }
             return String(n)
         case .integer(let digits): return digits
         default: return nil
