@@ -72,18 +72,6 @@ struct CapillaryTests {
 
     static func text(_ r: OutboundRequest) -> String { String(decoding: r.body, as: UTF8.self) }
 
-    static func response(_ status: Int, _ body: String, headers: [(String, String)] = []) -> OutboundResponse {
-        OutboundResponse(status: status, headers: HTTPHeaders(headers), body: Array(body.utf8))
-    }
-
-    static func startStandIn(_ responder: any SinkResponder) throws -> Sink {
-        var options = SinkOptions(host: "127.0.0.1", port: 0, shutdownTimeout: 2)
-        options.responder = responder
-        let sink = Sink(options: options)
-        try sink.start()
-        return sink
-    }
-
     /// `{"transactions":[ITEM]}` with the item's fields in the order the relay writes them (sorted).
     static func one(_ item: String) -> String { #"{"transactions":[\#(item)]}"# }
 
@@ -160,21 +148,21 @@ struct CapillaryTests {
     func classify() throws {
         let d = try Self.destination()
         let ok = #"{"status":{"success":true,"code":5016,"message":"Transaction(s) updated successfully"},"transactions":[{"transactionId":3482445}]}"#
-        #expect(d.classify(Self.response(200, ok)) == .delivered)
-        #expect(d.classify(Self.response(200, #"{"transactions":[]}"#)) == .delivered)
-        #expect(d.classify(Self.response(204, "")) == .delivered)
-        #expect(d.classify(Self.response(200, #"{"status":{"success":false,"code":8015,"message":"Invalid fulfillment status: shipped"}}"#))
+        #expect(d.classify(outboundResponse(200, ok)) == .delivered)
+        #expect(d.classify(outboundResponse(200, #"{"transactions":[]}"#)) == .delivered)
+        #expect(d.classify(outboundResponse(204, "")) == .delivered)
+        #expect(d.classify(outboundResponse(200, #"{"status":{"success":false,"code":8015,"message":"Invalid fulfillment status: shipped"}}"#))
                 == .terminal(reason: "HTTP 200 with status.success false: 8015: Invalid fulfillment status: shipped"))
-        #expect(d.classify(Self.response(400, #"{"status":{"success":false,"code":8004,"message":"Transaction not found"}}"#))
+        #expect(d.classify(outboundResponse(400, #"{"status":{"success":false,"code":8004,"message":"Transaction not found"}}"#))
                 == .terminal(reason: "HTTP 400: 8004: Transaction not found"))
-        #expect(d.classify(Self.response(401, #"{"status":{"success":false,"code":401,"message":"Invalid token"}}"#))
+        #expect(d.classify(outboundResponse(401, #"{"status":{"success":false,"code":401,"message":"Invalid token"}}"#))
                 == .terminal(reason: "HTTP 401: 401: Invalid token"))
-        #expect(d.classify(Self.response(404, "<html>Not Found</html>")) == .terminal(reason: "HTTP 404"))
-        #expect(d.classify(Self.response(500, #"{"status":{"success":false,"code":500,"message":"Internal Server Error"}}"#))
+        #expect(d.classify(outboundResponse(404, "<html>Not Found</html>")) == .terminal(reason: "HTTP 404"))
+        #expect(d.classify(outboundResponse(500, #"{"status":{"success":false,"code":500,"message":"Internal Server Error"}}"#))
                 == .retry(reason: "HTTP 500: 500: Internal Server Error", after: nil))
-        #expect(d.classify(Self.response(502, "bad gateway")) == .retry(reason: "HTTP 502", after: nil))
-        #expect(d.classify(Self.response(408, "")) == .retry(reason: "HTTP 408", after: nil))
-        #expect(d.classify(Self.response(429, #"{"status":{"success":false,"code":429,"message":"Rate limit exceeded"}}"#,
+        #expect(d.classify(outboundResponse(502, "bad gateway")) == .retry(reason: "HTTP 502", after: nil))
+        #expect(d.classify(outboundResponse(408, "")) == .retry(reason: "HTTP 408", after: nil))
+        #expect(d.classify(outboundResponse(429, #"{"status":{"success":false,"code":429,"message":"Rate limit exceeded"}}"#,
                                          headers: [("Retry-After", "12")]))
                 == .retry(reason: "HTTP 429: 429: Rate limit exceeded", after: 12))
     }
@@ -310,9 +298,9 @@ struct CapillaryTests {
 
     @Test("stand-in over HTTP: Basic and OAuth token, bad auth, numeric ids, statuses, organisation status names")
     func standIn() throws {
-        let sink = try Self.startStandIn(CapillarySimulator(allowedStatuses: nil))
+        let sink = try startStandIn(CapillarySimulator(allowedStatuses: nil))
         defer { sink.stop() }
-        let strict = try Self.startStandIn(CapillarySimulator(allowedStatuses: CapillarySimulator.statuses(from: " received, completed ,,")))
+        let strict = try startStandIn(CapillarySimulator(allowedStatuses: CapillarySimulator.statuses(from: " received, completed ,,")))
         defer { strict.stop() }
         let target = "/api_gateway/rewards/core/v1/management/transactions?skip_validation=true"
         func put(_ body: String, _ auth: [(String, String)] = [("X-CAP-API-OAUTH-TOKEN", "tok")], on s: Sink? = nil,
@@ -364,7 +352,7 @@ struct CapillaryTests {
 
     @Test("the translated request, sent with the relay's HTTP client, is accepted by the stand-in")
     func translatedAgainstStandIn() throws {
-        let sink = try Self.startStandIn(CapillarySimulator(allowedStatuses: ["received", "in-progress", "completed", "denied", "pending"]))
+        let sink = try startStandIn(CapillarySimulator(allowedStatuses: ["received", "in-progress", "completed", "denied", "pending"]))
         defer { sink.stop() }
         let client = try HTTPClient()
         defer { client.shutdown(timeout: 2) }
@@ -386,9 +374,9 @@ struct CapillaryTests {
 
     @Test("one generic webhook reaches Returning.AI and Capillary stand-ins, each in its own format")
     func endToEndBothDestinations() throws {
-        let rai = try Self.startStandIn(ReturningAISimulator())
+        let rai = try startStandIn(ReturningAISimulator())
         defer { rai.stop() }
-        let cap = try Self.startStandIn(CapillarySimulator(allowedStatuses: nil))
+        let cap = try startStandIn(CapillarySimulator(allowedStatuses: nil))
         defer { cap.stop() }
         let relay = try RunningRelay(sources: """
             "shop": { adapter: "generic", verify: { none: true }, type: "redemption.status_changed",
@@ -440,7 +428,7 @@ struct CapillaryTests {
 
     @Test("a Capillary vendor-redemption call is accepted and stored as the canonical event, then relayed")
     func endToEndSource() throws {
-        let rai = try Self.startStandIn(ReturningAISimulator())
+        let rai = try startStandIn(ReturningAISimulator())
         defer { rai.stop() }
         let relay = try RunningRelay(sources: """
             "capillary-acme": { adapter: "capillary",

@@ -242,3 +242,17 @@ struct GenericDestinationTranslateTests {
         #expect(failed.classification == .retry(reason: "step \"confirm\" (2 of 2): HTTP 502", after: nil))
     }
 }
+
+/// A provider stand-in (`responder`) on a free loopback port, recording requests like the sink.
+func startStandIn(_ responder: any SinkResponder, faults: [SinkFault] = []) throws -> Sink {
+    var options = SinkOptions(host: "127.0.0.1", port: 0, faults: faults, shutdownTimeout: 2)
+    options.responder = responder
+    let sink = Sink(options: options)
+    try sink.start()
+    return sink
+}
+
+/// A destination's answer, for classification tables.
+func outboundResponse(_ status: Int, _ body: String = "", headers: [(String, String)] = []) -> OutboundResponse {
+    OutboundResponse(status: status, headers: HTTPHeaders(headers), body: Array(body.utf8))
+}

@@ -60,18 +60,6 @@ enum MC {
         }
     }
 
-    static func response(_ status: Int, _ body: String = "", headers: [(String, String)] = []) -> OutboundResponse {
-        OutboundResponse(status: status, headers: HTTPHeaders(headers), body: Array(body.utf8))
-    }
-
-    static func startStandIn(_ responder: any SinkResponder) throws -> Sink {
-        var options = SinkOptions(host: "127.0.0.1", port: 0, shutdownTimeout: 2)
-        options.responder = responder
-        let sink = Sink(options: options)
-        try sink.start()
-        return sink
-    }
-
     /// A request to a stand-in over real HTTP; the answer's status, body and `Allow` header.
     static func call(_ sink: Sink, _ method: String, _ path: String, _ body: String?,
                      auth: String? = oauth, contentType: String? = "application/json") throws -> Response {
@@ -185,37 +173,37 @@ struct MastercardRedemptionsTests {
         let a = try Self.adapter()
         let notFound = MC.envelope([("redemptionId", "INVALID_REDEMPTION_ID", "Redemption not found")])
         let cases: [(OutboundResponse, Classification)] = [
-            (MC.response(200, #"{"redemptionId":"R-1001","statusCode":"S"}"#), .delivered),
-            (MC.response(200), .delivered),
-            (MC.response(204), .delivered),
-            (MC.response(400, notFound), .terminal(reason: "HTTP 400: redemptionId INVALID_REDEMPTION_ID: Redemption not found")),
-            (MC.response(401, #"{"Errors":{"Error":[{"Source":"Gateway","ReasonCode":"AUTHENTICATION_FAILED","Description":"OAuth signature invalid","Recoverable":"false","Details":null}]}}"#),
+            (outboundResponse(200, #"{"redemptionId":"R-1001","statusCode":"S"}"#), .delivered),
+            (outboundResponse(200), .delivered),
+            (outboundResponse(204), .delivered),
+            (outboundResponse(400, notFound), .terminal(reason: "HTTP 400: redemptionId INVALID_REDEMPTION_ID: Redemption not found")),
+            (outboundResponse(401, #"{"Errors":{"Error":[{"Source":"Gateway","ReasonCode":"AUTHENTICATION_FAILED","Description":"OAuth signature invalid","Recoverable":"false","Details":null}]}}"#),
              .terminal(reason: "HTTP 401: Gateway AUTHENTICATION_FAILED: OAuth signature invalid")),
-            (MC.response(500, #"{"Errors":{"Error":[{"Source":"System","ReasonCode":"SYSTEM_ERROR","Description":"Try again","Recoverable":"true","Details":null}]}}"#,
+            (outboundResponse(500, #"{"Errors":{"Error":[{"Source":"System","ReasonCode":"SYSTEM_ERROR","Description":"Try again","Recoverable":"true","Details":null}]}}"#,
                          headers: [("Retry-After", "30")]),
              .retry(reason: "HTTP 500: System SYSTEM_ERROR: Try again", after: 30)),
             // Several items: one recoverable is enough to retry; the reason lists them all.
-            (MC.response(400, #"{"Errors":{"Error":[{"Source":"statusCode","ReasonCode":"INVALID","Description":"bad code","Recoverable":"false"},{"Source":"System","ReasonCode":"BUSY","Description":"locked","Recoverable":true}]}}"#),
+            (outboundResponse(400, #"{"Errors":{"Error":[{"Source":"statusCode","ReasonCode":"INVALID","Description":"bad code","Recoverable":"false"},{"Source":"System","ReasonCode":"BUSY","Description":"locked","Recoverable":true}]}}"#),
              .retry(reason: "HTTP 400: statusCode INVALID: bad code; System BUSY: locked", after: nil)),
-            (MC.response(400, MC.envelope([("redemptionId", "MISSING", "required"), ("statusCode", "INVALID", "bad code")])),
+            (outboundResponse(400, MC.envelope([("redemptionId", "MISSING", "required"), ("statusCode", "INVALID", "bad code")])),
              .terminal(reason: "HTTP 400: redemptionId MISSING: required; statusCode INVALID: bad code")),
             // Error as one object, lower-case keys, a boolean false: still the envelope, and a 5xx that says it
             // cannot recover is not retried.
-            (MC.response(503, #"{"errors":{"error":{"source":"System","reasonCode":"DOWN","description":"maintenance","recoverable":false}}}"#),
+            (outboundResponse(503, #"{"errors":{"error":{"source":"System","reasonCode":"DOWN","description":"maintenance","recoverable":false}}}"#),
              .terminal(reason: "HTTP 503: System DOWN: maintenance")),
-            (MC.response(409, #"{"Errors":{"Error":{"Source":"Redemption","ReasonCode":"STATE","Description":"already shipped","Recoverable":"TRUE"}}}"#),
+            (outboundResponse(409, #"{"Errors":{"Error":{"Source":"Redemption","ReasonCode":"STATE","Description":"already shipped","Recoverable":"TRUE"}}}"#),
              .retry(reason: "HTTP 409: Redemption STATE: already shipped", after: nil)),
             // Recoverable missing: the status decides, with the envelope's reason.
-            (MC.response(502, #"{"Errors":{"Error":[{"Source":"Gateway","ReasonCode":"BAD_GATEWAY","Description":"upstream"}]}}"#),
+            (outboundResponse(502, #"{"Errors":{"Error":[{"Source":"Gateway","ReasonCode":"BAD_GATEWAY","Description":"upstream"}]}}"#),
              .retry(reason: "HTTP 502: Gateway BAD_GATEWAY: upstream", after: nil)),
-            (MC.response(422, #"{"Errors":{"Error":[{"Source":"x","ReasonCode":"Y","Description":"z"}]}}"#),
+            (outboundResponse(422, #"{"Errors":{"Error":[{"Source":"x","ReasonCode":"Y","Description":"z"}]}}"#),
              .terminal(reason: "HTTP 422: x Y: z")),
             // No envelope: the default reading.
-            (MC.response(503), .retry(reason: "HTTP 503", after: nil)),
-            (MC.response(503, "", headers: [("Retry-After", "7")]), .retry(reason: "HTTP 503", after: 7)),
-            (MC.response(429, #"{"message":"slow down"}"#), .retry(reason: "HTTP 429", after: nil)),
-            (MC.response(404, "<html>Not Found</html>"), .terminal(reason: "HTTP 404")),
-            (MC.response(400, #"{"Errors":{"Error":[]}}"#), .terminal(reason: "HTTP 400")),
+            (outboundResponse(503), .retry(reason: "HTTP 503", after: nil)),
+            (outboundResponse(503, "", headers: [("Retry-After", "7")]), .retry(reason: "HTTP 503", after: 7)),
+            (outboundResponse(429, #"{"message":"slow down"}"#), .retry(reason: "HTTP 429", after: nil)),
+            (outboundResponse(404, "<html>Not Found</html>"), .terminal(reason: "HTTP 404")),
+            (outboundResponse(400, #"{"Errors":{"Error":[]}}"#), .terminal(reason: "HTTP 400")),
         ]
         for (response, want) in cases {
             #expect(a.classify(response) == want, "HTTP \(response.status) \(String(decoding: response.body, as: UTF8.self))")
@@ -261,7 +249,7 @@ struct MastercardRedemptionsTests {
 
     @Test("stand-in over HTTP: valid updates 200; B without date, bad code, missing OAuth, wrong method in the Errors envelope")
     func standIn() throws {
-        let sink = try MC.startStandIn(MastercardRedemptionsSimulator())
+        let sink = try startStandIn(MastercardRedemptionsSimulator())
         defer { sink.stop() }
         let path = "/loyalty/redemptions"
 
@@ -325,7 +313,7 @@ struct MastercardRedemptionsTests {
 
     @Test("end to end: a generic webhook becomes the exact PUT at the stand-in; B without a date is dead, unmapped skipped")
     func endToEnd() throws {
-        let sink = try MC.startStandIn(MastercardRedemptionsSimulator())
+        let sink = try startStandIn(MastercardRedemptionsSimulator())
         defer { sink.stop() }
         let relay = try RunningRelay(sources: """
             "shop": { adapter: "generic", verify: { none: true }, type: "redemption.status_changed",
@@ -462,14 +450,14 @@ struct MastercardFulfillmentTests {
     @Test("responses are read by the same Errors envelope")
     func classification() throws {
         let a = try Self.adapter()
-        #expect(a.classify(MC.response(200, #"{"vendorId":"V","OrderStatusArray":[]}"#)) == .delivered)
-        #expect(a.classify(MC.response(400, MC.envelope([("OrderStatusArray[0].status", "MISSING_STATUS", "required")])))
+        #expect(a.classify(outboundResponse(200, #"{"vendorId":"V","OrderStatusArray":[]}"#)) == .delivered)
+        #expect(a.classify(outboundResponse(400, MC.envelope([("OrderStatusArray[0].status", "MISSING_STATUS", "required")])))
                 == .terminal(reason: "HTTP 400: OrderStatusArray[0].status MISSING_STATUS: required"))
-        #expect(a.classify(MC.response(503, #"{"Errors":{"Error":[{"Source":"System","ReasonCode":"UNAVAILABLE","Description":"later","Recoverable":"true"}]}}"#,
+        #expect(a.classify(outboundResponse(503, #"{"Errors":{"Error":[{"Source":"System","ReasonCode":"UNAVAILABLE","Description":"later","Recoverable":"true"}]}}"#,
                                        headers: [("Retry-After", "12")]))
                 == .retry(reason: "HTTP 503: System UNAVAILABLE: later", after: 12))
-        #expect(a.classify(MC.response(503)) == .retry(reason: "HTTP 503", after: nil))
-        #expect(a.classify(MC.response(403, "forbidden")) == .terminal(reason: "HTTP 403"))
+        #expect(a.classify(outboundResponse(503)) == .retry(reason: "HTTP 503", after: nil))
+        #expect(a.classify(outboundResponse(403, "forbidden")) == .terminal(reason: "HTTP 403"))
     }
 
     @Test("config problems name their key paths: statusMap is required, batch.maxItems within 1...1000")
@@ -498,7 +486,7 @@ struct MastercardFulfillmentTests {
 
     @Test("stand-in over HTTP: a valid batch 200 with each item accepted; missing fields, no OAuth, wrong method refused")
     func standIn() throws {
-        let sink = try MC.startStandIn(MastercardFulfillmentSimulator())
+        let sink = try startStandIn(MastercardFulfillmentSimulator())
         defer { sink.stop() }
         let path = "/loyalty/rewards/vendors/V-124/orders/status"
         let valid = #"{"OrderStatusArray":[{"orderId":"O-1","status":"SHIPPED","trackingNumber":"1Z"},{"orderId":"O-2","status":"ORDERED"}]}"#
@@ -577,7 +565,7 @@ struct MastercardFulfillmentTests {
 
     @Test("end to end: three statuses for one vendor posted together arrive in ONE request with three items")
     func oneVendorOneRequest() throws {
-        let sink = try MC.startStandIn(MastercardFulfillmentSimulator())
+        let sink = try startStandIn(MastercardFulfillmentSimulator())
         defer { sink.stop() }
         let relay = try Self.relay(sink, batch: #"{ wait: "300ms" }"#)
         defer { relay.stop() }
@@ -600,7 +588,7 @@ struct MastercardFulfillmentTests {
 
     @Test("end to end: statuses for two vendors arrive in two requests; maxItems splits one vendor's batch")
     func twoVendorsTwoRequests() throws {
-        let sink = try MC.startStandIn(MastercardFulfillmentSimulator())
+        let sink = try startStandIn(MastercardFulfillmentSimulator())
         defer { sink.stop() }
         let relay = try Self.relay(sink, batch: #"{ wait: "300ms", maxItems: 2 }"#)
         defer { relay.stop() }
@@ -620,7 +608,7 @@ struct MastercardFulfillmentTests {
 
     @Test("end to end: a refusal of the batch is terminal for every delivery in it")
     func batchRefused() throws {
-        let sink = try MC.startStandIn(MastercardFulfillmentSimulator())
+        let sink = try startStandIn(MastercardFulfillmentSimulator())
         defer { sink.stop() }
         // The stand-in wants OrderStatusArray: a different arrayKey is refused with its Errors envelope.
         let relay = try RunningRelay(sources: Self.sources, extra: """

@@ -7,23 +7,15 @@ import Testing
 /// validates the request as the provider documents it and answers in its format).
 @Suite("Provider flows")
 struct ProviderFlowTests {
-    static func standIn(_ responder: any SinkResponder, _ faults: [SinkFault] = []) throws -> Sink {
-        var options = SinkOptions(host: "127.0.0.1", port: 0, faults: faults, shutdownTimeout: 2)
-        options.responder = responder
-        let sink = Sink(options: options)
-        try sink.start()
-        return sink
-    }
-
     static func requests(_ sink: Sink) -> [String] {
         sink.requests().map { "\($0.method) \($0.target) \($0.status) \($0.bodyText)" }
     }
 
     @Test("one vendor webhook fans out to Mastercard DR, Returning.AI and Capillary, each in its own format")
     func fanOut() throws {
-        let mc = try Self.standIn(MastercardRedemptionsSimulator())
-        let rai = try Self.standIn(ReturningAISimulator())
-        let cap = try Self.standIn(CapillarySimulator())
+        let mc = try startStandIn(MastercardRedemptionsSimulator())
+        let rai = try startStandIn(ReturningAISimulator())
+        let cap = try startStandIn(CapillarySimulator())
         defer { mc.stop(); rai.stop(); cap.stop() }
         let relay = try RunningRelay(sources: """
             "vendor": { adapter: "generic", verify: { none: true }, type: "redemption.status_changed",
@@ -106,7 +98,7 @@ struct ProviderFlowTests {
         let acme = try DeliveryTests.startSink([
             SinkFault(path: "/v2/orders", action: .json(status: 201, body: try JSONValue.parse(Data(#"{"id":"V-778","accepted":true}"#.utf8)))),
         ])
-        let cap = try Self.standIn(CapillarySimulator())
+        let cap = try startStandIn(CapillarySimulator())
         defer { acme.stop(); cap.stop() }
         let relay = try RunningRelay(sources: """
             "capillary-rewards": { adapter: "capillary", verify: { none: true } },

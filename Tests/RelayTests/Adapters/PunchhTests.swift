@@ -402,14 +402,6 @@ struct PunchhTests {
 
     // MARK: The stand-in
 
-    static func startStandIn() throws -> Sink {
-        var options = SinkOptions(host: "127.0.0.1", port: 0, shutdownTimeout: 2)
-        options.responder = PunchhSimulator()
-        let sink = Sink(options: options)
-        try sink.start()
-        return sink
-    }
-
     static let token = [("Authorization", "Token token=\"lk_123\"")]
 
     static func put(_ c: Client, _ code: String, _ form: String? = nil, headers: [(String, String)] = token,
@@ -430,7 +422,7 @@ struct PunchhTests {
 
     @Test("stand-in: process, process again, void, expired and unknown codes, status without params")
     func standInStates() throws {
-        let sink = try Self.startStandIn()
+        let sink = try startStandIn(PunchhSimulator())
         defer { sink.stop() }
         let c = Client(port: sink.port)
         Self.expectCode(try Self.put(c, "RC1"), "redeemable", amount: 0, text: "Redemption code RC1 is valid and can be honoured")
@@ -455,7 +447,7 @@ struct PunchhTests {
 
     @Test("stand-in: wrong auth form is 401, a JSON body 400, bad params 422, other methods and paths refused")
     func standInRefusals() throws {
-        let sink = try Self.startStandIn()
+        let sink = try startStandIn(PunchhSimulator())
         defer { sink.stop() }
         let c = Client(port: sink.port)
         for auth in [nil, "Bearer lk_123", "Token lk_123", "Token token=\"\"", "token token=\"lk\"",
@@ -483,7 +475,7 @@ struct PunchhTests {
 
     @Test("end to end: a signed Punchh webhook in, the process call at the stand-in out, the duplicate answered 200")
     func endToEnd() throws {
-        let standIn = try Self.startStandIn()
+        let standIn = try startStandIn(PunchhSimulator())
         defer { standIn.stop() }
         let secret = Preset.punchh.makeSecret()
         let relay = try RunningRelay(sources: """

@@ -52,18 +52,6 @@ struct ReturningAITests {
 
     static func text(_ r: OutboundRequest) -> String { String(decoding: r.body, as: UTF8.self) }
 
-    static func response(_ status: Int, _ body: String, headers: [(String, String)] = []) -> OutboundResponse {
-        OutboundResponse(status: status, headers: HTTPHeaders(headers), body: Array(body.utf8))
-    }
-
-    static func startStandIn(_ sim: ReturningAISimulator = ReturningAISimulator()) throws -> Sink {
-        var options = SinkOptions(host: "127.0.0.1", port: 0, shutdownTimeout: 2)
-        options.responder = sim
-        let sink = Sink(options: options)
-        try sink.start()
-        return sink
-    }
-
     // MARK: Outbound requests
 
     @Test("every mapped status: the exact request (method, URL, headers, body bytes); refundCoins only for refunded")
@@ -153,12 +141,12 @@ struct ReturningAITests {
     func classify() throws {
         let d = try Self.destination()
         let success = ##"{"status":"success","message":"Redemption transaction status updated successfully","data":{"transactionId":"ORD202507013831","statusId":"695dcc370ab8622381f27918","status":{"_id":"695dcc370ab8622381f27918","name":"Shipping","category":"incomplete","color":"#3EA1FD"}}}"##
-        #expect(d.classify(Self.response(200, success)) == .delivered)
-        #expect(d.classify(Self.response(200, #"{"status":"error","message":"Status not allowed from Delivered"}"#))
+        #expect(d.classify(outboundResponse(200, success)) == .delivered)
+        #expect(d.classify(outboundResponse(200, #"{"status":"error","message":"Status not allowed from Delivered"}"#))
                 == .terminal(reason: #"HTTP 200 with status "error": Status not allowed from Delivered"#))
-        #expect(d.classify(Self.response(200, "")) == .terminal(reason: #"HTTP 200 without the documented "status":"success": empty body"#))
-        #expect(d.classify(Self.response(204, "")) == .terminal(reason: #"HTTP 204 without the documented "status":"success": empty body"#))
-        #expect(d.classify(Self.response(200, "<html>ok</html>"))
+        #expect(d.classify(outboundResponse(200, "")) == .terminal(reason: #"HTTP 200 without the documented "status":"success": empty body"#))
+        #expect(d.classify(outboundResponse(204, "")) == .terminal(reason: #"HTTP 204 without the documented "status":"success": empty body"#))
+        #expect(d.classify(outboundResponse(200, "<html>ok</html>"))
                 == .terminal(reason: #"HTTP 200 without the documented "status":"success": body is not JSON"#))
         let terminal: [(Int, String, String)] = [
             (400, #"{"status":"error","message":"statusId must be a valid ObjectId"}"#, "HTTP 400: statusId must be a valid ObjectId"),
@@ -171,13 +159,13 @@ struct ReturningAITests {
             (422, #"{"error":"unprocessable"}"#, "HTTP 422: unprocessable"),
         ]
         for (status, body, reason) in terminal {
-            #expect(d.classify(Self.response(status, body)) == .terminal(reason: reason))
+            #expect(d.classify(outboundResponse(status, body)) == .terminal(reason: reason))
         }
-        #expect(d.classify(Self.response(500, #"{"status":"error","message":"Internal server error"}"#))
+        #expect(d.classify(outboundResponse(500, #"{"status":"error","message":"Internal server error"}"#))
                 == .retry(reason: "HTTP 500: Internal server error", after: nil))
-        #expect(d.classify(Self.response(503, "")) == .retry(reason: "HTTP 503", after: nil))
-        #expect(d.classify(Self.response(408, "")) == .retry(reason: "HTTP 408", after: nil))
-        #expect(d.classify(Self.response(429, #"{"status":"error","message":"Too many requests"}"#, headers: [("Retry-After", "7")]))
+        #expect(d.classify(outboundResponse(503, "")) == .retry(reason: "HTTP 503", after: nil))
+        #expect(d.classify(outboundResponse(408, "")) == .retry(reason: "HTTP 408", after: nil))
+        #expect(d.classify(outboundResponse(429, #"{"status":"error","message":"Too many requests"}"#, headers: [("Retry-After", "7")]))
                 == .retry(reason: "HTTP 429: Too many requests", after: 7))
     }
 
@@ -216,7 +204,7 @@ struct ReturningAITests {
     @Test("stand-in over HTTP: success shape, bad auth, statusID, bad ids, unknown transaction, double refund")
     func standIn() throws {
         let sim = ReturningAISimulator()
-        let sink = try Self.startStandIn(sim)
+        let sink = try startStandIn(sim)
         defer { sink.stop() }
         let client = Client(port: sink.port)
         let path = "/apis/v1/redemption-transactions/status"
@@ -264,12 +252,12 @@ struct ReturningAITests {
         #expect(sim.statusId(of: "ORD9") == "695dcc370ab8622381f2791c")
         // What the destination would make of these answers.
         let d = try Self.destination()
-        #expect(d.classify(Self.response(409, #"{"status":"error","message":"x"}"#)) == .terminal(reason: "HTTP 409: x"))
+        #expect(d.classify(outboundResponse(409, #"{"status":"error","message":"x"}"#)) == .terminal(reason: "HTTP 409: x"))
     }
 
     @Test("the translated request, sent with the relay's HTTP client, is accepted by the stand-in")
     func translatedAgainstStandIn() throws {
-        let sink = try Self.startStandIn()
+        let sink = try startStandIn(ReturningAISimulator())
         defer { sink.stop() }
         let client = try HTTPClient()
         defer { client.shutdown(timeout: 2) }
