@@ -31,10 +31,8 @@ public struct CapillaryDestination: DestinationAdapter {
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
         let status = try statusMap.value(for: event.status)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(status)])
-        let transaction = try transactionId.render(scope)
-        guard !transaction.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw TranslateError("transactionId is empty (\"\(transactionId.text)\" gave no text): Capillary needs the reward transaction id")
-        }
+        let transaction = try transactionId.renderIdentifier(scope, field: "transactionId",
+                                                             hint: "Capillary needs the reward transaction id")
         var item: [String: JSONValue] = ["transactionId": Self.id(transaction),
                                          "fulfillmentDetails": .object(["status": .string(status)])]
         for (key, template) in [("customerId", customerId), ("rewardId", rewardId)] {
@@ -80,10 +78,7 @@ public struct CapillaryDestination: DestinationAdapter {
 
     static func make(config: [String: JSONValue], path: String, reader r: ConfigReader) -> CapillaryDestination? {
         let basics = DestinationBasics(r, config, path, defaultBaseURL: nil)
-        func template(_ key: String, _ fallback: String) -> Template? {
-            guard let v = config[key], !v.isNull else { return try? Template(fallback) }
-            return r.template(v, ConfigReader.join(path, key))
-        }
+        func template(_ key: String, _ fallback: String) -> Template? { r.template(config, key, path, default: fallback) }
         let transactionId = template("transactionId", "${subject.transactionId}")
         let customerId = template("customerId", "${subject.customerId?}")
         let rewardId = template("rewardId", "${subject.rewardId?}")

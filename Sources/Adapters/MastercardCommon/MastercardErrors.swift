@@ -266,20 +266,3 @@ enum MastercardDates {
         return f.string(from: date)
     }
 }
-
-/// Configuration helpers both Mastercard destinations use.
-enum MastercardConfig {
-    /// The template under `key`, or `default` when the key is absent (or null). `nonEmpty`: a template that can
-    /// only ever give empty text is a problem.
-    static func template(_ r: ConfigReader, _ config: [String: JSONValue], _ key: String, _ path: String,
-                         default text: String, nonEmpty: Bool = false) -> Template? {
-        guard let v = config[key], !v.isNull else { return try? Template(text) }
-        let p = ConfigReader.join(path, key)
-        guard let t = r.template(v, p) else { return nil }
-        if nonEmpty && t.text.trimmingCharacters(in: .whitespaces).isEmpty {
-            r.problem(p, "must not be empty (default \"\(text)\")")
-            return nil
-        }
-        return t
-    }
-}

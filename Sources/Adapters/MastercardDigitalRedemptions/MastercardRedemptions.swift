@@ -31,10 +31,7 @@ public struct MastercardRedemptionsDestination: DestinationAdapter {
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
         let code = try statusMap.value(for: event.status)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(code)])
-        let id = try redemptionId.render(scope)
-        guard !id.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw TranslateError("redemptionId is empty (\"\(redemptionId.text)\" gave no text)")
-        }
+        let id = try redemptionId.renderIdentifier(scope, field: "redemptionId")
         var body: [String: JSONValue] = ["redemptionId": .string(id), "statusCode": .string(code)]
         if code == "B" { body["backOrderDate"] = .string(try date(scope)) }
         return Wire.json("PUT", basics.baseURL + "/redemptions", headers: try basics.renderedHeaders(scope),
@@ -86,9 +83,9 @@ public struct MastercardRedemptionsDestinationFactory: DestinationAdapterFactory
         if configured.outbound.isEmpty {
             r.problem(ConfigReader.join(path, "statusMap"), "maps no status: nothing could ever be delivered")
         }
-        let redemptionId = MastercardConfig.template(r, config, "redemptionId", path, default: "${subject.redemptionId}",
+        let redemptionId = r.template(config, "redemptionId", path, default: "${subject.redemptionId}",
                                                      nonEmpty: true)
-        let backOrderDate = MastercardConfig.template(r, config, "backOrderDate", path,
+        let backOrderDate = r.template(config, "backOrderDate", path,
                                                       default: "${attributes.backOrderDate?}", nonEmpty: true)
         var format = "yyyy-MM-dd"
         if let f = r.string(config, "backOrderDateFormat", path) {

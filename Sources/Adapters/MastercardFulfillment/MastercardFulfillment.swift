@@ -39,10 +39,7 @@ public struct MastercardFulfillmentDestination: BatchingDestinationAdapter {
     public func batchItem(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> BatchItem {
         let status = try statusMap.value(for: event.status)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(status)])
-        let vendor = try vendorId.render(scope)
-        guard !vendor.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw TranslateError("vendorId is empty (\"\(vendorId.text)\" gave no text)")
-        }
+        let vendor = try vendorId.renderIdentifier(scope, field: "vendorId")
         return BatchItem(key: vendor, item: try item.render(scope))
     }
 
@@ -89,7 +86,7 @@ public struct MastercardFulfillmentDestinationFactory: DestinationAdapterFactory
                           "\"\(m)\" is not one of: \(MastercardFulfillmentDestination.methods.joined(separator: ", "))")
             }
         }
-        let vendorId = MastercardConfig.template(r, config, "vendorId", path, default: "${subject.vendorId}",
+        let vendorId = r.template(config, "vendorId", path, default: "${subject.vendorId}",
                                                  nonEmpty: true)
         let statusMap = r.outboundStatusMap(config, "statusMap", path, required: true) { value in
             value.trimmingCharacters(in: .whitespaces).isEmpty ? "must not be empty" : nil

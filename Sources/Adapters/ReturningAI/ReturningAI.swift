@@ -30,10 +30,8 @@ public struct ReturningAIDestination: DestinationAdapter {
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
         let statusId = try statusMap.value(for: event.status)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(statusId)])
-        let transaction = try transactionId.render(scope)
-        guard !transaction.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw TranslateError("transactionId is empty (\"\(transactionId.text)\" gave no text): Returning.AI needs the redemption transaction id")
-        }
+        let transaction = try transactionId.renderIdentifier(scope, field: "transactionId",
+                                                             hint: "Returning.AI needs the redemption transaction id")
         var body: [String: JSONValue] = ["transactionId": .string(transaction), statusIdField: .string(statusId)]
         if let given = event.attributes["refundCoins"], !given.isNull {
             switch given {
@@ -91,7 +89,7 @@ public struct ReturningAIDestinationFactory: DestinationAdapterFactory {
     public func makeDestination(name: String, config: [String: JSONValue], path: String,
                                 reader r: ConfigReader) -> (any DestinationAdapter)? {
         let basics = DestinationBasics(r, config, path, defaultBaseURL: ReturningAIDestination.defaultBaseURL)
-        let transactionId = r.raiTemplate(config, "transactionId", path, default: "${subject.transactionId}")
+        let transactionId = r.template(config, "transactionId", path, default: "${subject.transactionId}")
         let statusMap = r.outboundStatusMap(config, "statusMap", path, required: true) { value in
             ReturningAIDestination.isStatusId(value) ? nil
                 : "\"\(value)\" is not a Returning.AI status id: expected the community status's 24 hexadecimal characters (e.g. 695dcc370ab8622381f27918)"
@@ -119,14 +117,5 @@ public struct ReturningAIDestinationFactory: DestinationAdapterFactory {
         guard let basics, let transactionId else { return nil }
         return ReturningAIDestination(basics: basics, transactionId: transactionId, statusMap: statusMap,
                                       statusIdField: statusIdField, refundCoinsOn: refundCoinsOn)
-    }
-}
-
-extension ConfigReader {
-    /// The template under `key`, or `fallback` when the key is absent or null.
-    fileprivate func raiTemplate(_ o: [String: JSONValue], _ key: String, _ path: String,
-                                 default fallback: String) -> Template? {
-        guard let v = o[key], !v.isNull else { return try? Template(fallback) }
-        return template(v, ConfigReader.join(path, key))
     }
 }

@@ -101,6 +101,17 @@ public struct Template: Sendable, Equatable, CustomStringConvertible {
         return out
     }
 
+    /// The text of a template naming an identifier the provider requires: empty text is a terminal failure that
+    /// names `field` and the template (`the redemptionId is empty ("${subject.redemptionId}" gave no text)`).
+    public func renderIdentifier(_ scope: TemplateScope, field: String, escaping: Escaping = .none,
+                                 hint: String = "") throws(TranslateError) -> String {
+        let v = try render(scope, escaping: escaping)
+        guard !v.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw TranslateError("\(field) is empty (\"\(text)\" gave no text)\(hint.isEmpty ? "" : ": " + hint)")
+        }
+        return v
+    }
+
     /// For a JSON body: a template that is one placeholder gives the value itself (a number stays a number);
     /// anything else gives a string.
     public func value(_ scope: TemplateScope) throws(TranslateError) -> JSONValue {
@@ -308,6 +319,20 @@ extension ConfigReader {
             return nil
         }
         return template(v, p)
+    }
+
+    /// The template under `key`, or `fallback` when the key is absent or null. With `nonEmpty`, a configured
+    /// template that can only give empty text is a problem.
+    public func template(_ o: [String: JSONValue], _ key: String, _ path: String, default fallback: String,
+                         nonEmpty: Bool = false) -> Template? {
+        guard let v = o[key], !v.isNull else { return try? Template(fallback) }
+        let p = Self.join(path, key)
+        guard let t = template(v, p) else { return nil }
+        if nonEmpty && t.text.trimmingCharacters(in: .whitespaces).isEmpty {
+            problem(p, "must not be empty (default \"\(fallback)\")")
+            return nil
+        }
+        return t
     }
 
     public func template(_ v: JSONValue, _ p: String) -> Template? {
