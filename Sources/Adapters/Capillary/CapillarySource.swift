@@ -22,8 +22,10 @@ import Relay
 /// type: "redemption.status_changed",   // or { statusChanged: "...", issued: "..." }
 /// ```
 /// With a status: `redemption.status_changed`; without one (absent, null or empty): `reward.issued`. A status
-/// with no mapping is accepted with no canonical status, its name kept as `providerStatus`. The idempotency key is
-/// `<rewardTransactionId>:<status name>` (`<rewardTransactionId>:issued` without a status).
+/// with no mapping is accepted with no canonical status, its name kept as `providerStatus`. Capillary's call carries
+/// no event id, so the relay deduplicates on the body's hash (a retried call is a duplicate; a later call that
+/// returns to an earlier status is not lost if the brand's apiBody carries anything that changes, such as a time),
+/// unless the source's `idempotency` rule names a field.
 public struct CapillarySource: SourceAdapter {
     public static let customFieldPrefix = "customfield_"
 
@@ -77,7 +79,6 @@ public struct CapillarySource: SourceAdapter {
             if let v = body.value(atPath: path), !v.isNull { event.attributes[key] = v }
         }
         if let occurredAtPath, let at = text(occurredAtPath), !at.isEmpty { event.occurredAt = at }
-        event.idempotencyKey = "\(transaction):\(code ?? "issued")"
         return event
     }
 

@@ -37,11 +37,9 @@ public struct GenericSource: SourceAdapter {
                 throw NormalizeError("status field \(statusPath) is missing")
             }
             event.providerStatus = ProviderStatus(code: code)
-            if let mapped = statusMap[code] ?? CanonicalStatus(rawValue: code.lowercased()) {
-                event.status = mapped
-            } else {
-                throw NormalizeError("status \"\(code)\" has no mapping in statusMap")
-            }
+            // A value with no mapping is kept as the provider's status only: accepted and stored (a sender that does
+            // not retry a 4xx would lose it), never guessed; destinations that need a status skip it.
+            event.status = statusMap[code] ?? CanonicalStatus(rawValue: code.lowercased())
         }
         if let occurredAtPath, let at = body.value(atPath: occurredAtPath)?.scalarText { event.occurredAt = at }
         for (key, path) in attributes {

@@ -48,7 +48,7 @@ public struct MastercardRedemptionsDestination: DestinationAdapter {
             throw TranslateError("\(required): \(error.reason)")
         }
         guard !text.isEmpty else {
-            throw TranslateError("\(required): the event has none (\"\(backOrderDate.text)\" gave no text)")
+            throw TranslateError("\(required): the event has none (\"\(backOrderDate.shown)\" gave no text)")
         }
         guard let (date, _) = MastercardDates.parse(text) else {
             throw TranslateError("\(required): \"\(text)\" is not a date (yyyy-MM-dd or an RFC 3339 date-time)")

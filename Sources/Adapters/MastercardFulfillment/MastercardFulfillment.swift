@@ -123,7 +123,7 @@ public struct MastercardFulfillmentDestinationFactory: DestinationAdapterFactory
 /// `relay simulate mastercard-fulfillment`: `/vendors/{vendor_id}/orders/status` (under any prefix).
 ///
 /// Checks, in order: the path (else 404); an `Authorization: OAuth ...` header (its form only; else 401, Source
-/// `Gateway`); the method is GET, POST or PUT (Mastercard's page is contradictory; else 405); a JSON object body
+/// `Gateway`); the method is GET, POST, PUT or PATCH (Mastercard's page is contradictory; else 405); a JSON object body
 /// (415/400) holding a non-empty `OrderStatusArray` whose items are objects with a non-empty `orderId` and
 /// `status` (each problem one item of a 400 `Errors` envelope). Success: 200
 /// `{"vendorId": ..., "OrderStatusArray": [{"orderId": ..., "status": ..., "result": "accepted"}]}`.
@@ -136,7 +136,7 @@ public struct MastercardFulfillmentSimulator: SinkResponder {
                 "Gateway", "RESOURCE_NOT_FOUND",
                 "no resource at \(request.path) (expected .../vendors/{vendor_id}/orders/status)")])
         }
-        if let refused = MastercardErrors.gate(request, methods: ["GET", "POST", "PUT"]) { return refused }
+        if let refused = MastercardErrors.gate(request, methods: MastercardFulfillmentDestination.methods) { return refused }
         let body: [String: JSONValue]
         switch MastercardErrors.jsonBody(request) {
         case .object(let o): body = o

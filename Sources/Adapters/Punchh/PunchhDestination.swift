@@ -53,7 +53,7 @@ public struct PunchhDestination: DestinationAdapter {
     func redemptionCode(_ scope: TemplateScope) throws(TranslateError) -> String {
         let id = try code.render(scope)
         guard !id.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw TranslateError("the redemption code is empty (code: \"\(code.text)\")")
+            throw TranslateError("the redemption code is empty (code: \"\(code.shown)\")")
         }
         return id
     }
@@ -71,7 +71,7 @@ public struct PunchhDestination: DestinationAdapter {
                 let text = try amount.render(scope).trimmingCharacters(in: .whitespaces)
                 if !text.isEmpty {
                     guard let n = Double(text), n.isFinite else {
-                        throw TranslateError("amount \"\(text)\" (from \"\(amount.text)\") is not a number")
+                        throw TranslateError("amount \"\(text)\" (from \"\(amount.shown)\") is not a number")
                     }
                     fields.append(("amount", text))
                 }

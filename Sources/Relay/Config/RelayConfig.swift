@@ -22,6 +22,8 @@ public struct DestinationSettings: Sendable {
     public var adapterName: String
     public var adapter: any DestinationAdapter
     public var policy: DeliveryPolicy
+    /// Where identifiers its answers yield are linked (`correlationScope`, default: the name).
+    public var correlationScope: String? = nil
 }
 
 public struct RouteSettings: Sendable {
@@ -136,6 +138,9 @@ public struct RelayConfig: Sendable {
                               publicURL: c.server.publicURL) {
                 c.sources[name] = s
             }
+            if let o = sources[name]?.objectValue, let scope = r.string(o, "correlationScope", path) {
+                c.store.correlationScopes[name] = scope
+            }
         }
         let destinations = r.map(root["destinations"], "destinations") ?? [:]
         for name in destinations.keys.sorted() {
@@ -146,10 +151,12 @@ public struct RelayConfig: Sendable {
                 r.problem(ConfigReader.join(path, "adapter"), "unknown adapter \(r.shown(d["adapter"], adapterName)) (known: \(registry.destinations.keys.sorted().joined(separator: ", ")))")
                 continue
             }
-            _ = r.object(destinations[name], path, keys: ["adapter", "description"] + DeliveryPolicy.keys + factory.destinationKeys)
+            _ = r.object(destinations[name], path, keys: ["adapter", "description", "correlationScope"] + DeliveryPolicy.keys + factory.destinationKeys)
             let policy = r.deliveryPolicy(d, path)
+            let scope = r.string(d, "correlationScope", path)
             if let adapter = factory.makeDestination(name: name, config: d, path: path, reader: r) {
-                c.destinations[name] = DestinationSettings(name: name, adapterName: adapterName, adapter: adapter, policy: policy)
+                c.destinations[name] = DestinationSettings(name: name, adapterName: adapterName, adapter: adapter, policy: policy,
+                                                           correlationScope: scope)
             }
         }
         if let routes = root["routes"] {
@@ -187,7 +194,7 @@ public struct RelayConfig: Sendable {
                 r.problem(ConfigReader.join(path, "adapter"), "unknown adapter \(r.shown(o["adapter"], adapterName)) (known: \(registry.sources.keys.sorted().joined(separator: ", ")))")
             }
         }
-        let common = ["adapter", "verify", "idempotency", "publicURL", "description"]
+        let common = ["adapter", "verify", "idempotency", "publicURL", "description", "correlationScope"]
         if let factory {
             _ = r.object(value, path, keys: common + factory.sourceKeys)
         }

@@ -150,6 +150,36 @@ public enum DeliveryQueue {
         try u.step()
     }
 
+    /// Gives claimed deliveries back to the queue untouched (no attempt made), due now.
+    public static func release(_ db: Database, ids: [String]) throws {
+        let s = try db.statement("""
+            UPDATE deliveries SET state = 'pending', lease_until = NULL, claimed_by = NULL WHERE id = ? AND state = 'in_flight'
+            """)
+        for id in ids {
+            s.reset()
+            try s.bind([id])
+            try s.step()
+        }
+        s.reset()
+    }
+
+    /// Records that a multi-step delivery has finished the steps before `progress.step`, with the values they
+    /// extracted: whatever happens next (a crash, a restart), it resumes there.
+    public static func saveProgress(_ db: Database, id: String, progress: StepProgress) throws {
+        let s = try db.statement("UPDATE deliveries SET step = ?, context = ? WHERE id = ?")
+        defer { s.reset() }
+        try s.bind(1, Int64(progress.step))
+        if progress.values.isEmpty {
+            try s.bind(2, nil as String?)
+        } else {
+            var json = ""
+            JSONValue.object(progress.values.mapValues(JSONValue.string)).write(to: &json)
+            try s.bind(2, json)
+        }
+        try s.bind(3, id)
+        try s.step()
+    }
+
     /// Returns claims whose lease has run out (their dispatcher died or stalled) to the queue. Returns how many.
     @discardableResult
     public static func releaseExpiredLeases(_ db: Database, nowMillis: Int64) throws -> Int {
@@ -181,13 +211,14 @@ public enum DeliveryQueue {
     }
 
     /// Coalescing: of the statuses queued (pending, not in flight) for one subject at `destination`, only the
-    /// newest is sent; the older ones are marked `superseded`. Returns how many.
+    /// newest is sent; the older ones are marked `superseded` (never one part-way through its steps). Returns how
+    /// many.
     @discardableResult
     public static func supersedeOlder(_ db: Database, destination: String) throws -> Int {
         let s = try db.statement("""
             UPDATE deliveries SET state = 'superseded', last_error = 'superseded by a newer status',
                    finished_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000
-            WHERE state = 'pending' AND destination = ?1 AND EXISTS (
+            WHERE state = 'pending' AND destination = ?1 AND step = 0 AND EXISTS (
                 SELECT 1 FROM deliveries n WHERE n.destination = deliveries.destination
                 AND n.subject_key = deliveries.subject_key AND n.rowid > deliveries.rowid AND n.state = 'pending')
             """)
@@ -199,7 +230,9 @@ public enum DeliveryQueue {
 
     /// The events (with their raw bodies) of the given sequence numbers.
     /// With `correlationKeys`, each event's subject is completed with the identifiers linked to it (`Correlation`).
-    public static func events(_ db: Database, seqs: [Int64], correlationKeys: Set<String> = []) throws -> [Int64: CanonicalEvent] {
+    /// `scopes`: each source's correlation scope (absent: the source's name).
+    public static func events(_ db: Database, seqs: [Int64], correlationKeys: Set<String> = [],
+                              scopes: [String: String] = [:]) throws -> [Int64: CanonicalEvent] {
         guard !seqs.isEmpty else { return [:] }
         let s = try db.statement("SELECT event, content_type, body FROM events WHERE seq = ?")
         var out: [Int64: CanonicalEvent] = [:]
@@ -215,7 +248,8 @@ public enum DeliveryQueue {
         s.reset()
         if !correlationKeys.isEmpty {
             for (seq, event) in out where !event.subject.isEmpty {
-                out[seq]!.subject = try Correlation.enrich(db, subject: event.subject, keys: correlationKeys)
+                out[seq]!.subject = try Correlation.enrich(db, scope: scopes[event.source] ?? event.source,
+                                                           subject: event.subject, keys: correlationKeys)
             }
         }
         return out

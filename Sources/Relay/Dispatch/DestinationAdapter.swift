@@ -34,7 +34,10 @@ public struct DeliveryContext: Sendable, Equatable {
 /// no mapping), so the delivery ends as `skipped`, never guessed. `terminal`: the event lacks what the destination
 /// requires (a back-ordered status without its date), so the delivery is dead-lettered with the reason.
 public struct TranslateError: Error, Sendable, CustomStringConvertible, Equatable {
-    public enum Kind: Sendable, Equatable { case skip, terminal }
+    /// `retry`: not yet: the event lacks a subject identifier that correlation may still supply (a vendor's
+    /// status that arrived before the vendor's answer naming its order id was recorded); retried on the
+    /// destination's schedule, then dead.
+    public enum Kind: Sendable, Equatable { case skip, terminal, retry }
     public var kind: Kind
     public var reason: String
 

@@ -12,10 +12,14 @@ public final class Dispatcher: @unchecked Sendable {
         public var name: String
         public var adapter: any DestinationAdapter
         public var policy: DeliveryPolicy
-        public init(name: String, adapter: any DestinationAdapter, policy: DeliveryPolicy) {
+        /// Identifiers this destination's responses yield are linked within this scope (`correlationScope`, by
+        /// default the destination's name): a partner's source and destination share it when they share a name.
+        public var correlationScope: String
+        public init(name: String, adapter: any DestinationAdapter, policy: DeliveryPolicy, correlationScope: String? = nil) {
             self.name = name
             self.adapter = adapter
             self.policy = policy
+            self.correlationScope = correlationScope ?? name
         }
     }
 
@@ -68,6 +72,8 @@ public final class Dispatcher: @unchecked Sendable {
     /// Subject keys that identify a subject: events are completed with linked identifiers before translation,
     /// and identifiers learned from responses are linked.
     let correlationKeys: Set<String>
+    /// Each source's correlation scope (absent: the source's name).
+    let sourceScopes: [String: String]
     private var lanes: [String: Lane] = [:]          // the loop thread's
     private let inbox = Mutex(Inbox())
     private let signal = DispatchSemaphore(value: 0)
@@ -75,9 +81,10 @@ public final class Dispatcher: @unchecked Sendable {
     private var thread: Thread?
 
     public init(store: SQLiteStore, client: HTTPClient, destinations: [Destination], log: Logger,
-                correlationKeys: Set<String> = []) {
+                correlationKeys: Set<String> = [], sourceScopes: [String: String] = [:]) {
         self.store = store
         self.correlationKeys = correlationKeys
+        self.sourceScopes = sourceScopes
         self.client = client
         self.log = log
         let now = Self.clock()
@@ -136,7 +143,7 @@ public final class Dispatcher: @unchecked Sendable {
                 return (f, w, box.stopping, box.stopTimeout)
             }
             if woken { for name in lanes.keys { lanes[name]!.nextDue = 0 } }
-            if !finished.isEmpty { record(finished) }
+            if !finished.isEmpty { record(finished, stopping: stopping) }
             let inFlight = lanes.values.reduce(0) { $0 + $1.inFlight }
             if stopping {
                 if stopDeadline == nil { stopDeadline = Self.clock() + stopTimeout }
@@ -155,6 +162,7 @@ public final class Dispatcher: @unchecked Sendable {
     private func dispatchDue() -> Double {
         let now = Self.clock()
         var wanted: [(String, Int, Bool, Bool)] = []
+        var requestRoom: [String: Int] = [:]   // requests that may start now, per lane (batches: fewer than claims)
         var nextWake = now + 1
         for (name, var lane) in lanes {
             defer { lanes[name] = lane }
@@ -183,12 +191,14 @@ public final class Dispatcher: @unchecked Sendable {
                 room = 1
             }
             wanted.append((name, room * (lane.batching?.maxItems ?? 1), p.perSubjectOrder, p.coalesce))
+            requestRoom[name] = room
         }
         guard !wanted.isEmpty else { return nextWake }
         let requests = wanted
         let nowMillis = Self.wallMillis()
         let owner = self.owner
         let correlationKeys = self.correlationKeys
+        let sourceScopes = self.sourceScopes
         let lease: Int64 = 120_000
         let claimed: [String: (claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], nextDue: Int64?)]
         do {
@@ -198,7 +208,8 @@ public final class Dispatcher: @unchecked Sendable {
                     if coalesce { try DeliveryQueue.supersedeOlder(db, destination: name) }
                     let claims = try DeliveryQueue.claim(db, destination: name, limit: room, nowMillis: nowMillis,
                                                          leaseMillis: lease, owner: owner, perSubject: ordered)
-                    let events = try DeliveryQueue.events(db, seqs: claims.map(\.eventSeq), correlationKeys: correlationKeys)
+                    let events = try DeliveryQueue.events(db, seqs: claims.map(\.eventSeq), correlationKeys: correlationKeys,
+                                                          scopes: sourceScopes)
                     let next = claims.count < room ? try DeliveryQueue.nextDue(db, destination: name, perSubject: ordered) : nil
                     out[name] = (claims, events, next)
                 }
@@ -223,7 +234,8 @@ public final class Dispatcher: @unchecked Sendable {
             }
             if batch.claims.isEmpty { lane.breaker.cancelProbe() }
             if let batching = lane.batching {
-                let requests = sendBatches(batch.claims, events: batch.events, lane: lane, batching: batching)
+                let requests = sendBatches(batch.claims, events: batch.events, lane: lane, batching: batching,
+                                           room: requestRoom[name] ?? 1)
                 lane.inFlight += requests
                 if lane.destination.policy.rateLimit != nil { lane.tokens -= Double(requests) }
             } else {
@@ -267,7 +279,7 @@ public final class Dispatcher: @unchecked Sendable {
     /// Groups claimed deliveries by their batch key into requests of at most `maxItems`; returns how many
     /// requests (each counted in flight, as is each delivery that could not be translated).
     private func sendBatches(_ claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], lane: Lane,
-                             batching: BatchOptions) -> Int {
+                             batching: BatchOptions, room: Int) -> Int {
         guard let adapter = lane.destination.adapter as? any BatchingDestinationAdapter else { return 0 }
         let started = Self.clock()
         let name = lane.destination.name
@@ -294,6 +306,17 @@ public final class Dispatcher: @unchecked Sendable {
                 enqueue(Finished(claims: [claim], events: [event], destination: name, startedAt: started,
                                  context: context, learned: [:], result: nil, translateFailure: error))
             }
+        }
+        // No more requests than the lane has room for (maxInFlight, rate, one probe): the deliveries of the other
+        // groups go back to the queue, due now, for the next round.
+        let budget = max(0, room - count)
+        if groups.count > budget {
+            let back = groups[budget...].flatMap { $0.members.map(\.0.id) }
+            groups.removeSubrange(budget...)
+            let log = self.log
+            store.perform(durable: false, { db in try DeliveryQueue.release(db, ids: back) }, completion: { result in
+                if case .failure(let e) = result { log.error("cannot return claimed deliveries", ["error": e.description]) }
+            })
         }
         for group in groups {
             count += 1
@@ -331,11 +354,11 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Classifies finished attempts, updates the lanes, sends the next step of multi-step deliveries, and records
     /// every finished attempt in one store transaction.
-    private func record(_ finished: [Finished]) {
+    private func record(_ finished: [Finished], stopping: Bool) {
         let now = Self.clock()
         let nowMillis = Self.wallMillis()
         var records: [(String, AttemptRecord, DeliveryResult, StepProgress?)] = []
-        var links: [[String: String]] = []
+        var links: [(scope: String, subject: [String: String])] = []
         for f in finished {
             guard var lane = lanes[f.destination] else { continue }
             lane.inFlight -= 1
@@ -349,8 +372,17 @@ public final class Dispatcher: @unchecked Sendable {
             var progress: StepProgress?
             let classification: Classification
             if let failure = f.translateFailure {
-                classification = failure.kind == .skip ? .delivered : .terminal(reason: "cannot translate: \(failure.reason)")
+                switch failure.kind {
+                case .skip: classification = .delivered
+                case .terminal: classification = .terminal(reason: "cannot translate: \(failure.reason)")
+                case .retry: classification = .retry(reason: "cannot translate yet: \(failure.reason)", after: nil)
+                }
                 error = failure.reason
+                // Nothing reached the destination: a probe of an open circuit is still to be made.
+                lane.breaker.cancelProbe()
+                if failure.kind == .retry, let context = f.context, context.step > 0 || !context.values.isEmpty {
+                    progress = StepProgress(step: context.step, values: context.values)
+                }
             } else {
                 switch f.result! {
                 case .success(let r):
@@ -360,13 +392,37 @@ public final class Dispatcher: @unchecked Sendable {
                         let outcome = lane.destination.adapter.outcome(r, event: event, context: context)
                         learned.merge(outcome.correlation) { _, new in new }
                         if outcome.classification == .delivered && outcome.next {
-                            // The step is done: the next one goes out now, within the same attempt.
                             var next = context
                             next.step += 1
                             next.values.merge(outcome.values) { _, new in new }
+                            let done = StepProgress(step: next.step, values: next.values)
+                            if stopping {
+                                // No new step while stopping: the delivery resumes at the next step after the restart.
+                                records.append((f.delivery.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency,
+                                                                             status: status, error: "stopped before step \(next.step + 1)",
+                                                                             response: response),
+                                                .retry(atMillis: nowMillis), done))
+                                if !learned.isEmpty { links.append((lane.destination.correlationScope, event.subject.merging(learned) { _, new in new })) }
+                                lanes[f.destination] = lane
+                                continue
+                            }
+                            // The step is done: its progress is made durable (a crash or restart resumes after it, so an
+                            // issued voucher is never issued twice), then the next step goes out, within the same attempt.
                             lane.inFlight += 1
                             lanes[f.destination] = lane
-                            send(f.delivery, event: event, context: next, learned: learned, lane: lane)
+                            let claim = f.delivery, laneNow = lane, learnedSoFar = learned, nextContext = next
+                            store.perform(durable: true, { db in
+                                try DeliveryQueue.saveProgress(db, id: claim.id, progress: done)
+                            }, completion: { [self] result in
+                                switch result {
+                                case .success:
+                                    send(claim, event: event, context: nextContext, learned: learnedSoFar, lane: laneNow)
+                                case .failure(let e):
+                                    enqueue(Finished(claims: [claim], events: [event], destination: laneNow.destination.name,
+                                                     startedAt: Self.clock(), context: nextContext, learned: learnedSoFar, result: nil,
+                                                     translateFailure: TranslateError("cannot record the progress of step \(context.step + 1): \(e)", kind: .retry)))
+                                }
+                            })
                             continue
                         }
                         classification = outcome.classification
@@ -385,7 +441,7 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             }
             if !learned.isEmpty, let event = f.events.first {
-                links.append(event.subject.merging(learned) { _, new in new })
+                links.append((lane.destination.correlationScope, event.subject.merging(learned) { _, new in new }))
             }
             let attempts = f.delivery.attempts + 1
             let result: DeliveryResult
@@ -402,7 +458,7 @@ public final class Dispatcher: @unchecked Sendable {
                 // A terminal answer is an answer: the destination is up.
                 if f.translateFailure == nil { lane.breaker.record(success: status != nil, now: now) }
             case .retry(let reason, let after):
-                lane.breaker.record(success: false, now: now)
+                if f.translateFailure == nil { lane.breaker.record(success: false, now: now) }
                 if let delay = lane.destination.policy.retry.delay(afterAttempts: attempts, retryAfter: after, status: status) {
                     result = .retry(atMillis: nowMillis + Int64(delay * 1000))
                 } else {
@@ -439,8 +495,8 @@ public final class Dispatcher: @unchecked Sendable {
                 try DeliveryQueue.finish(db, id: id, attempt: attempt, result: result, nowMillis: nowMillis,
                                          progress: progress)
             }
-            for subject in learnedLinks {
-                try Correlation.link(db, subject: subject, keys: keys, nowMillis: nowMillis)
+            for (scope, subject) in learnedLinks {
+                try Correlation.link(db, scope: scope, subject: subject, keys: keys, nowMillis: nowMillis)
             }
         }, completion: { result in
             if case .failure(let e) = result { log.error("cannot record delivery attempts", ["error": e.description]) }

@@ -21,8 +21,9 @@ public final class RelayService: Sendable {
             let client = try HTTPClient(options: config.client)
             self.client = client
             dispatcher = Dispatcher(store: store, client: client, destinations: config.destinations.values.map {
-                Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy)
-            }, log: log, correlationKeys: config.store.correlationKeys)
+                Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy,
+                                       correlationScope: $0.correlationScope)
+            }, log: log, correlationKeys: config.store.correlationKeys, sourceScopes: config.store.correlationScopes)
         }
         let dispatcher = self.dispatcher
         let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log,

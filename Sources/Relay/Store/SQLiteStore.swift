@@ -19,6 +19,8 @@ public struct SQLiteStoreOptions: Sendable {
     /// Subject keys that identify one subject (an order, a transaction): an event naming several of them links
     /// them (see `Correlation`). Empty: no correlation.
     public var correlationKeys: Set<String> = Correlation.defaultKeys
+    /// Each source's correlation scope, when it is not the source's name.
+    public var correlationScopes: [String: String] = [:]
 
     public init(path: String) { self.path = path }
 }
@@ -223,11 +225,12 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                 ALTER TABLE deliveries ADD COLUMN step INTEGER NOT NULL DEFAULT 0;
                 ALTER TABLE deliveries ADD COLUMN context TEXT;
                 CREATE TABLE IF NOT EXISTS correlations (
+                    scope           TEXT NOT NULL,     -- whose identifiers: a partner (source/destination name)
                     key             TEXT NOT NULL,     -- a subject key (vendorOrderId)
                     value           TEXT NOT NULL,     -- its value
                     subject         TEXT NOT NULL,     -- JSON object: every identifier known for that subject
                     updated_at      INTEGER NOT NULL,
-                    PRIMARY KEY (key, value)
+                    PRIMARY KEY (scope, key, value)
                 ) WITHOUT ROWID;
                 PRAGMA user_version = 3;
                 COMMIT;
@@ -536,7 +539,8 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         }
         let seq = writer.lastInsertRowID
         if !options.correlationKeys.isEmpty && e.subject.count > 1 {
-            try Correlation.link(writer, subject: e.subject, keys: options.correlationKeys,
+            try Correlation.link(writer, scope: options.correlationScopes[e.source] ?? e.source, subject: e.subject,
+                                 keys: options.correlationKeys,
                                  nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
         }
         if !p.destinations.isEmpty {

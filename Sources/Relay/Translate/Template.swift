@@ -31,26 +31,31 @@ public struct Template: Sendable, Equatable, CustomStringConvertible {
     }
 
     public let text: String
+    /// The template as configured, before `${env:...}` / `${file:...}` were resolved: what messages show, so that
+    /// no secret reaches a log line or a stored error.
+    public let shown: String
     let parts: [Part]
 
-    public var description: String { text }
+    public var description: String { shown }
 
-    /// Parses `text`; throws a description of the first malformed placeholder.
-    public init(_ text: String) throws(TemplateError) {
+    /// Parses `text`; throws a description of the first malformed placeholder. `shown`: the text as written in
+    /// the configuration (with its secret references unresolved), for messages.
+    public init(_ text: String, shown: String? = nil) throws(TemplateError) {
         self.text = text
+        self.shown = shown ?? text
         var parts: [Part] = []
         var rest = Substring(text)
         while let start = rest.range(of: "${") {
             if start.lowerBound > rest.startIndex { parts.append(.literal(String(rest[..<start.lowerBound]))) }
             guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
-                throw TemplateError("unterminated placeholder in \"\(text)\"")
+                throw TemplateError("unterminated placeholder in \"\(shown ?? text)\"")
             }
             var inner = rest[start.upperBound..<end].trimmingCharacters(in: .whitespaces)
             let optional = inner.hasSuffix("?")
             if optional { inner.removeLast() }
             let path = inner.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
             guard !inner.isEmpty, path.allSatisfy({ !$0.isEmpty }) else {
-                throw TemplateError("empty or malformed placeholder \"${\(inner)}\" in \"\(text)\"")
+                throw TemplateError("empty or malformed placeholder \"${\(inner)}\" in \"\(shown ?? text)\"")
             }
             if let root = path.first, Template.knownRoots.contains(root) == false, path.count > 1,
                root != "context", root != "raw" {
@@ -93,7 +98,7 @@ public struct Template: Sendable, Equatable, CustomStringConvertible {
             case .field(let path, let optional, let text):
                 guard let v = scope.lookup(path), !v.isNull else {
                     if optional { continue }
-                    throw TranslateError("\(scope.missingWhat) has no \(text) (needed by \"\(self.text)\")")
+                    throw missing(path, text)
                 }
                 out += Template.escape(Template.text(of: v), escaping)
             }
@@ -107,7 +112,7 @@ public struct Template: Sendable, Equatable, CustomStringConvertible {
                                  hint: String = "") throws(TranslateError) -> String {
         let v = try render(scope, escaping: escaping)
         guard !v.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw TranslateError("\(field) is empty (\"\(text)\" gave no text)\(hint.isEmpty ? "" : ": " + hint)")
+            throw TranslateError("\(field) is empty (\"\(shown)\" gave no text)\(hint.isEmpty ? "" : ": " + hint)")
         }
         return v
     }
@@ -118,9 +123,15 @@ public struct Template: Sendable, Equatable, CustomStringConvertible {
         if parts.count == 1, case .field(let path, let optional, let text) = parts[0] {
             if let v = scope.lookup(path), !v.isNull { return v }
             if optional { return .null }
-            throw TranslateError("\(scope.missingWhat) has no \(text) (needed by \"\(self.text)\")")
+            throw missing(path, text)
         }
         return .string(try render(scope))
+    }
+
+    /// A required value is missing. A subject identifier may still come (correlation links it when the answer that
+    /// names it is recorded): retried. Anything else will never appear in this event: terminal.
+    func missing(_ path: [String], _ placeholder: String) -> TranslateError {
+        TranslateError("the event has no \(placeholder) (needed by \"\(shown)\")", kind: path.first == "subject" ? .retry : .terminal)
     }
 
     static func text(of v: JSONValue) -> String {
@@ -141,6 +152,10 @@ public struct Template: Sendable, Equatable, CustomStringConvertible {
             JSONValue.appendQuoted(s, to: &out)
             return String(out.dropFirst().dropLast())
         case .url, .form:
+            // A value of only dots would be a path segment `.` or `..` that clients resolve: encoded, it stays a name.
+            if escaping == .url, !s.isEmpty, s.utf8.allSatisfy({ $0 == UInt8(ascii: ".") }) {
+                return String(repeating: "%2E", count: s.utf8.count)
+            }
             var out = ""
             for b in s.utf8 {
                 if unreserved.contains(b) {
@@ -167,8 +182,6 @@ public struct TemplateScope: Sendable {
     public var context: DeliveryContext?
     /// Names the adapter supplies (`mappedStatus`) and values of earlier steps, looked up by bare name.
     public var values: [String: JSONValue]
-    /// Who lacks a value, for error messages.
-    var missingWhat: String { "the event" }
 
     public init(event: CanonicalEvent, context: DeliveryContext? = nil, values: [String: JSONValue] = [:]) {
         self.event = event
@@ -253,10 +266,13 @@ public struct JSONTemplate: Sendable, Equatable {
     }
     let root: Node
 
-    public init(_ value: JSONValue) throws(TemplateError) {
+    /// `resolve` turns a configured string into the text to parse (secret references resolved); nil fails.
+    public init(_ value: JSONValue, resolve: (String) -> String? = { $0 }) throws(TemplateError) {
         func build(_ v: JSONValue) throws(TemplateError) -> Node {
             switch v {
-            case .string(let s): return s.contains("${") ? .text(try Template(s)) : .literal(v)
+            case .string(let s):
+                guard let r = resolve(s) else { throw TemplateError("cannot resolve \"\(s)\"") }
+                return r.contains("${") ? .text(try Template(r, shown: s)) : .literal(.string(r))
             case .object(let o):
                 var fields: [(String, Node)] = []
                 for k in o.keys.sorted() { fields.append((k, try build(o[k]!))) }
@@ -342,7 +358,7 @@ extension ConfigReader {
         }
         guard let resolved = substituteReferences(s, p) else { return nil }
         do {
-            return try Template(resolved)
+            return try Template(resolved, shown: s)
         } catch {
             problem(p, error.description)
             return nil
@@ -351,24 +367,13 @@ extension ConfigReader {
 
     /// A JSON body template (an object or array whose strings may hold placeholders), or nil with a problem.
     public func jsonTemplate(_ v: JSONValue, _ p: String) -> JSONTemplate? {
-        func resolve(_ v: JSONValue, _ p: String) -> JSONValue? {
-            switch v {
-            case .string(let s): return substituteReferences(s, p).map(JSONValue.string)
-            case .object(let o):
-                var out: [String: JSONValue] = [:]
-                var ok = true
-                for (k, x) in o { if let r = resolve(x, Self.join(p, k)) { out[k] = r } else { ok = false } }
-                return ok ? .object(out) : nil
-            case .array(let a):
-                var out: [JSONValue] = []
-                for (i, x) in a.enumerated() { if let r = resolve(x, Self.join(p, i)) { out.append(r) } else { return nil } }
-                return .array(out)
-            default: return v
-            }
-        }
-        guard let resolved = resolve(v, p) else { return nil }
+        var failed = false
         do {
-            return try JSONTemplate(resolved)
+            let t = try JSONTemplate(v) { text in
+                guard let r = self.substituteReferences(text, p) else { failed = true; return text }
+                return r
+            }
+            return failed ? nil : t
         } catch {
             problem(p, error.description)
             return nil

@@ -1,4 +1,5 @@
 import Adapters
+import Crypto
 import Foundation
 @testable import Relay
 import Testing
@@ -127,15 +128,15 @@ struct CapillaryTests {
         #expect(r.headers.last.map { "\($0.0): \($0.1)" } == "Authorization: Basic dGlsbDpwYXNz")
         #expect(Self.text(r) == Self.one(#"{"customerId":85076836,"fulfillmentDetails":{"status":"Shipped"},"rewardId":177657,"transactionCustomFields":{"Partner_Order_Id":"V-9","Source":"relay shop"},"transactionId":3482445}"#))
 
-        // A required placeholder with no value: terminal, naming it.
+        // A required subject identifier with no value: retried (correlation may still supply it), naming it.
         let noOrder = try #require(throws: TranslateError.self) {
             try Self.translate(d, Self.event(.shipped, subject: ["memberId": "1"], attributes: e.attributes))
         }
-        #expect(noOrder.kind == .terminal && noOrder.reason.contains("subject.vendorOrderId"), "\(noOrder)")
+        #expect(noOrder.kind == .retry && noOrder.reason.contains("subject.vendorOrderId"), "\(noOrder)")
         let noTransaction = try #require(throws: TranslateError.self) {
             try Self.translate(Self.destination(), Self.event(.shipped, subject: ["customerId": "1"]))
         }
-        #expect(noTransaction.kind == .terminal && noTransaction.reason.contains("subject.transactionId"), "\(noTransaction)")
+        #expect(noTransaction.kind == .retry && noTransaction.reason.contains("subject.transactionId"), "\(noTransaction)")
         let empty = try #require(throws: TranslateError.self) {
             try Self.translate(Self.destination(), Self.event(.shipped, subject: ["transactionId": ""]))
         }
@@ -212,8 +213,7 @@ struct CapillaryTests {
             status: .shipped, providerStatus: ProviderStatus(code: "In Progress"),
             attributes: ["mobile": .string("919876543210"),
                          "customFields": .object(["Partner_Order_Id": .string("V-77"), "Gift_Note": .string("Happy birthday"),
-                                                  "Qty": .string("2")])],
-            idempotencyKey: "3482445:In Progress"))
+                                                  "Qty": .string("2")])]))
 
         let rows: [(String, CanonicalStatus?, String, String)] = [
             // body, canonical status, type, idempotency key
@@ -227,11 +227,11 @@ struct CapillaryTests {
             (#"{"rewardTransactionId":"3482445","fulfillmentStatus":""}"#, nil, "reward.issued", "3482445:issued"),
             (#"{"rewardTransactionId":"3482445","fulfillmentStatus":null}"#, nil, "reward.issued", "3482445:issued"),
         ]
-        for (body, status, type, key) in rows {
+        for (body, status, type, _) in rows {
             let e = try Self.normalize(s, body)
             #expect(e.status == status, "\(body)")
             #expect(e.type == type, "\(body)")
-            #expect(e.idempotencyKey == key, "\(body)")
+            #expect(e.idempotencyKey == nil, "\(body): deduplicated on the body's hash, not on txn:status")
             #expect(e.subject["transactionId"] == "3482445")
             #expect(e.attributes.isEmpty, "\(body)")
         }
@@ -266,8 +266,7 @@ struct CapillaryTests {
         #expect(e == NormalizedEvent(
             type: "capillary.fulfilment", subject: ["transactionId": "T-1", "customerId": "85076836", "vendorOrderId": "V-5"],
             status: .shipped, providerStatus: ProviderStatus(code: "SHIPPED_OUT"), occurredAt: "2026-11-20T10:00:00Z",
-            attributes: ["email": .string("a@b.c"), "customFields": .object(["Partner_Order_Id": .string("V-5")])],
-            idempotencyKey: "T-1:SHIPPED_OUT"))
+            attributes: ["email": .string("a@b.c"), "customFields": .object(["Partner_Order_Id": .string("V-5")])]))
         #expect(try Self.normalize(s, #"{"txn":{"id":"T-1"}}"#).type == "capillary.issued")
         let missing = try #require(throws: NormalizeError.self) {
             try Self.normalize(s, #"{"rewardTransactionId":"3482445","txn":{}}"#)
@@ -458,7 +457,7 @@ struct CapillaryTests {
         #expect(e.providerStatus == ProviderStatus(code: "In Progress"))
         #expect(e.attributes == ["mobile": .string("919876543210"),
                                  "customFields": .object(["Partner_Order_Id": .string("V-77")])])
-        #expect(e.idempotencyKey == "3482445:In Progress")
+        #expect(e.idempotencyKey == "sha256:" + ByteEncoding.hex(Digest.sha256(Array(body.utf8))))
         #expect(e.raw?.body == body)
 
         // The same call again is a duplicate; the issue-time call (no status) is a separate reward.issued event.
@@ -467,7 +466,7 @@ struct CapillaryTests {
         let issued = try expectAccepted(try relay.client.post("/v1/hooks/capillary-acme",
                                                               json: #"{"rewardTransactionId": 3482445}"#, headers: auth))
         #expect(try relay.store.event(id: issued)?.type == "reward.issued")
-        #expect(try relay.store.event(id: issued)?.idempotencyKey == "3482445:issued")
+        #expect(try relay.store.event(id: issued)?.idempotencyKey.hasPrefix("sha256:") == true)
         // Unmapped status: accepted, no canonical status. Missing id: 422 naming the path. Wrong password: 401.
         let odd = try expectAccepted(try relay.client.post("/v1/hooks/capillary-acme",
                                                            json: #"{"rewardTransactionId": 3482445, "fulfillmentStatus": "On Hold"}"#,

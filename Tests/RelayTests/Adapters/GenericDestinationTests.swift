@@ -70,7 +70,7 @@ struct TemplateTests {
     @Test("a missing required value fails with a reason naming it; a malformed placeholder fails at parse time")
     func missing() throws {
         let scope = TemplateScope(event: event)
-        #expect(throws: TranslateError("the event has no subject.vendorId (needed by \"/v/${subject.vendorId}\")")) {
+        #expect(throws: TranslateError("the event has no subject.vendorId (needed by \"/v/${subject.vendorId}\")", kind: .retry)) {
             try Template("/v/${subject.vendorId}").render(scope)
         }
         for bad in ["${", "${}", "${subject.}", "${subject..x}", "${nope.x}"] {
@@ -134,7 +134,7 @@ struct GenericDestinationTranslateTests {
         }
     }
 
-    @Test("a status the statusMap does not name is skipped, never guessed; a missing field is terminal")
+    @Test("a status the statusMap does not name is skipped, never guessed; a missing identifier waits, a missing attribute is terminal")
     func skipAndTerminal() throws {
         let (d, _) = makeDestination("generic", #"{ url: "https://v.example/${subject.orderId}", statusMap: { shipped: "S" } }"#)
         let adapter = try #require(d)
@@ -148,8 +148,38 @@ struct GenericDestinationTranslateTests {
             _ = try adapter.translate(sampleEvent(subject: [:]), context: testContext)
             Issue.record("translated without its order id")
         } catch {
-            #expect(error.kind == .terminal)
+            #expect(error.kind == .retry, "correlation may still supply a subject identifier")
             #expect(error.reason.contains("subject.orderId"))
+        }
+        let (withAttribute, _) = makeDestination("generic", #"{ url: "https://v.example/", body: { t: "${attributes.tracking}" } }"#)
+        #expect(throws: TranslateError("the event has no attributes.tracking (needed by \"${attributes.tracking}\")")) {
+            try #require(withAttribute).translate(sampleEvent(), context: testContext)
+        }
+    }
+
+    @Test("a secret resolved into a template never appears in a failure's reason (stored and logged)")
+    func secretNotInReasons() throws {
+        let (d, problems) = makeDestination("generic", #"{ url: "https://v.example/o/${subject.orderId}?key=${env:VENDOR_KEY}", headers: { Authorization: "Bearer ${env:VENDOR_KEY}", "X-O": "${subject.orderId}" } }"#,
+                                            environment: ["VENDOR_KEY": "s3cr3t-value"])
+        #expect(problems.isEmpty, "\(problems)")
+        let adapter = try #require(d)
+        #expect(try adapter.translate(sampleEvent(), context: testContext).url == "https://v.example/o/ORD-1?key=s3cr3t-value")
+        do {
+            _ = try adapter.translate(sampleEvent(subject: [:]), context: testContext)
+            Issue.record("translated without its order id")
+        } catch {
+            #expect(!error.reason.contains("s3cr3t"), "\(error.reason)")
+            #expect(error.reason.contains("${env:VENDOR_KEY}"), "\(error.reason)")
+        }
+    }
+
+    @Test("a value of only dots stays a name in the URL path, never a dot-segment")
+    func dotSegments() throws {
+        let (d, _) = makeDestination("generic", #"{ url: "https://v.example/o/${subject.orderId}/status" }"#)
+        let adapter = try #require(d)
+        for (id, path) in [("..", "%2E%2E"), (".", "%2E"), ("a.b", "a.b"), ("../x", "..%2Fx")] {
+            #expect(try adapter.translate(sampleEvent(subject: ["orderId": id]), context: testContext).url
+                    == "https://v.example/o/\(path)/status", "\(id)")
         }
     }
 

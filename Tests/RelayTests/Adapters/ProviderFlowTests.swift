@@ -129,4 +129,34 @@ struct ProviderFlowTests {
         try DeliveryTests.waitForState(relay, shipped, "capillary", "delivered")
         #expect(Self.requests(cap) == [#"PUT /api_gateway/rewards/core/v1/management/transactions?skip_validation=true 200 {"transactions":[{"customerId":85076836,"fulfillmentDetails":{"status":"completed"},"rewardId":177657,"transactionCustomFields":{"Partner_Order_Id":"V-778"},"transactionId":3482445}]}"#])
     }
+
+    @Test("batches respect maxInFlight: eight vendors' statuses go out one request at a time")
+    func batchesRespectMaxInFlight() throws {
+        let sink = try startStandIn(MastercardFulfillmentSimulator(), faults: [SinkFault(action: .slow(seconds: 0.15))])
+        defer { sink.stop() }
+        let relay = try RunningRelay(sources: """
+            "vendor": { adapter: "generic", verify: { none: true },
+                        map: { subject: { orderId: "$.order", vendorId: "$.vendor" }, status: "$.state" } },
+            """, extra: """
+            destinations: {
+              "fulfilment": { adapter: "mastercard-fulfillment", baseURL: "\(sink.baseURL)/loyalty/rewards",
+                              headers: { Authorization: "OAuth stand-in" }, statusMap: { shipped: "SHIPPED" },
+                              batch: { maxItems: 10, wait: "100ms" }, maxInFlight: 1 },
+            },
+            routes: [ { from: "vendor", to: ["fulfilment"] } ],
+            """)
+        defer { relay.stop() }
+        var ids: [String] = []
+        for v in 1...8 {
+            ids.append(try expectAccepted(try relay.client.post("/v1/hooks/vendor", json: #"{"order":"O-\#(v)","vendor":"V\#(v)","state":"shipped"}"#)))
+        }
+        for id in ids { try DeliveryTests.waitForState(relay, id, "fulfilment", "delivered", timeout: 10) }
+        let got = sink.requests()
+        #expect(got.count == 8, "one request per vendor")
+        // With one request in flight at a time, each arrives no sooner than the previous one's (slow) answer.
+        for (a, b) in zip(got, got.dropFirst()) {
+            #expect(DeliveryTests.seconds(a, b) >= 0.13, "requests \(a.seq) and \(b.seq) overlapped")
+        }
+        #expect(Set(got.map(\.path)).count == 8)
+    }
 }

@@ -254,7 +254,7 @@ struct PunchhTests {
             #expect(e.reason.hasPrefix("no mapping"), "\(e)")
         }
         let noCode = try failure(Self.event(.processed, subject: ["redemptionId": "1"]))
-        #expect(noCode.kind == .terminal && noCode.reason.contains("subject.redemptionCode"), "\(noCode)")
+        #expect(noCode.kind == .retry && noCode.reason.contains("subject.redemptionCode"), "\(noCode)")
         let empty = try failure(Self.event(.processed, subject: ["redemptionCode": ""]))
         #expect(empty.kind == .terminal && empty.reason.contains("redemption code is empty"), "\(empty)")
         let badAmount = try failure(Self.event(.processed, attributes: ["amount": .string("ten")]))

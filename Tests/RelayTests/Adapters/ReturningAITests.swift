@@ -126,7 +126,7 @@ struct ReturningAITests {
         let missing = try #require(throws: TranslateError.self) {
             try Self.translate(seed, Self.event(.shipped, subject: ["orderId": "1"]))
         }
-        #expect(missing.kind == .terminal && missing.reason.contains("subject.transactionId"), "\(missing)")
+        #expect(missing.kind == .retry && missing.reason.contains("subject.transactionId"), "\(missing)")
         let empty = try #require(throws: TranslateError.self) {
             try Self.translate(seed, Self.event(.shipped, subject: ["transactionId": ""]))
         }
