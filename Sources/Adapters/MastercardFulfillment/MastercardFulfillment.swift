@@ -55,6 +55,31 @@ public struct MastercardFulfillmentDestination: BatchingDestinationAdapter {
         MastercardErrors.classify(response, byStatus: Self.classifyByStatus)
     }
 
+    /// A refusal whose every error names an item (`Source: "OrderStatusArray[2]"`) fails those items alone: the others
+    /// were refused only for travelling with them, and are sent again (without the bad ones) on the retry schedule.
+    public func classifyItems(_ response: OutboundResponse, count: Int) -> [Classification]? {
+        guard !(200..<300).contains(response.status), let errors = MastercardErrors.parse(response.body),
+              !errors.isEmpty, !errors.contains(where: { $0.recoverable == true }) else { return nil }
+        var byItem: [Int: [MastercardError]] = [:]
+        for e in errors {
+            guard let i = Self.itemIndex(e.source, arrayKey: arrayKey), i < count else { return nil }
+            byItem[i, default: []].append(e)
+        }
+        let refused = byItem.keys.sorted().map { "\(arrayKey)[\($0)]" }.joined(separator: ", ")
+        return (0..<count).map { i in
+            if let mine = byItem[i] {
+                return .terminal(reason: "HTTP \(response.status): " + mine.map(\.summary).joined(separator: "; "))
+            }
+            return .retry(reason: "HTTP \(response.status): the batch was refused for \(refused), not for this item", after: nil)
+        }
+    }
+
+    /// `OrderStatusArray[2]` (or `OrderStatusArray[2].status`) -> 2.
+    static func itemIndex(_ source: String, arrayKey: String) -> Int? {
+        guard source.hasPrefix(arrayKey + "["), let close = source.firstIndex(of: "]") else { return nil }
+        return Int(source[source.index(source.startIndex, offsetBy: arrayKey.count + 1)..<close])
+    }
+
     /// The scope of a batch's headers has no event of its own.
     static let noEvent = CanonicalEvent(id: "", source: "", type: "", receivedAt: "", idempotencyKey: "")
 }

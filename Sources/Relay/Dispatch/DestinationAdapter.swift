@@ -136,9 +136,14 @@ public protocol BatchingDestinationAdapter: DestinationAdapter {
     func batchItem(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> BatchItem
     /// The request carrying `items` (all with `key`, in queue order).
     func translate(batchKey key: String, items: [JSONValue]) throws(TranslateError) -> OutboundRequest
+    /// When the answer names which items failed: one classification per item (in request order). Nil: `classify`'s
+    /// one verdict applies to every item.
+    func classifyItems(_ response: OutboundResponse, count: Int) -> [Classification]?
 }
 
 extension BatchingDestinationAdapter {
+    public func classifyItems(_ response: OutboundResponse, count: Int) -> [Classification]? { nil }
+
     /// A single delivery is a batch of one.
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
         let item = try batchItem(event, context: context)

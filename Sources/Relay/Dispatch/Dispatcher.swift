@@ -370,6 +370,8 @@ public final class Dispatcher: @unchecked Sendable {
             var response: String?
             var learned = f.learned
             var progress: StepProgress?
+            /// A batch whose answer names the items that failed: each delivery's own verdict.
+            var itemClassifications: [Classification]?
             let classification: Classification
             if let failure = f.translateFailure {
                 switch failure.kind {
@@ -431,6 +433,11 @@ public final class Dispatcher: @unchecked Sendable {
                         }
                     } else {
                         classification = lane.destination.adapter.classify(r)
+                        if f.claims.count > 1,
+                           let each = (lane.destination.adapter as? any BatchingDestinationAdapter)?.classifyItems(r, count: f.claims.count),
+                           each.count == f.claims.count {
+                            itemClassifications = each
+                        }
                     }
                 case .failure(let e):
                     error = e.description
@@ -443,39 +450,48 @@ public final class Dispatcher: @unchecked Sendable {
             if !learned.isEmpty, let event = f.events.first {
                 links.append((lane.destination.correlationScope, event.subject.merging(learned) { _, new in new }))
             }
-            let attempts = f.delivery.attempts + 1
-            let result: DeliveryResult
-            switch classification {
-            case .delivered:
-                if let failure = f.translateFailure {
-                    result = .skipped(reason: failure.reason)
-                } else {
-                    result = .delivered
-                    lane.breaker.record(success: true, now: now)
-                }
-            case .terminal(let reason):
-                result = .dead(reason: reason)
-                // A terminal answer is an answer: the destination is up.
-                if f.translateFailure == nil { lane.breaker.record(success: status != nil, now: now) }
-            case .retry(let reason, let after):
-                if f.translateFailure == nil { lane.breaker.record(success: false, now: now) }
-                if let delay = lane.destination.policy.retry.delay(afterAttempts: attempts, retryAfter: after, status: status) {
-                    result = .retry(atMillis: nowMillis + Int64(delay * 1000))
-                } else {
-                    result = .dead(reason: "\(reason) after \(attempts) attempt\(attempts == 1 ? "" : "s")")
+            // The circuit learns from the answer as a whole.
+            if f.translateFailure == nil {
+                switch classification {
+                case .delivered: lane.breaker.record(success: true, now: now)
+                case .terminal: lane.breaker.record(success: status != nil, now: now)   // an answer: the destination is up
+                case .retry: lane.breaker.record(success: false, now: now)
                 }
             }
-            if error == nil, case .dead(let reason) = result { error = reason }
             lanes[f.destination] = lane
-            for claim in f.claims {
+            let policy = lane.destination.policy
+            for (i, claim) in f.claims.enumerated() {
+                let attempts = claim.attempts + 1
+                let verdict = itemClassifications?[i] ?? classification
+                let result: DeliveryResult
+                switch verdict {
+                case .delivered:
+                    result = f.translateFailure.map { .skipped(reason: $0.reason) } ?? .delivered
+                case .terminal(let reason):
+                    result = .dead(reason: reason)
+                case .retry(let reason, let after):
+                    if let delay = policy.retry.delay(afterAttempts: attempts, retryAfter: after, status: status) {
+                        result = .retry(atMillis: nowMillis + Int64(delay * 1000))
+                    } else {
+                        result = .dead(reason: "\(reason) after \(attempts) attempt\(attempts == 1 ? "" : "s")")
+                    }
+                }
+                var itemError = error
+                if itemClassifications != nil {
+                    switch verdict {
+                    case .delivered: itemError = nil
+                    case .terminal(let reason), .retry(let reason, _): itemError = reason
+                    }
+                }
+                if itemError == nil, case .dead(let reason) = result { itemError = reason }
                 records.append((claim.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
-                                                        error: error, response: response), result, progress))
+                                                        error: itemError, response: response), result, progress))
                 switch result {
                 case .delivered:
                     log.debug("delivered", ["deliveryId": claim.id, "destination": f.destination, "status": status.map(String.init) ?? ""])
                 case .retry(let at):
                     log.info("delivery will be retried", ["deliveryId": claim.id, "destination": f.destination,
-                                                          "attempt": String(claim.attempts + 1), "error": error ?? "HTTP \(status ?? 0)",
+                                                          "attempt": String(claim.attempts + 1), "error": itemError ?? "HTTP \(status ?? 0)",
                                                           "retryInMs": String(at - nowMillis)])
                 case .dead(let reason):
                     log.warn("delivery dead-lettered", ["deliveryId": claim.id, "destination": f.destination,

@@ -631,4 +631,33 @@ struct MastercardFulfillmentTests {
         }
         #expect(sink.requests().count == 1)
     }
+
+    @Test("end to end: a refusal naming one item fails that item alone; the others go again without it")
+    func oneItemRefused() throws {
+        let sink = try startStandIn(MastercardFulfillmentSimulator())
+        defer { sink.stop() }
+        let relay = try RunningRelay(sources: Self.sources, extra: """
+            destinations: {
+              "mc-tfs": { adapter: "mastercard-fulfillment", baseURL: "\(sink.baseURL)",
+                          headers: { Authorization: "OAuth oauth_consumer_key=\\"ck\\"" },
+                          \(Self.statusMap), batch: { wait: "300ms" }, retry: { schedule: ["100ms"], jitter: "none" } },
+            },
+            routes: [ { from: "vendor", to: ["mc-tfs"] } ],
+            """)
+        defer { relay.stop() }
+        // The second has an empty order id: Mastercard refuses it by its position in the array.
+        let ids = [try Self.post(relay, "V-1", "A-1", "SHIPPED"), try Self.post(relay, "V-1", "", "SHIPPED"),
+                   try Self.post(relay, "V-1", "A-3", "SHIPPED")]
+        let bad = try DeliveryTests.waitForState(relay, ids[1], "mc-tfs", "dead")
+        #expect(try DeliveryTests.deliveryRow(relay.store, bad.id).lastError
+                == "HTTP 400: OrderStatusArray[1].orderId MISSING_ORDER_ID: OrderStatusArray[1].orderId must be a non-empty string")
+        for id in [ids[0], ids[2]] {
+            let d = try DeliveryTests.waitForState(relay, id, "mc-tfs", "delivered")
+            #expect(try DeliveryTests.attempts(relay.store, d.id).map(\.status) == [400, 200])
+        }
+        let got = sink.requests()
+        #expect(got.map(\.status) == [400, 200])
+        #expect(got.last?.bodyText.contains(#""orderId":"A-1""#) == true && got.last?.bodyText.contains(#""orderId":"A-3""#) == true)
+        #expect(got.last?.bodyText.contains(#""orderId":"""#) == false, "the refused item is not sent again")
+    }
 }
