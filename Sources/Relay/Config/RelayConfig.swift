@@ -24,6 +24,9 @@ public struct DestinationSettings: Sendable {
     public var policy: DeliveryPolicy
     /// Where identifiers its answers yield are linked (`correlationScope`, default: the name).
     public var correlationScope: String? = nil
+    /// Credentials for every request (`auth`) and the client certificate (`tls`).
+    public var auth: (any OutboundAuth)? = nil
+    public var clientTLS: ClientTLS? = nil
 }
 
 public struct RouteSettings: Sendable {
@@ -151,12 +154,14 @@ public struct RelayConfig: Sendable {
                 r.problem(ConfigReader.join(path, "adapter"), "unknown adapter \(r.shown(d["adapter"], adapterName)) (known: \(registry.destinations.keys.sorted().joined(separator: ", ")))")
                 continue
             }
-            _ = r.object(destinations[name], path, keys: ["adapter", "description", "correlationScope"] + DeliveryPolicy.keys + factory.destinationKeys)
+            _ = r.object(destinations[name], path, keys: ["adapter", "description", "correlationScope", "auth", "tls"] + DeliveryPolicy.keys + factory.destinationKeys)
             let policy = r.deliveryPolicy(d, path)
             let scope = r.string(d, "correlationScope", path)
+            let auth = r.outboundAuth(d["auth"], ConfigReader.join(path, "auth"))
+            let tls = r.clientTLS(d["tls"], ConfigReader.join(path, "tls"))
             if let adapter = factory.makeDestination(name: name, config: d, path: path, reader: r) {
                 c.destinations[name] = DestinationSettings(name: name, adapterName: adapterName, adapter: adapter, policy: policy,
-                                                           correlationScope: scope)
+                                                           correlationScope: scope, auth: auth, clientTLS: tls)
             }
         }
         if let routes = root["routes"] {

@@ -15,11 +15,17 @@ public final class Dispatcher: @unchecked Sendable {
         /// Identifiers this destination's responses yield are linked within this scope (`correlationScope`, by
         /// default the destination's name): a partner's source and destination share it when they share a name.
         public var correlationScope: String
-        public init(name: String, adapter: any DestinationAdapter, policy: DeliveryPolicy, correlationScope: String? = nil) {
+        /// Credentials attached to every request (`auth`), and the client certificate (`tls`).
+        public var auth: (any OutboundAuth)?
+        public var clientTLS: ClientTLS?
+        public init(name: String, adapter: any DestinationAdapter, policy: DeliveryPolicy, correlationScope: String? = nil,
+                    auth: (any OutboundAuth)? = nil, clientTLS: ClientTLS? = nil) {
             self.name = name
             self.adapter = adapter
             self.policy = policy
             self.correlationScope = correlationScope ?? name
+            self.auth = auth
+            self.clientTLS = clientTLS
         }
     }
 
@@ -52,6 +58,9 @@ public final class Dispatcher: @unchecked Sendable {
         let learned: [String: String]
         let result: Result<OutboundResponse, TransportError>?
         let translateFailure: TranslateError?
+        /// The request before credentials were attached (to sign again after a 401).
+        var unsigned: OutboundRequest? = nil
+        var retriedAuth = false
 
         var delivery: ClaimedDelivery { claims[0] }
         var isBatch: Bool { context == nil }
@@ -340,10 +349,34 @@ public final class Dispatcher: @unchecked Sendable {
         if claims.count > 1 { request.headers.append(("X-Relay-Deliveries", claims.map(\.id).joined(separator: ","))) }
         request.connectTimeout = lane.destination.policy.connectTimeout
         request.totalTimeout = lane.destination.policy.timeout
-        let name = lane.destination.name
-        client.send(request) { [self] result in
+        if let tls = lane.destination.clientTLS { request.clientTLS = tls }
+        authorizeAndSend(request, claims: claims, events: events, context: context, learned: learned,
+                         destination: lane.destination, started: started, retriedAuth: false)
+    }
+
+    /// Attaches the destination's credentials (maybe after fetching a token) and sends. `retriedAuth`: this is
+    /// the one resend after a 401 made the auth drop its cached credentials.
+    private func authorizeAndSend(_ request: OutboundRequest, claims: [ClaimedDelivery], events: [CanonicalEvent],
+                                  context: DeliveryContext?, learned: [String: String], destination: Destination,
+                                  started: Double, retriedAuth: Bool) {
+        let name = destination.name
+        let finish: @Sendable (Result<OutboundResponse, TransportError>?, TranslateError?) -> Void = { [self] result, failure in
             enqueue(Finished(claims: claims, events: events, destination: name, startedAt: started, context: context,
-                             learned: learned, result: result, translateFailure: nil))
+                             learned: learned, result: result, translateFailure: failure, unsigned: request,
+                             retriedAuth: retriedAuth))
+        }
+        guard let auth = destination.auth else {
+            client.send(request) { result in finish(result, nil) }
+            return
+        }
+        let client = self.client
+        auth.authorize(request, context: AuthContext(client: client, deliveryID: claims[0].id)) { result in
+            switch result {
+            case .success(let signed):
+                client.send(signed) { result in finish(result, nil) }
+            case .failure(let e):
+                finish(nil, TranslateError("\(auth.scheme) auth: \(e.reason)", kind: e.retryable ? .retry : .terminal))
+            }
         }
     }
 
@@ -387,6 +420,16 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             } else {
                 switch f.result! {
+                case .success(let r) where r.status == 401 && !f.retriedAuth && f.unsigned != nil
+                        && lane.destination.auth?.invalidate(after: r) == true:
+                    // Refused credentials: fresh ones (a new token) once, before the attempt counts as failed.
+                    lane.inFlight += 1
+                    lanes[f.destination] = lane
+                    log.info("credentials refused: authorizing again", ["deliveryId": f.delivery.id, "destination": f.destination,
+                                                                          "scheme": lane.destination.auth?.scheme ?? ""])
+                    authorizeAndSend(f.unsigned!, claims: f.claims, events: f.events, context: f.context, learned: f.learned,
+                                     destination: lane.destination, started: f.startedAt, retriedAuth: true)
+                    continue
                 case .success(let r):
                     status = r.status
                     response = String(decoding: r.body.prefix(AttemptRecord.maxResponse), as: UTF8.self)

@@ -22,7 +22,7 @@ public final class RelayService: Sendable {
             self.client = client
             dispatcher = Dispatcher(store: store, client: client, destinations: config.destinations.values.map {
                 Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy,
-                                       correlationScope: $0.correlationScope)
+                                       correlationScope: $0.correlationScope, auth: $0.auth, clientTLS: $0.clientTLS)
             }, log: log, correlationKeys: config.store.correlationKeys, sourceScopes: config.store.correlationScopes)
         }
         let dispatcher = self.dispatcher

@@ -249,6 +249,12 @@ private final class ClientCore: @unchecked Sendable {
         try set(relay_curl_easy_setopt_long(h, CURLOPT_SSL_VERIFYPEER, options.verifyTLS ? 1 : 0), "verify peer")
         try set(relay_curl_easy_setopt_long(h, CURLOPT_SSL_VERIFYHOST, options.verifyTLS ? 2 : 0), "verify host")
         if let ca = options.caBundlePath { try set(relay_curl_easy_setopt_str(h, CURLOPT_CAINFO, ca), "CA bundle") }
+        if let tls = request.clientTLS {
+            try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLCERT, tls.certificatePath), "client certificate")
+            try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLCERTTYPE, "PEM"), "client certificate type")
+            try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLKEY, tls.keyPath), "client key")
+            if let password = tls.keyPassword { try set(relay_curl_easy_setopt_str(h, CURLOPT_KEYPASSWD, password), "client key password") }
+        }
         try set(relay_curl_easy_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1), "TCP keep-alive")
         try set(relay_curl_easy_setopt_writefn(h, CURLOPT_WRITEFUNCTION, relayTransportWriteBody), "write function")
         try set(relay_curl_easy_setopt_ptr(h, CURLOPT_WRITEDATA, me), "write data")

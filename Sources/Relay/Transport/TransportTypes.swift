@@ -19,6 +19,8 @@ public struct OutboundRequest: Sendable {
     public var totalTimeout: Double = 30
     /// Keep at most this much of the response body; the rest is read and discarded (not an error: `truncated`).
     public var maxResponseBytes: Int = 64 * 1024
+    /// Mutual TLS: the client certificate and key presented to the destination.
+    public var clientTLS: ClientTLS?
 
     public init(method: String, url: String, headers: [(String, String)] = [], body: [UInt8] = [],
                 connectTimeout: Double = 5, totalTimeout: Double = 30, maxResponseBytes: Int = 64 * 1024) {
@@ -29,6 +31,18 @@ public struct OutboundRequest: Sendable {
         self.connectTimeout = connectTimeout
         self.totalTimeout = totalTimeout
         self.maxResponseBytes = maxResponseBytes
+    }
+}
+
+/// A client certificate for mutual TLS: PEM files (the key may be encrypted with `keyPassword`).
+public struct ClientTLS: Sendable, Equatable {
+    public var certificatePath: String
+    public var keyPath: String
+    public var keyPassword: String?
+    public init(certificatePath: String, keyPath: String, keyPassword: String? = nil) {
+        self.certificatePath = certificatePath
+        self.keyPath = keyPath
+        self.keyPassword = keyPassword
     }
 }
 

@@ -1,0 +1,54 @@
+import Foundation
+
+/// The auth schemes a destination's `auth` block may name.
+public enum BuiltinAuth {
+    public static let factories: [any OutboundAuthFactory] = [
+        BasicAuthFactory(), BearerAuthFactory(), TokenAuthFactory(), APIKeyAuthFactory(),
+        MastercardOAuth1Factory(), OAuth2Factory(), CapillaryTokenFactory(), StandardWebhooksSigningFactory(),
+    ]
+}
+
+extension ConfigReader {
+    /// A destination's `auth` block: one scheme (`{ bearer: "${env:TOKEN}" }`) or several applied in order
+    /// (`{ bearer: ..., standardWebhooks: { ... } }`). Nil when absent (or after reporting problems).
+    public func outboundAuth(_ value: JSONValue?, _ path: String,
+                             factories: [any OutboundAuthFactory] = BuiltinAuth.factories) -> (any OutboundAuth)? {
+        guard let value, !value.isNull else { return nil }
+        let names = factories.map(\.name)
+        guard let o = object(value, path, keys: names) else { return nil }
+        if o.isEmpty {
+            problem(path, "names no scheme (one of: \(names.joined(separator: ", ")))")
+            return nil
+        }
+        var parts: [any OutboundAuth] = []
+        for f in factories {   // in the factories' order: static credentials first, signatures last
+            guard let v = o[f.name] else { continue }
+            if let a = f.make(v, path: Self.join(path, f.name), reader: self) { parts.append(a) }
+        }
+        guard parts.count == o.count else { return nil }
+        return parts.count == 1 ? parts[0] : CombinedAuth(parts)
+    }
+}
+
+extension ConfigReader {
+    /// Mutual TLS: `tls: { certificate: "/run/secrets/client.pem", key: "/run/secrets/client.key",
+    /// keyPassword: "${env:KEY_PASSWORD}" }` (PEM files, checked readable now).
+    public func clientTLS(_ value: JSONValue?, _ path: String) -> ClientTLS? {
+        guard let value, !value.isNull else { return nil }
+        guard let o = object(value, path, keys: ["certificate", "key", "keyPassword"]) else { return nil }
+        let cert = string(o, "certificate", path, required: true)
+        let key = string(o, "key", path, required: true)
+        var password: String?
+        if o["keyPassword"] != nil { password = secret(o["keyPassword"], Self.join(path, "keyPassword"))?.value }
+        var ok = true
+        for (k, file) in [("certificate", cert), ("key", key)] {
+            guard let file else { ok = false; continue }
+            if !FileManager.default.isReadableFile(atPath: file) {
+                problem(Self.join(path, k), "cannot read \(file)")
+                ok = false
+            }
+        }
+        guard ok, let cert, let key else { return nil }
+        return ClientTLS(certificatePath: cert, keyPath: key, keyPassword: password)
+    }
+}
