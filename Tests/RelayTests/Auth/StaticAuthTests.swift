@@ -1,0 +1,96 @@
+import Adapters
+import Crypto
+import Foundation
+@testable import Relay
+import Synchronization
+import Testing
+
+/// Reads a destination `auth` block with the given environment; returns the scheme and the problems.
+func makeAuth(_ block: String, environment: [String: String] = [:]) -> (auth: (any OutboundAuth)?, problems: [String]) {
+    let r = ConfigReader(environment: environment)
+    let value = try? JSONValue.parse(Data(block.utf8), json5: true)
+    let auth = r.outboundAuth(value, "destinations.d.auth")
+    return (auth, r.problems.map(\.description))
+}
+
+/// Authorizes `request` and waits for the result.
+func authorized(_ auth: any OutboundAuth, _ request: OutboundRequest, client: HTTPClient? = nil) -> Result<OutboundRequest, AuthError> {
+    let box = Mutex<Result<OutboundRequest, AuthError>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    auth.authorize(request, context: AuthContext(client: client, deliveryID: "dlv_1")) { result in
+        box.withLock { $0 = result }
+        done.signal()
+    }
+    done.wait()
+    return box.withLock { $0! }
+}
+
+@Suite("Static outbound auth")
+struct StaticAuthTests {
+    static let env = ["USER_PW": "pw-8c1f", "TOKEN": "tok-77ab", "LOCATION_KEY": "lk-123", "BUSINESS_KEY": "bk-456",
+                      "API_KEY": "key-9d2e"]
+    static let request = OutboundRequest(method: "PUT", url: "https://p.example/x", headers: [("Authorization", "stale"), ("X-Keep", "1")])
+
+    @Test("each scheme sets exactly its header, replacing one of the same name")
+    func headers() throws {
+        let cases: [(String, [(String, String)])] = [
+            (#"{ basic: { username: "till-1", password: "${env:USER_PW}" } }"#,
+             [("X-Keep", "1"), ("Authorization", "Basic " + ByteEncoding.base64(Array("till-1:pw-8c1f".utf8)))]),
+            (#"{ bearer: "${env:TOKEN}" }"#, [("X-Keep", "1"), ("Authorization", "Bearer tok-77ab")]),
+            (#"{ token: { token: "${env:LOCATION_KEY}" } }"#, [("X-Keep", "1"), ("Authorization", #"Token token="lk-123""#)]),
+            (#"{ token: { token: "${env:LOCATION_KEY}", btoken: "${env:BUSINESS_KEY}" } }"#,
+             [("X-Keep", "1"), ("Authorization", "Token token=lk-123, btoken=bk-456")]),
+            (#"{ apiKey: { header: "X-API-Key", value: "${env:API_KEY}" } }"#,
+             [("Authorization", "stale"), ("X-Keep", "1"), ("X-API-Key", "key-9d2e")]),
+            (#"{ apiKey: { header: "authorization", value: "${env:API_KEY}", prefix: "ApiKey " } }"#,
+             [("X-Keep", "1"), ("authorization", "ApiKey key-9d2e")]),
+            (#"{ bearer: "${env:TOKEN}", apiKey: { header: "X-API-Key", value: "${env:API_KEY}" } }"#,
+             [("X-Keep", "1"), ("Authorization", "Bearer tok-77ab"), ("X-API-Key", "key-9d2e")]),
+        ]
+        for (block, want) in cases {
+            let (auth, problems) = makeAuth(block, environment: Self.env)
+            #expect(problems.isEmpty, "\(block): \(problems)")
+            let signed = try authorized(try #require(auth), Self.request).get()
+            #expect(signed.headers.map { "\($0.0): \($0.1)" } == want.map { "\($0.0): \($0.1)" }, "\(block)")
+            #expect(signed.url == Self.request.url && signed.body == Self.request.body)
+        }
+    }
+
+    @Test("configuration problems name the key path; inline secrets are refused")
+    func problems() {
+        let cases: [(String, String)] = [
+            (#"{ bearer: "tok-inline" }"#, "destinations.d.auth.bearer: secrets must be a reference"),
+            (#"{ basic: { username: "u" } }"#, "destinations.d.auth.basic.password: is required"),
+            (#"{ basic: { username: "a:b", password: "${env:USER_PW}" } }"#, "destinations.d.auth.basic.username: must not contain ':'"),
+            (#"{ token: { token: "${env:NOPE}" } }"#, "destinations.d.auth.token.token: environment variable NOPE is not set"),
+            (#"{ apiKey: { header: "X Bad", value: "${env:API_KEY}" } }"#, "destinations.d.auth.apiKey.header: must be a header name"),
+            (#"{ kerberos: {} }"#, "destinations.d.auth.kerberos: unknown key"),
+            (#"{}"#, "destinations.d.auth: names no scheme"),
+        ]
+        for (block, want) in cases {
+            let (_, problems) = makeAuth(block, environment: Self.env)
+            #expect(problems.contains { $0.hasPrefix(want) }, "\(block): \(problems)")
+        }
+    }
+
+    @Test("over HTTP: every attempt carries the credentials; a 401 with static credentials is not resent")
+    func overHTTP() throws {
+        let sink = try DeliveryTests.startSink([SinkFault(path: "/refuses", action: .status(401))])
+        defer { sink.stop() }
+        let relay = try RunningRelay(sources: DeliveryTests.sources, extra: """
+            destinations: {
+              "ok": { adapter: "generic", url: "\(sink.baseURL)/ok", auth: { token: { token: "${env:LOCATION_KEY}" } } },
+              "refuses": { adapter: "generic", url: "\(sink.baseURL)/refuses", auth: { bearer: "${env:TOKEN}" } },
+            },
+            routes: [ { from: "shop", to: ["ok", "refuses"] } ],
+            """, environment: Self.env)
+        defer { relay.stop() }
+        let id = try DeliveryTests.post(relay, "ORD-1", "shipped")
+        try DeliveryTests.waitForState(relay, id, "ok", "delivered")
+        let dead = try DeliveryTests.waitForState(relay, id, "refuses", "dead")
+        #expect(sink.requests(path: "/ok").map { $0.headers["Authorization"] } == [#"Token token="lk-123""#])
+        #expect(sink.requests(path: "/refuses").map { $0.headers["Authorization"] } == ["Bearer tok-77ab"])
+        #expect(try DeliveryTests.deliveryRow(relay.store, dead.id).lastError == "HTTP 401")
+        #expect(!relay.log.contains("tok-77ab") && !relay.log.contains("lk-123"))
+    }
+}
