@@ -16,6 +16,10 @@ enum Command {
           relay simulate PROVIDER [--listen HOST:PORT] [--fault SPEC]...
                                         a stand-in of a provider's update endpoint
                                         (relay simulate --help for the details)
+          relay sign mastercard-oauth1 --consumer-key K --key FILE [--password P] --method M --url U
+                     [--body-file F] [--nonce N --timestamp T]
+                                        print the OAuth 1.0a Authorization header the relay would send
+                                        (relay sign with no arguments lists every option)
           relay version                 print the version
 
         environment:
@@ -97,6 +101,8 @@ enum Command {
             return serve(configPath: path)
         case "simulate":
             return simulate(rest)
+        case "sign":
+            return Sign.run(rest)
         default:
             fail("relay: unknown command \"\(verb)\"\n\n\(usage)")
             return 2

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Relay
 
@@ -135,15 +136,30 @@ public enum MastercardErrors {
         MastercardError(source: source, reasonCode: reasonCode, description: description, recoverable: false)
     }
 
-    /// The checks both stand-ins make before reading the body: an `Authorization` header of the OAuth form
-    /// (`OAuth k="v",...`: its form only, not its signature), then the method. nil when both pass.
-    static func gate(_ request: HTTPRequest, methods: [String]) -> HTTPResponse? {
-        let auth = request.headers["Authorization"]?.trimmingCharacters(in: .whitespaces) ?? ""
-        if !auth.hasPrefix("OAuth ") {
-            let why = auth.isEmpty ? "the Authorization header is missing"
-                : "the Authorization header is not an OAuth 1.0a header (\"OAuth oauth_consumer_key=...\")"
-            return answer(401, [MastercardError(source: "Gateway", reasonCode: "AUTHENTICATION_FAILED",
-                                                description: why, recoverable: false)])
+    /// The checks both stand-ins make before reading the body: the `Authorization` header (its OAuth form, and
+    /// with a public key the signature and body hash, see `MastercardStandInAuth`), then the method. nil when both
+    /// pass.
+    static func gate(_ request: HTTPRequest, methods: [String], auth: MastercardStandInAuth) -> HTTPResponse? {
+        let header = request.headers["Authorization"]?.trimmingCharacters(in: .whitespaces) ?? ""
+        func refuse(_ why: String) -> HTTPResponse {
+            answer(401, [MastercardError(source: "Gateway", reasonCode: "AUTHENTICATION_FAILED",
+                                         description: why, recoverable: false)])
+        }
+        if header.isEmpty { return refuse("the Authorization header is missing") }
+        if !header.hasPrefix("OAuth ") {
+            return refuse("the Authorization header is not an OAuth 1.0a header (\"OAuth oauth_consumer_key=...\")")
+        }
+        switch auth {
+        case .formOnly:
+            break
+        case .misconfigured(let why):
+            return answer(500, [error("Gateway", "STAND_IN_MISCONFIGURED", why)])
+        case .verify(let key):
+            let url = "http://" + (request.headers["Host"] ?? "") + request.target
+            if let why = MastercardOAuth1.verify(method: request.method, url: url, body: request.body,
+                                                 authorization: header, publicKey: key) {
+                return refuse("OAuth signature check failed: " + why)
+            }
         }
         if !methods.contains(request.method) {
             return answer(405, [error("Gateway", "METHOD_NOT_ALLOWED",
@@ -176,6 +192,46 @@ public enum MastercardErrors {
 
     /// Whether `s` is a real calendar date written `yyyy-MM-dd`.
     static func isPlainDate(_ s: String) -> Bool { MastercardDates.parse(s).map { $0.plain } == true }
+}
+
+/// How a Mastercard stand-in checks a request's OAuth 1.0a `Authorization` header.
+public enum MastercardStandInAuth: Sendable {
+    /// Its form only (`OAuth k="v",...`), not its signature.
+    case formOnly
+    /// As Mastercard's gateway does: the RSA-SHA256 signature over the base string rebuilt from the request received
+    /// (method, `http://` + `Host` + path and query, the header's oauth parameters), verified with the consumer's
+    /// public key, and `oauth_body_hash` against the body. A failure is a 401 `Errors` envelope, Source `Gateway`,
+    /// saying which check failed.
+    case verify(RSAPublicKey)
+    /// `RELAY_SIM_MASTERCARD_PUBLIC_KEY` names no usable key: every request gets a 500 saying so.
+    case misconfigured(String)
+
+    /// The variable naming the consumer's public key (a PEM public key or certificate file) for the stand-ins.
+    public static let environmentVariable = "RELAY_SIM_MASTERCARD_PUBLIC_KEY"
+
+    /// `verify` with the key `RELAY_SIM_MASTERCARD_PUBLIC_KEY` names, `formOnly` when it is unset or empty.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> MastercardStandInAuth {
+        guard let path = environment[environmentVariable], !path.isEmpty else { return .formOnly }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            return reportMisconfigured("\(environmentVariable): cannot read \(path)")
+        }
+        do {
+            return .verify(try RSAPublicKey(pem: String(decoding: data, as: UTF8.self)))
+        } catch {
+            return reportMisconfigured("\(environmentVariable): \(path): \((error as? CryptoError)?.message ?? "\(error)")")
+        }
+    }
+
+    /// A publicKey choice: verify with it, or check the form only.
+    public init(publicKey: RSAPublicKey?) {
+        self = publicKey.map { .verify($0) } ?? .formOnly
+    }
+
+    private static func reportMisconfigured(_ why: String) -> MastercardStandInAuth {
+        FileHandle.standardError.write(Data("mastercard stand-in: \(why); every request will be answered 500\n".utf8))
+        return .misconfigured(why)
+    }
 }
 
 /// Dates as Mastercard wants them and as events carry them.

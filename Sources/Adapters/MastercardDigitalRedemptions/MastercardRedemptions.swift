@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Relay
 
@@ -106,19 +107,30 @@ public struct MastercardRedemptionsDestinationFactory: DestinationAdapterFactory
 /// `relay simulate mastercard-digital-redemptions`: `PUT .../redemptions` as Mastercard documents it.
 ///
 /// Checks, in order: the path ends in `/redemptions` (else 404); an `Authorization: OAuth ...` header (its form
-/// only; else 401, Source `Gateway`); the method is PUT (else 405); a JSON object body (415/400); then the fields:
+/// only, or with a public key its signature and body hash: `MastercardStandInAuth`; else 401, Source `Gateway`);
+/// the method is PUT (else 405); a JSON object body (415/400); then the fields:
 /// `redemptionId` a non-empty string, `statusCode` one of B, I, N, O, S, `backOrderDate` (`yyyy-MM-dd`) present
 /// for B, each problem one item of a 400 `Errors` envelope. Success: 200 echoing `redemptionId` and `statusCode`
 /// (Mastercard's real success body is not public).
 public struct MastercardRedemptionsSimulator: SinkResponder {
-    public init() {}
+    /// How the `Authorization` header is checked.
+    public let auth: MastercardStandInAuth
+
+    /// Verifies signatures with the key `RELAY_SIM_MASTERCARD_PUBLIC_KEY` names; checks the header's form only
+    /// when it is unset.
+    public init() { auth = .fromEnvironment() }
+
+    /// Verifies signatures with `publicKey`; nil: checks the header's form only.
+    public init(publicKey: RSAPublicKey?) { auth = MastercardStandInAuth(publicKey: publicKey) }
+
+    public init(auth: MastercardStandInAuth) { self.auth = auth }
 
     public func answer(_ request: HTTPRequest) -> HTTPResponse {
         guard request.path.hasSuffix("/redemptions") else {
             return MastercardErrors.answer(404, [MastercardErrors.error(
                 "Gateway", "RESOURCE_NOT_FOUND", "no resource at \(request.path) (expected PUT .../redemptions)")])
         }
-        if let refused = MastercardErrors.gate(request, methods: ["PUT"]) { return refused }
+        if let refused = MastercardErrors.gate(request, methods: ["PUT"], auth: auth) { return refused }
         let body: [String: JSONValue]
         switch MastercardErrors.jsonBody(request) {
         case .object(let o): body = o

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Relay
 
@@ -147,13 +148,24 @@ public struct MastercardFulfillmentDestinationFactory: DestinationAdapterFactory
 
 /// `relay simulate mastercard-fulfillment`: `/vendors/{vendor_id}/orders/status` (under any prefix).
 ///
-/// Checks, in order: the path (else 404); an `Authorization: OAuth ...` header (its form only; else 401, Source
-/// `Gateway`); the method is GET, POST, PUT or PATCH (Mastercard's page is contradictory; else 405); a JSON object body
+/// Checks, in order: the path (else 404); an `Authorization: OAuth ...` header (its form only, or with a
+/// public key its signature and body hash: `MastercardStandInAuth`; else 401, Source `Gateway`); the method is
+/// GET, POST, PUT or PATCH (Mastercard's page is contradictory; else 405); a JSON object body
 /// (415/400) holding a non-empty `OrderStatusArray` whose items are objects with a non-empty `orderId` and
 /// `status` (each problem one item of a 400 `Errors` envelope). Success: 200
 /// `{"vendorId": ..., "OrderStatusArray": [{"orderId": ..., "status": ..., "result": "accepted"}]}`.
 public struct MastercardFulfillmentSimulator: SinkResponder {
-    public init() {}
+    /// How the `Authorization` header is checked.
+    public let auth: MastercardStandInAuth
+
+    /// Verifies signatures with the key `RELAY_SIM_MASTERCARD_PUBLIC_KEY` names; checks the header's form only
+    /// when it is unset.
+    public init() { auth = .fromEnvironment() }
+
+    /// Verifies signatures with `publicKey`; nil: checks the header's form only.
+    public init(publicKey: RSAPublicKey?) { auth = MastercardStandInAuth(publicKey: publicKey) }
+
+    public init(auth: MastercardStandInAuth) { self.auth = auth }
 
     public func answer(_ request: HTTPRequest) -> HTTPResponse {
         guard let vendor = Self.vendor(request.path) else {
@@ -161,7 +173,7 @@ public struct MastercardFulfillmentSimulator: SinkResponder {
                 "Gateway", "RESOURCE_NOT_FOUND",
                 "no resource at \(request.path) (expected .../vendors/{vendor_id}/orders/status)")])
         }
-        if let refused = MastercardErrors.gate(request, methods: MastercardFulfillmentDestination.methods) { return refused }
+        if let refused = MastercardErrors.gate(request, methods: MastercardFulfillmentDestination.methods, auth: auth) { return refused }
         let body: [String: JSONValue]
         switch MastercardErrors.jsonBody(request) {
         case .object(let o): body = o
