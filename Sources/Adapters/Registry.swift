@@ -23,6 +23,9 @@ public enum BuiltinAdapters {
         Simulator(name: "capillary",
                   summary: "PUT /api_gateway/rewards/core/v1/management/transactions as Capillary",
                   port: 9105, make: { CapillarySimulator() }),
+        Simulator(name: "oauth2",
+                  summary: "POST /token (OAuth2 client credentials) and an API that accepts only the tokens it issued",
+                  port: 9106, make: { OAuth2TokenEndpoint() }),
     ]
 }
 

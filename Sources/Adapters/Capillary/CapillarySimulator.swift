@@ -1,11 +1,17 @@
+import Crypto
 import Foundation
 import Relay
+import Synchronization
 
 /// Stand-in for Capillary's `PUT /api_gateway/rewards/core/v1/management/transactions` (`relay simulate capillary`,
 /// port 9105).
 ///
 /// - `PUT` on a path ending `/rewards/core/v1/management/transactions`; other paths 404, other methods 405;
+/// - `POST /v3/oauth/token/generate` (any path ending so), JSON `{"key": ..., "secret": ...}` (both non-empty; equal
+///   to `RELAY_SIM_CAPILLARY_KEY` / `RELAY_SIM_CAPILLARY_SECRET` when those are set, else 401): answers
+///   `{"status":{...},"data":{"accessToken":"...","ttlSeconds":N}}` (N from `RELAY_SIM_CAPILLARY_TTL`, default 3600);
 /// - auth, the form only: `Authorization: Basic <credentials>` or a non-empty `X-CAP-API-OAUTH-TOKEN`, else 401;
+///   once the stand-in has issued a token, an `X-CAP-API-OAUTH-TOKEN` must be one it issued and not yet expired;
 /// - a JSON body with a non-empty `transactions` array; each item an object with a numeric `transactionId` and a
 ///   non-empty `fulfillmentDetails.status` (and `transactionCustomFields`, when present, an object);
 /// - the status names are the organisation's: any non-empty name is accepted unless the environment variable
@@ -14,18 +20,37 @@ import Relay
 /// - success: 200 `{"status":{"success":true,"code":200,"message":"..."},"transactions":[...the items...]}`.
 public struct CapillarySimulator: SinkResponder {
     public static let statusesVariable = "RELAY_SIM_CAPILLARY_STATUSES"
+    public static let keyVariable = "RELAY_SIM_CAPILLARY_KEY"
+    public static let secretVariable = "RELAY_SIM_CAPILLARY_SECRET"
+    public static let ttlVariable = "RELAY_SIM_CAPILLARY_TTL"
     static let pathSuffix = "/rewards/core/v1/management/transactions"
+    static let tokenPathSuffix = "/v3/oauth/token/generate"
 
     /// The organisation's status names; nil: any non-empty name.
     public let allowedStatuses: [String]?
+    /// The key and secret the token flow accepts; nil: any non-empty pair.
+    public let credentials: (key: String, secret: String)?
+    /// Seconds an issued token is valid (`ttlSeconds`).
+    public let tokenTTL: Int
+    /// The tokens issued so far.
+    public let tokens = CapillaryIssuedTokens()
 
-    /// Allowed statuses from `RELAY_SIM_CAPILLARY_STATUSES`.
+    /// Allowed statuses from `RELAY_SIM_CAPILLARY_STATUSES`; the token flow's credentials from
+    /// `RELAY_SIM_CAPILLARY_KEY` and `RELAY_SIM_CAPILLARY_SECRET`, its lifetime from `RELAY_SIM_CAPILLARY_TTL`.
     public init() {
-        self.init(allowedStatuses: Self.statuses(from: ProcessInfo.processInfo.environment[Self.statusesVariable]))
+        let env = ProcessInfo.processInfo.environment
+        var credentials: (String, String)?
+        if let key = env[Self.keyVariable], let secret = env[Self.secretVariable], !key.isEmpty, !secret.isEmpty {
+            credentials = (key, secret)
+        }
+        self.init(allowedStatuses: Self.statuses(from: env[Self.statusesVariable]), credentials: credentials,
+                  tokenTTL: env[Self.ttlVariable].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } ?? 3600)
     }
 
-    public init(allowedStatuses: [String]?) {
+    public init(allowedStatuses: [String]?, credentials: (key: String, secret: String)? = nil, tokenTTL: Int = 3600) {
         self.allowedStatuses = allowedStatuses
+        self.credentials = credentials
+        self.tokenTTL = tokenTTL
     }
 
     /// A comma-separated list of names, trimmed; nil when unset or empty.
@@ -40,6 +65,7 @@ public struct CapillarySimulator: SinkResponder {
     }
 
     public func answer(_ request: HTTPRequest) -> HTTPResponse {
+        if request.path.hasSuffix(Self.tokenPathSuffix) { return generateToken(request) }
         guard request.path.hasSuffix(Self.pathSuffix) else {
             return Self.error(404, 404, "No API at \(request.method) \(request.path) (PUT /api_gateway\(Self.pathSuffix))")
         }
@@ -51,9 +77,13 @@ public struct CapillarySimulator: SinkResponder {
             let parts = auth.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
             return parts.count == 2 && parts[0].lowercased() == "basic" && !parts[1].trimmingCharacters(in: .whitespaces).isEmpty
         }()
-        let token = !(request.headers["X-CAP-API-OAUTH-TOKEN"] ?? "").trimmingCharacters(in: .whitespaces).isEmpty
+        let tokenText = (request.headers["X-CAP-API-OAUTH-TOKEN"] ?? "").trimmingCharacters(in: .whitespaces)
+        let token = !tokenText.isEmpty
         guard basic || token else {
             return Self.error(401, 401, "Unauthorized: send Authorization: Basic <till id:password> or an X-CAP-API-OAUTH-TOKEN header")
+        }
+        if !basic, tokens.issuedAny, !tokens.isValid(tokenText) {
+            return Self.error(401, 401, "Unauthorized: the X-CAP-API-OAUTH-TOKEN is invalid or has expired")
         }
         guard Wire.mediaType(request) == "application/json" else {
             return Self.error(400, 400, "Content-Type must be application/json")
@@ -86,11 +116,62 @@ public struct CapillarySimulator: SinkResponder {
                                         extra: ["transactions": .array(items)])
     }
 
+    /// `POST /v3/oauth/token/generate` with `{"key": ..., "secret": ...}`.
+    func generateToken(_ request: HTTPRequest) -> HTTPResponse {
+        guard request.method == "POST" else {
+            return Self.error(405, 405, "Method \(request.method) not allowed: use POST").adding(headers: [("Allow", "POST")])
+        }
+        guard Wire.mediaType(request) == "application/json", let body = Wire.json(request), body.objectValue != nil else {
+            return Self.error(400, 400, "Request body must be a JSON object {\"key\": ..., \"secret\": ...}")
+        }
+        guard let key = body["key"]?.stringValue, !key.isEmpty, let secret = body["secret"]?.stringValue, !secret.isEmpty else {
+            return Self.error(400, 400, "key and secret are required")
+        }
+        if let credentials {
+            guard ConstantTime.equals(Array(key.utf8), Array(credentials.key.utf8)),
+                  ConstantTime.equals(Array(secret.utf8), Array(credentials.secret.utf8)) else {
+                return Self.error(401, 401, "Invalid key or secret")
+            }
+        }
+        let token = tokens.issue(ttl: tokenTTL)
+        return CapillaryEnvelope.answer(200, success: true, code: 200, "Token generated",
+                                        extra: ["data": .object(["accessToken": .string(token),
+                                                                 "ttlSeconds": .number(Double(tokenTTL))])])
+    }
+
     static func isWholeNumber(_ v: JSONValue) -> Bool {
         switch v {
         case .number(let n): return n >= 0 && n == n.rounded() && n.isFinite
         case .integer(let digits): return !digits.hasPrefix("-")
         default: return false
+        }
+    }
+}
+
+/// The tokens a Capillary stand-in issued, with their expiry.
+public final class CapillaryIssuedTokens: Sendable {
+    private let tokens = Mutex<[String: Date]>([:])
+
+    public init() {}
+
+    func issue(ttl: Int) -> String {
+        let token = "cap_" + ByteEncoding.hex(SecureRandom.bytes(16))
+        tokens.withLock { $0[token] = Date().addingTimeInterval(Double(ttl)) }
+        return token
+    }
+
+    /// Every token issued so far, in no particular order.
+    public var all: [String] { tokens.withLock { Array($0.keys) } }
+    public var issuedAny: Bool { tokens.withLock { !$0.isEmpty } }
+
+    public func isValid(_ token: String, at now: Date = Date()) -> Bool {
+        tokens.withLock { $0[token].map { now < $0 } ?? false }
+    }
+
+    /// Expires every token issued so far (the next request carrying one is refused, as with a revoked token).
+    public func revokeAll() {
+        tokens.withLock { t in
+            for k in t.keys { t[k] = .distantPast }
         }
     }
 }
