@@ -26,44 +26,9 @@ public final class RSAPrivateKey: @unchecked Sendable {
     /// PKCS#8 (`BEGIN PRIVATE KEY`) or encrypted PKCS#8 (`BEGIN ENCRYPTED PRIVATE KEY`, needs `password`).
     /// Other PEM blocks (e.g. certificates) in the same text are skipped. Never prompts on a terminal.
     public convenience init(pem: String, password: String? = nil) throws {
-        let operation = "PEM_read_bio_PrivateKey"
-        OpenSSLErrors.clear()
-        let labels = pemLabels(pem)
-        guard let keyLabel = labels.first(where: { $0.hasSuffix("PRIVATE KEY") }) else {
-            let found = labels.isEmpty ? "input is not PEM" : "found only " + labels.map { "'\($0)'" }.joined(separator: ", ")
-            throw CryptoError(
-                operation: operation, code: 0,
-                message: "no private key PEM block (expected BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN ENCRYPTED PRIVATE KEY); \(found)")
-        }
-        // Feed OpenSSL only the first private-key block so preceding blocks (e.g. a certificate) cannot get in the way.
-        let block = pemBlock(pem, label: keyLabel) ?? pem
-        let bio = try MemoryBIO(Array(block.utf8), operation: operation)
-        var context = PasswordContext(password: password.map { Array($0.utf8) })
-        let key = withUnsafeMutablePointer(to: &context) { contextPointer in
-            PEM_read_bio_PrivateKey(bio.pointer, nil, { buffer, size, _, userData in
-                guard let buffer, let userData else { return -1 }
-                let context = userData.assumingMemoryBound(to: PasswordContext.self)
-                context.pointee.requested = true
-                guard let password = context.pointee.password, password.count <= Int(size) else { return -1 }
-                password.withUnsafeBytes { source in
-                    UnsafeMutableRawPointer(buffer).copyMemory(from: source.baseAddress!, byteCount: source.count)
-                }
-                return Int32(password.count)
-            }, contextPointer)
-        }
-        guard let key else {
-            let reason: String
-            if context.requested && password == nil {
-                reason = "the private key is encrypted and no password was given"
-            } else if context.requested {
-                reason = "wrong password for the encrypted private key (or the key is corrupt)"
-            } else {
-                reason = "could not parse the '\(keyLabel)' PEM block"
-            }
-            throw CryptoError.fromOpenSSL(operation, reason: reason)
-        }
-        OpenSSLErrors.clear()  // decoders may leave benign errors from formats they tried and rejected
-        try self.init(owning: key, operation: operation)
+        let key = try readPEMPrivateKey(pem, password: password,
+                                        expected: "BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN ENCRYPTED PRIVATE KEY")
+        try self.init(owning: key, operation: "PEM_read_bio_PrivateKey")
     }
 
     /// Loads the private key from a PKCS#12 (`.p12`/`.pfx`) archive.
@@ -274,6 +239,47 @@ public final class RSAPublicKey: @unchecked Sendable {
 private struct PasswordContext {
     var password: [UInt8]?
     var requested = false
+}
+
+/// Reads the first private-key PEM block of `pem` (PKCS#1, SEC1, PKCS#8, or encrypted PKCS#8 with `password`) into
+/// an `EVP_PKEY` the caller owns. Other blocks (certificates, EC parameters) are skipped, so they cannot get in the
+/// way. Never prompts on a terminal. `expected` lists the accepted blocks, for the error when there is none.
+func readPEMPrivateKey(_ pem: String, password: String?, expected: String) throws -> OpaquePointer {
+    let operation = "PEM_read_bio_PrivateKey"
+    OpenSSLErrors.clear()
+    let labels = pemLabels(pem)
+    guard let keyLabel = labels.first(where: { $0.hasSuffix("PRIVATE KEY") }) else {
+        let found = labels.isEmpty ? "input is not PEM" : "found only " + labels.map { "'\($0)'" }.joined(separator: ", ")
+        throw CryptoError(operation: operation, code: 0, message: "no private key PEM block (expected \(expected)); \(found)")
+    }
+    let block = pemBlock(pem, label: keyLabel) ?? pem
+    let bio = try MemoryBIO(Array(block.utf8), operation: operation)
+    var context = PasswordContext(password: password.map { Array($0.utf8) })
+    let key = withUnsafeMutablePointer(to: &context) { contextPointer in
+        PEM_read_bio_PrivateKey(bio.pointer, nil, { buffer, size, _, userData in
+            guard let buffer, let userData else { return -1 }
+            let context = userData.assumingMemoryBound(to: PasswordContext.self)
+            context.pointee.requested = true
+            guard let password = context.pointee.password, password.count <= Int(size) else { return -1 }
+            password.withUnsafeBytes { source in
+                if let base = source.baseAddress { UnsafeMutableRawPointer(buffer).copyMemory(from: base, byteCount: source.count) }
+            }
+            return Int32(password.count)
+        }, contextPointer)
+    }
+    guard let key else {
+        let reason: String
+        if context.requested && password == nil {
+            reason = "the private key is encrypted and no password was given"
+        } else if context.requested {
+            reason = "wrong password for the encrypted private key (or the key is corrupt)"
+        } else {
+            reason = "could not parse the '\(keyLabel)' PEM block"
+        }
+        throw CryptoError.fromOpenSSL(operation, reason: reason)
+    }
+    OpenSSLErrors.clear()  // decoders may leave benign errors from formats they tried and rejected
+    return key
 }
 
 /// An error if `pkey` is not a plain RSA (rsaEncryption) key, else `nil`.

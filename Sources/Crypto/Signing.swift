@@ -46,38 +46,8 @@ public final class JWSSigningKey: @unchecked Sendable {
     /// PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`). Other blocks (`EC PARAMETERS`, certificates)
     /// are skipped. Never prompts for a password.
     public convenience init(pem: String, password: String? = nil) throws {
-        let operation = "PEM_read_bio_PrivateKey"
-        OpenSSLErrors.clear()
-        guard let block = firstPEMBlock(pem, where: { $0.hasSuffix("PRIVATE KEY") }) else {
-            throw CryptoError(operation: operation, code: 0,
-                              message: "no private key PEM block (expected BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY, BEGIN EC PRIVATE KEY or BEGIN ENCRYPTED PRIVATE KEY)")
-        }
-        let bio = try MemoryBIO(Array(block.text.utf8), operation: operation)
-        var context = JWSPasswordContext(password: password.map { Array($0.utf8) })
-        let key = withUnsafeMutablePointer(to: &context) { contextPointer in
-            PEM_read_bio_PrivateKey(bio.pointer, nil, { buffer, size, _, userData in
-                guard let buffer, let userData else { return -1 }
-                let context = userData.assumingMemoryBound(to: JWSPasswordContext.self)
-                context.pointee.requested = true
-                guard let password = context.pointee.password, password.count <= Int(size) else { return -1 }
-                password.withUnsafeBytes { source in
-                    if let base = source.baseAddress { UnsafeMutableRawPointer(buffer).copyMemory(from: base, byteCount: source.count) }
-                }
-                return Int32(password.count)
-            }, contextPointer)
-        }
-        guard let key else {
-            let reason: String
-            if context.requested && password == nil {
-                reason = "the private key is encrypted and no password was given"
-            } else if context.requested {
-                reason = "wrong password for the encrypted private key (or the key is corrupt)"
-            } else {
-                reason = "could not parse the '\(block.label)' PEM block"
-            }
-            throw CryptoError.fromOpenSSL(operation, reason: reason)
-        }
-        OpenSSLErrors.clear()
+        let key = try readPEMPrivateKey(pem, password: password,
+                                        expected: "BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY, BEGIN EC PRIVATE KEY or BEGIN ENCRYPTED PRIVATE KEY")
         try self.init(owning: key)
     }
 
@@ -326,12 +296,6 @@ private func jwsKeyKind(_ pkey: OpaquePointer, operation: String) throws -> JWSK
     }
     let name = EVP_PKEY_get0_type_name(pkey).map { String(cString: $0) } ?? "unknown (id \(id))"
     throw CryptoError(operation: operation, code: 0, message: "key type is \(name); JWS signing supports RSA and EC P-256 keys")
-}
-
-/// State shared with the PEM password callback.
-private struct JWSPasswordContext {
-    var password: [UInt8]?
-    var requested = false
 }
 
 /// The first complete PEM block whose label satisfies `accept`: its label and text (BEGIN through END line).

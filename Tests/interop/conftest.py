@@ -220,3 +220,34 @@ def tamper(body: bytes, index: int | None = None) -> bytes:
     data[i] = ord("1" if c == "0" else "0") if c.isdigit() else ord("a" if c != "a" else "b")
     assert bytes(data) != body and len(data) == len(body)
     return bytes(data)
+
+
+def start_relay(config: Path, env: dict | None = None, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """`relay serve --config config` (stdout discarded); pair with wait_for_health and stop_relay."""
+    return subprocess.Popen([str(relay_binary()), "serve", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def wait_for_health(proc: subprocess.Popen, port: int, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Polls GET /healthz until the relay answers; fails with its stderr if it exits first."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except requests.ConnectionError:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                pytest.fail(f"relay exited with {proc.returncode}: {err}")
+            if time.time() > deadline:
+                pytest.fail("relay did not start")
+            time.sleep(0.05)
+
+
+def stop_relay(proc: subprocess.Popen) -> str:
+    """SIGTERM, then the relay must exit 0 within SHUTDOWN_TIMEOUT. Returns what it wrote on stderr (when piped)."""
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=SHUTDOWN_TIMEOUT)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert code == 0, err
+    return err

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -22,7 +20,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import free_port, relay_binary
+from conftest import free_port, start_relay, stop_relay, wait_for_health
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # destination name -> (alg, key kind, PEM format of the private key file)
@@ -129,18 +127,9 @@ def test_private_key_jwt_assertions_verify_with_pyjwt():
   routes: [ {{ from: "shop", to: {json.dumps(list(CASES))} }} ],
 }}
 """)
-        proc = subprocess.Popen([str(relay_binary()), "serve", "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = start_relay(config)
         try:
-            deadline = time.time() + 30
-            while True:
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    assert proc.poll() is None, proc.stderr.read().decode()
-                    assert time.time() < deadline, "relay did not start"
-                    time.sleep(0.05)
+            wait_for_health(proc, port)
             before = int(time.time())
             r = requests.post(f"http://127.0.0.1:{port}/v1/hooks/shop", json={"id": "ORD-1", "state": "shipped"})
             assert r.status_code == 202, r.text
@@ -149,8 +138,7 @@ def test_private_key_jwt_assertions_verify_with_pyjwt():
                 assert time.time() < deadline, f"only {Provider.calls} arrived"
                 time.sleep(0.05)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0, proc.stderr.read().decode()
+            stop_relay(proc)
             server.shutdown()
 
     assert Provider.errors == []

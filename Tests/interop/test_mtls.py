@@ -7,7 +7,6 @@ openssl command line.
 from __future__ import annotations
 
 import json
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from conftest import free_port, relay_binary
+from conftest import free_port, start_relay, stop_relay, wait_for_health
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -93,17 +92,9 @@ def test_client_certificate():
         config = d / "relay.json5"
         config.write_text(CONFIG.format(port=port, db=d / "relay.db", d=d, sink=sink_port))
         log = open(d / "relay.log", "wb")
-        proc = subprocess.Popen([str(relay_binary()), "serve", "--config", str(config)], stdout=subprocess.DEVNULL,
-                                stderr=log, env={"CLIENT_KEY_PW": "client-key-pw", "PATH": "/usr/bin:/bin"})
+        proc = start_relay(config, env={"CLIENT_KEY_PW": "client-key-pw", "PATH": "/usr/bin:/bin"}, stderr=log)
         try:
-            deadline = time.time() + 30
-            while True:
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    assert time.time() < deadline, "relay did not start"
-                    time.sleep(0.05)
+            wait_for_health(proc, port)
             r = requests.post(f"http://127.0.0.1:{port}/v1/hooks/shop", json={"order": "O-1"})
             assert r.status_code == 202, r.text
             deadline = time.time() + 10
@@ -115,8 +106,7 @@ def test_client_certificate():
                     break
                 time.sleep(0.05)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
+            stop_relay(proc)
             server.shutdown()
             log.close()
 

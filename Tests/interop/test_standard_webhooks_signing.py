@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -23,7 +21,7 @@ import requests
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from conftest import free_port, relay_binary
+from conftest import free_port, start_relay, stop_relay, wait_for_health
 
 
 class FlakyDestination(BaseHTTPRequestHandler):
@@ -91,18 +89,9 @@ def delivered():
         config.write_text(CONFIG.format(port=port, db=Path(tmp) / "relay.db", sink=sink_port))
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
         env.update(keys)
-        proc = subprocess.Popen([str(relay_binary()), "serve", "--config", str(config)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = start_relay(config, env=env)
         try:
-            deadline = time.time() + 30
-            while True:
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    assert proc.poll() is None, proc.stderr.read().decode()
-                    assert time.time() < deadline, "relay did not start"
-                    time.sleep(0.05)
+            wait_for_health(proc, port)
             r = requests.post(f"http://127.0.0.1:{port}/v1/hooks/shop",
                               json={"id": "ORD-42", "state": "shipped", "note": "caf\u00e9 \u2713"})
             assert r.status_code == 202, r.text
@@ -111,9 +100,7 @@ def delivered():
                 assert time.time() < deadline, f"only {len(FlakyDestination.received)} requests arrived"
                 time.sleep(0.05)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            stderr = proc.stderr.read().decode()
-            assert proc.wait(timeout=20) == 0, stderr
+            stderr = stop_relay(proc)
             server.shutdown()
     for value in keys.values():
         assert value not in stderr and value[len("whsec_"):] not in stderr

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from conftest import free_port, relay_binary
+from conftest import free_port, start_relay, stop_relay, wait_for_health
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -68,17 +66,9 @@ def test_escaping_read_back_by_python():
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "relay.json5"
         config.write_text(CONFIG.format(port=port, db=Path(tmp) / "relay.db", sink=sink_port))
-        proc = subprocess.Popen([str(relay_binary()), "serve", "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = start_relay(config)
         try:
-            deadline = time.time() + 30
-            while True:
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    assert time.time() < deadline, "relay did not start"
-                    time.sleep(0.05)
+            wait_for_health(proc, port)
             order_id = "A/B ?&=#%ü ..x"
             note = 'He said "hi"\n\tand left & paid=1 + 2 ✓ \\ \u0001'
             r = requests.post(f"http://127.0.0.1:{port}/v1/hooks/shop",
@@ -89,8 +79,7 @@ def test_escaping_read_back_by_python():
                 assert time.time() < deadline, f"only {len(Recorder.received)} requests arrived"
                 time.sleep(0.05)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0, proc.stderr.read().decode()
+            stop_relay(proc)
             server.shutdown()
 
     by_path = {r["path"].split("?")[0].split("/")[1]: r for r in Recorder.received}
