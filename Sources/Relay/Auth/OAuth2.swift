@@ -53,16 +53,7 @@ public struct OAuth2Auth: OutboundAuth {
 
     public func authorize(_ request: OutboundRequest, context: AuthContext,
                           done: @escaping @Sendable (Result<OutboundRequest, AuthError>) -> Void) {
-        cache.token(fetch: { complete in fetch(context, complete) }) { result in
-            switch result {
-            case .success(let token):
-                var r = request
-                r.setHeader("Authorization", "Bearer " + token)
-                done(.success(r))
-            case .failure(let e):
-                done(.failure(e))
-            }
-        }
+        cache.authorize(request, header: "Authorization", prefix: "Bearer ", fetch: { complete in fetch(context, complete) }, done: done)
     }
 
     public func invalidate(after response: OutboundResponse) -> Bool {

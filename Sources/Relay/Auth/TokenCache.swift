@@ -94,6 +94,21 @@ public final class TokenCache: Sendable {
         }
     }
 
+    /// `request` with the cached (or freshly fetched) token set as `header` (after `prefix`).
+    public func authorize(_ request: OutboundRequest, header: String, prefix: String = "", fetch: @escaping Fetch,
+                          done: @escaping @Sendable (Result<OutboundRequest, AuthError>) -> Void) {
+        token(fetch: fetch) { result in
+            switch result {
+            case .success(let token):
+                var r = request
+                r.setHeader(header, prefix + token)
+                done(.success(r))
+            case .failure(let e):
+                done(.failure(e))
+            }
+        }
+    }
+
     /// A request sent at `sentAt` (on the transport's clock) was refused: drops the token unless it is newer than
     /// that request. Always true: a token fetched now (or already) may be accepted.
     @discardableResult
