@@ -21,7 +21,7 @@ public enum BuiltinAdapters {
         Simulator(name: "returning-ai", summary: "PUT /v1/redemption-transactions/status as Returning.AI",
                   port: 9104, make: { ReturningAISimulator() }),
         Simulator(name: "capillary",
-                  summary: "PUT /api_gateway/rewards/core/v1/management/transactions as Capillary",
+                  summary: "PUT /api_gateway/rewards/core/v1/management/transactions and POST /v3/oauth/token/generate as Capillary",
                   port: 9105, make: { CapillarySimulator() }),
         Simulator(name: "oauth2",
                   summary: "POST /token (OAuth2 client credentials) and an API that accepts only the tokens it issued",

@@ -39,6 +39,18 @@ enum Command {
         for s in BuiltinAdapters.simulators {
             text += "  \(s.name) (port \(s.port))\n      \(s.summary)\n"
         }
+        text += """
+
+            environment:
+              RELAY_SIM_MASTERCARD_PUBLIC_KEY   PEM public key or certificate: the Mastercard stand-ins verify OAuth 1.0a
+                                                signatures and body hashes with it (unset: the header's form only)
+              RELAY_SIM_CAPILLARY_KEY, RELAY_SIM_CAPILLARY_SECRET, RELAY_SIM_CAPILLARY_TTL, RELAY_SIM_CAPILLARY_STATUSES
+                                                the Capillary stand-in's token credentials, token lifetime (s), and the
+                                                organisation's allowed status names (comma list)
+              RELAY_SIM_OAUTH2_CLIENTS (id:secret,...), RELAY_SIM_OAUTH2_TTL, RELAY_SIM_OAUTH2_JWKS_KEY, RELAY_SIM_OAUTH2_AUDIENCE
+                                                the OAuth2 token endpoint's clients, token lifetime (s), and the public key
+                                                that private_key_jwt assertions must verify with
+            """
         return text
     }
 
