@@ -72,7 +72,8 @@ public struct CombinedAuth: OutboundAuth {
     }
 
     public func invalidate(after response: OutboundResponse) -> Bool {
-        parts.reduce(false) { $0 || $1.invalidate(after: response) }
+        // Every part is told (no short-circuit): two token schemes on one destination both drop their tokens.
+        parts.map { $0.invalidate(after: response) }.contains(true)
     }
 }
 

@@ -21,6 +21,19 @@ public struct HeaderAuth: OutboundAuth {
     }
 }
 
+extension ConfigReader {
+    /// A secret that goes into a header: refused (with the key path, never the value) when it holds a control
+    /// character such as a line break, which no HTTP client would send.
+    func headerSecret(_ value: JSONValue?, _ path: String) -> Secret? {
+        guard let s = secret(value, path) else { return nil }
+        if s.value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
+            problem(path, "\(s.reference) holds a control character (a line break?): it cannot go into a header")
+            return nil
+        }
+        return s
+    }
+}
+
 /// `auth: { basic: { username: "till-1", password: "${env:PASSWORD}" } }` -> `Authorization: Basic base64(u:p)`.
 public struct BasicAuthFactory: OutboundAuthFactory {
     public init() {}
@@ -28,7 +41,7 @@ public struct BasicAuthFactory: OutboundAuthFactory {
     public func make(_ value: JSONValue, path: String, reader r: ConfigReader) -> (any OutboundAuth)? {
         guard let o = r.object(value, path, keys: ["username", "password"]) else { return nil }
         let user = r.string(o, "username", path, required: true)
-        guard let password = r.secret(o["password"], ConfigReader.join(path, "password")), let user else { return nil }
+        guard let password = r.headerSecret(o["password"], ConfigReader.join(path, "password")), let user else { return nil }
         if user.contains(":") { r.problem(ConfigReader.join(path, "username"), "must not contain ':' (Basic auth)") }
         let encoded = ByteEncoding.base64(Array("\(user):\(password.value)".utf8))
         return HeaderAuth(scheme: "basic", header: "Authorization",
@@ -41,7 +54,7 @@ public struct BearerAuthFactory: OutboundAuthFactory {
     public init() {}
     public var name: String { "bearer" }
     public func make(_ value: JSONValue, path: String, reader r: ConfigReader) -> (any OutboundAuth)? {
-        guard let token = r.secret(value, path) else { return nil }
+        guard let token = r.headerSecret(value, path) else { return nil }
         return HeaderAuth(scheme: "bearer", header: "Authorization",
                           value: Secret(value: "Bearer " + token.value, reference: token.reference))
     }
@@ -54,10 +67,10 @@ public struct TokenAuthFactory: OutboundAuthFactory {
     public var name: String { "token" }
     public func make(_ value: JSONValue, path: String, reader r: ConfigReader) -> (any OutboundAuth)? {
         guard let o = r.object(value, path, keys: ["token", "btoken"]) else { return nil }
-        guard let token = r.secret(o["token"], ConfigReader.join(path, "token")) else { return nil }
+        guard let token = r.headerSecret(o["token"], ConfigReader.join(path, "token")) else { return nil }
         var header = "Token token=\"\(token.value)\""
         if o["btoken"] != nil {
-            guard let b = r.secret(o["btoken"], ConfigReader.join(path, "btoken")) else { return nil }
+            guard let b = r.headerSecret(o["btoken"], ConfigReader.join(path, "btoken")) else { return nil }
             header = "Token token=\(token.value), btoken=\(b.value)"
         }
         return HeaderAuth(scheme: "token", header: "Authorization", value: Secret(value: header, reference: token.reference))
@@ -72,7 +85,7 @@ public struct APIKeyAuthFactory: OutboundAuthFactory {
         guard let o = r.object(value, path, keys: ["header", "value", "prefix"]) else { return nil }
         let header = r.string(o, "header", path, required: true)
         let prefix = r.string(o, "prefix", path) ?? ""
-        guard let key = r.secret(o["value"], ConfigReader.join(path, "value")), let header else { return nil }
+        guard let key = r.headerSecret(o["value"], ConfigReader.join(path, "value")), let header else { return nil }
         if header.isEmpty || header.contains(where: { $0 == ":" || $0 == " " || $0 == "\r" || $0 == "\n" }) {
             r.problem(ConfigReader.join(path, "header"), "must be a header name such as \"X-API-Key\"")
             return nil

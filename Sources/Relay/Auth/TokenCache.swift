@@ -176,7 +176,14 @@ enum TokenRequest {
                 outcome = .failure(AuthError("\(endpoint) answered HTTP \(r.status)" + (detail.isEmpty ? "" : ": " + detail),
                                              retryable: retryable(status: r.status)))
             }
-            done(outcome.mapError { AuthError(redacted($0.reason, redact), retryable: $0.retryable) })
+            // Every failure of the endpoint is retried on the destination's schedule (its circuit breaker pauses it):
+            // an `invalid_client` after a secret was rotated is fixed in configuration, and the queue must survive
+            // until then. Only a request that can never be made (a malformed URL) is terminal.
+            done(outcome.mapError { e in
+                let permanent: Bool
+                if case .failure(let t) = result, !t.isRetryable { permanent = true } else { permanent = false }
+                return AuthError(redacted(e.reason, redact), retryable: !permanent)
+            })
         }
     }
 

@@ -258,9 +258,11 @@ public final class ConfigReader {
         if inner.hasPrefix("file:") {
             let file = String(inner.dropFirst(5))
             do {
-                var text = try String(contentsOfFile: file, encoding: .utf8)
-                while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
-                return text
+                var text = try String(contentsOfFile: file, encoding: .utf8).unicodeScalars
+                // Trailing line ends (\n, \r\n, \r) are the file's, not the secret's. ("\r\n" is one Character in
+                // Swift, so this works on scalars.)
+                while let last = text.last, last == "\n" || last == "\r" { text.removeLast() }
+                return String(text)
             } catch {
                 let reason = (error as NSError).localizedFailureReason ?? "unreadable"
                 problem(path, "cannot read file \(file) (\(ref)): \(FileManager.default.fileExists(atPath: file) ? reason : "no such file")")

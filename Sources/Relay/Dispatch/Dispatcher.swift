@@ -61,6 +61,8 @@ public final class Dispatcher: @unchecked Sendable {
         /// The request before credentials were attached (to sign again after a 401).
         var unsigned: OutboundRequest? = nil
         var retriedAuth = false
+        /// The credentials could not be had (a token endpoint down or refusing): the destination's circuit counts it.
+        var authFailure = false
 
         var delivery: ClaimedDelivery { claims[0] }
         var isBatch: Bool { context == nil }
@@ -360,22 +362,22 @@ public final class Dispatcher: @unchecked Sendable {
                                   context: DeliveryContext?, learned: [String: String], destination: Destination,
                                   started: Double, retriedAuth: Bool) {
         let name = destination.name
-        let finish: @Sendable (Result<OutboundResponse, TransportError>?, TranslateError?) -> Void = { [self] result, failure in
+        let finish: @Sendable (Result<OutboundResponse, TransportError>?, TranslateError?, Bool) -> Void = { [self] result, failure, authFailed in
             enqueue(Finished(claims: claims, events: events, destination: name, startedAt: started, context: context,
                              learned: learned, result: result, translateFailure: failure, unsigned: request,
-                             retriedAuth: retriedAuth))
+                             retriedAuth: retriedAuth, authFailure: authFailed))
         }
         guard let auth = destination.auth else {
-            client.send(request) { result in finish(result, nil) }
+            client.send(request) { result in finish(result, nil, false) }
             return
         }
         let client = self.client
         auth.authorize(request, context: AuthContext(client: client, deliveryID: claims[0].id)) { result in
             switch result {
             case .success(let signed):
-                client.send(signed) { result in finish(result, nil) }
+                client.send(signed) { result in finish(result, nil, false) }
             case .failure(let e):
-                finish(nil, TranslateError("\(auth.scheme) auth: \(e.reason)", kind: e.retryable ? .retry : .terminal))
+                finish(nil, TranslateError("\(auth.scheme) auth: \(e.reason)", kind: e.retryable ? .retry : .terminal), true)
             }
         }
     }
@@ -409,12 +411,18 @@ public final class Dispatcher: @unchecked Sendable {
             if let failure = f.translateFailure {
                 switch failure.kind {
                 case .skip: classification = .delivered
-                case .terminal: classification = .terminal(reason: "cannot translate: \(failure.reason)")
-                case .retry: classification = .retry(reason: "cannot translate yet: \(failure.reason)", after: nil)
+                case .terminal: classification = .terminal(reason: f.authFailure ? failure.reason : "cannot translate: \(failure.reason)")
+                case .retry: classification = .retry(reason: f.authFailure ? failure.reason : "cannot translate yet: \(failure.reason)", after: nil)
                 }
                 error = failure.reason
-                // Nothing reached the destination: a probe of an open circuit is still to be made.
-                lane.breaker.cancelProbe()
+                if f.authFailure && failure.kind == .retry {
+                    // No credentials to be had: counted like a failed attempt, so a lane whose token endpoint is
+                    // down or refusing pauses instead of spending every queued delivery's retries.
+                    lane.breaker.record(success: false, now: now)
+                } else {
+                    // Nothing reached the destination: a probe of an open circuit is still to be made.
+                    lane.breaker.cancelProbe()
+                }
                 if failure.kind == .retry, let context = f.context, context.step > 0 || !context.values.isEmpty {
                     progress = StepProgress(step: context.step, values: context.values)
                 }

@@ -73,6 +73,20 @@ struct StaticAuthTests {
         }
     }
 
+    @Test("a secret file's line ending (LF, CRLF, CR) is not part of the secret; a line break inside one is refused")
+    func lineEnds() throws {
+        let dir = try TempDir("relay-secret-files")
+        defer { dir.remove() }
+        for (name, text) in [("lf", "tok-1\n"), ("crlf", "tok-1\r\n"), ("cr", "tok-1\r"), ("none", "tok-1")] {
+            let file = try dir.write(name, text)
+            let (auth, problems) = makeAuth(#"{ bearer: "${file:\#(file)}" }"#)
+            #expect(problems.isEmpty, "\(name): \(problems)")
+            #expect(try authorized(try #require(auth), Self.request).get().headers.last?.1 == "Bearer tok-1", "\(name)")
+        }
+        let (_, problems) = makeAuth(#"{ bearer: "${env:TWO_LINES}" }"#, environment: ["TWO_LINES": "tok-1\r\nX-Evil: 1"])
+        #expect(problems == ["destinations.d.auth.bearer: ${env:TWO_LINES} holds a control character (a line break?): it cannot go into a header"])
+    }
+
     @Test("over HTTP: every attempt carries the credentials; a 401 with static credentials is not resent")
     func overHTTP() throws {
         let sink = try DeliveryTests.startSink([SinkFault(path: "/refuses", action: .status(401))])
