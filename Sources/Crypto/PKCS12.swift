@@ -97,7 +97,7 @@ public struct PKCS12Identity: Sendable {
 }
 
 /// Subject, validity and alias of a certificate.
-private func certificateInfo(_ x509: OpaquePointer) -> CertificateInfo {
+func certificateInfo(_ x509: OpaquePointer) -> CertificateInfo {
     var subject = ""
     if let name = X509_get_subject_name(x509), let line = X509_NAME_oneline(name, nil, 0) {
         subject = String(cString: line)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from conftest import free_port, start_relay, stop_relay, wait_for_health
+from conftest import free_port, relay_binary, start_relay, stop_relay, wait_for_health
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -116,3 +116,31 @@ def test_client_certificate():
         dead = [x for x in lines if x.get("msg") == "delivery dead-lettered"]
         assert [x["destination"] for x in dead] == ["without-cert"], dead
         assert "client-key-pw" not in (d / "relay.log").read_text()
+
+
+def test_check_refuses_unusable_client_certificates():
+    """`relay check` catches what would otherwise fail every handshake: an encrypted key without its password, a
+    key that is not the certificate's, a wrong password."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        make_pki(d)
+        cases = [
+            ('certificate: "{d}/client.pem", key: "{d}/client.key"',
+             "destinations.d.tls.key: the private key is encrypted and no password was given"),
+            ('certificate: "{d}/client.pem", key: "{d}/server.key"',
+             "destinations.d.tls.key: the key does not belong to the certificate"),
+            ('certificate: "{d}/client.pem", key: "{d}/client.key", keyPassword: "${{env:WRONG_PW}}"',
+             "destinations.d.tls.keyPassword: wrong password for the encrypted private key"),
+            ('certificate: "{d}/client.key", key: "{d}/client.key", keyPassword: "${{env:WRONG_PW}}"',
+             "destinations.d.tls.certificate: not a PEM certificate"),
+        ]
+        for tls, want in cases:
+            config = d / "check.json5"
+            config.write_text(("""{{ sources: {{ s: {{ adapter: "generic", verify: {{ none: true }} }} }},
+              destinations: {{ d: {{ adapter: "generic", url: "https://127.0.0.1:1/x", tls: {{ """ + tls + """ }} }} }},
+              routes: [ {{ from: "s", to: ["d"] }} ] }}""").format(d=d))
+            r = subprocess.run([str(relay_binary()), "check", "--config", str(config)], capture_output=True, text=True,
+                               env={"WRONG_PW": "not-it", "PATH": "/usr/bin:/bin"})
+            assert r.returncode == 2, (tls, r.stdout, r.stderr)
+            assert want in r.stderr, (want, r.stderr)
+            assert "not-it" not in r.stderr + r.stdout

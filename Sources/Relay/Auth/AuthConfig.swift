@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// The auth schemes a destination's `auth` block may name.
@@ -49,6 +50,22 @@ extension ConfigReader {
             }
         }
         guard ok, let cert, let key else { return nil }
+        // What the handshake will need, checked now: the key opens (an encrypted key without its password would
+        // otherwise fail every delivery), it matches the certificate, and the certificate is valid today.
+        do {
+            _ = try checkClientCertificate(certificatePEM: Array(FileManager.default.contents(atPath: cert) ?? Data()),
+                                           keyPEM: String(decoding: FileManager.default.contents(atPath: key) ?? Data(), as: UTF8.self),
+                                           password: password, now: Int64(Date().timeIntervalSince1970))
+        } catch {
+            let at: String
+            switch error.part {
+            case .certificate: at = "certificate"
+            case .key: at = "key"
+            case .keyPassword: at = o["keyPassword"] == nil ? "key" : "keyPassword"
+            }
+            problem(Self.join(path, at), error.description)
+            return nil
+        }
         return ClientTLS(certificatePath: cert, keyPath: key, keyPassword: password)
     }
 }

@@ -253,7 +253,8 @@ private final class ClientCore: @unchecked Sendable {
             try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLCERT, tls.certificatePath), "client certificate")
             try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLCERTTYPE, "PEM"), "client certificate type")
             try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLKEY, tls.keyPath), "client key")
-            if let password = tls.keyPassword { try set(relay_curl_easy_setopt_str(h, CURLOPT_KEYPASSWD, password), "client key password") }
+            // Always set: without it OpenSSL would prompt for an encrypted key's passphrase on the terminal.
+            try set(relay_curl_easy_setopt_str(h, CURLOPT_KEYPASSWD, tls.keyPassword ?? ""), "client key password")
         }
         try set(relay_curl_easy_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1), "TCP keep-alive")
         try set(relay_curl_easy_setopt_writefn(h, CURLOPT_WRITEFUNCTION, relayTransportWriteBody), "write function")
