@@ -12,6 +12,7 @@
 #include <openssl/x509.h>
 #include <openssl/params.h>
 #include <openssl/core_names.h>
+#include <openssl/provider.h>
 
 /* Macros and variadic helpers made callable from Swift. */
 static inline int relay_evp_pkey_ctx_set_rsa_pkcs1_padding(EVP_PKEY_CTX *ctx) {

@@ -75,7 +75,7 @@ public struct PKCS12Identity: Sendable {
 
         var pkey: OpaquePointer? = nil
         var x509: OpaquePointer? = nil
-        let parsed = PKCS12_parse(p12, password, &pkey, &x509, nil)
+        let parsed: Int32 = parsePKCS12(p12, password, &pkey, &x509) ? 1 : 0
         defer { if let x509 { X509_free(x509) } }
         guard parsed == 1 else {
             if let pkey { EVP_PKEY_free(pkey) }
@@ -127,3 +127,21 @@ private func unixSeconds(_ time: UnsafePointer<ASN1_TIME>?) -> Int64? {
     let days = era * 146097 + doe - 719468
     return days * 86400 + Int64(t.tm_hour) * 3600 + Int64(t.tm_min) * 60 + Int64(t.tm_sec)
 }
+
+/// `PKCS12_parse`, and once more with OpenSSL's legacy provider loaded when the archive uses the algorithms OpenSSL 3
+/// keeps there (RC2-40, 3DES: what Java's keytool before 8u301 and `openssl pkcs12 -legacy` write, and what
+/// Mastercard's own signer libraries still read).
+func parsePKCS12(_ p12: OpaquePointer, _ password: String, _ pkey: inout OpaquePointer?,
+                 _ x509: inout OpaquePointer?) -> Bool {
+    if PKCS12_parse(p12, password, &pkey, &x509, nil) == 1 { return true }
+    guard legacyProviderLoaded else { return false }
+    OpenSSLErrors.clear()
+    return PKCS12_parse(p12, password, &pkey, &x509, nil) == 1
+}
+
+/// Loads the `default` and `legacy` providers into the default library context, once (the default one too:
+/// loading any provider explicitly stops OpenSSL from loading the default one by itself).
+let legacyProviderLoaded: Bool = {
+    _ = OSSL_PROVIDER_load(nil, "default")
+    return OSSL_PROVIDER_load(nil, "legacy") != nil
+}()

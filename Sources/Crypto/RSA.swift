@@ -59,7 +59,7 @@ public final class RSAPrivateKey: @unchecked Sendable {
 
         var key: OpaquePointer? = nil
         var certificate: OpaquePointer? = nil
-        let parsed = PKCS12_parse(p12, password, &key, &certificate, nil)
+        let parsed: Int32 = parsePKCS12(p12, password, &key, &certificate) ? 1 : 0
         if let certificate { X509_free(certificate) }
         guard parsed == 1 else {
             if let key { EVP_PKEY_free(key) }

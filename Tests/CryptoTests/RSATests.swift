@@ -236,4 +236,22 @@ struct CryptoErrorTests {
         #expect(error?.code != 0)
         #expect(error?.message.contains("error:") == true)  // ERR_error_string_n text is included
     }
+
+    @Test("a PKCS#12 in the legacy format (RC2-40, 3DES: old Java keytool, openssl -legacy) loads, and signs as the PEM key does")
+    func legacyPKCS12() throws {
+        try withTemporaryDirectory { dir in
+            try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out", "c.pem", "-days", "2",
+                         "-subj", "/CN=legacy"], in: dir)
+            try openssl(["pkcs12", "-export", "-legacy", "-in", "c.pem", "-inkey", "k.pem", "-passout", "pass:pw",
+                         "-out", "legacy.p12"], in: dir)
+            let p12 = Array(try Data(contentsOf: dir.appendingPathComponent("legacy.p12")))
+            let fromP12 = try RSAPrivateKey(pkcs12: p12, password: "pw")
+            let fromPEM = try RSAPrivateKey(pem: String(contentsOf: dir.appendingPathComponent("k.pem"), encoding: .utf8))
+            let message = Array("legacy".utf8)
+            #expect(try fromP12.signSHA256(message) == fromPEM.signSHA256(message))   // PKCS#1 v1.5 is deterministic
+            let identity = try PKCS12Identity(pkcs12: p12, password: "pw")
+            #expect(identity.certificate?.subject == "/CN=legacy")
+            #expect(throws: (any Error).self) { try RSAPrivateKey(pkcs12: p12, password: "not-it") }
+        }
+    }
 }
