@@ -28,6 +28,8 @@ public struct CapillaryTokenAuth: OutboundAuth {
         cache.invalidate(sentAt: TokenCache.sentAt(response))
     }
 
+    public var redactions: [String] { [key.value, secret.value] + (cache.currentToken.map { [$0] } ?? []) }
+
     /// `POST url`, `{"key": ..., "secret": ...}`.
     public var tokenRequest: OutboundRequest {
         let body = JSONValue.object(["key": .string(key.value), "secret": .string(secret.value)]).jsonString()

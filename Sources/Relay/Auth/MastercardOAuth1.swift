@@ -264,6 +264,7 @@ public enum MastercardOAuth1 {
 
 /// Signs every attempt: a fresh nonce and timestamp, the body hash of the request as sent.
 public struct MastercardOAuth1Auth: OutboundAuth {
+    public var redactions: [String] { [consumerKey.value] }
     public var scheme: String { "mastercard-oauth1" }
     let consumerKey: Secret
     let key: RSAPrivateKey

@@ -60,6 +60,16 @@ public struct OAuth2Auth: OutboundAuth {
         cache.invalidate(sentAt: TokenCache.sentAt(response))
     }
 
+    public var redactions: [String] {
+        var out = cache.currentToken.map { [$0] } ?? []
+        switch clientAuthentication {
+        case .basic(let secret), .body(let secret):
+            out += [secret.value, ByteEncoding.base64(Array("\(clientID):\(secret.value)".utf8))]
+        default: break
+        }
+        return out
+    }
+
     /// The token request: `POST tokenURL`, form `grant_type=client_credentials` (+ `scope`, `audience`) and the
     /// client's authentication.
     public func tokenRequest(now: Date = Date()) throws -> OutboundRequest {

@@ -42,10 +42,21 @@ public protocol OutboundAuth: Sendable {
     /// credentials may succeed; the dispatcher then authorizes and sends once more before counting the attempt
     /// as failed.
     func invalidate(after response: OutboundResponse) -> Bool
+    /// Credential values (secrets, the current token) to blank out of anything stored or logged about an attempt:
+    /// a destination that echoes the token it refused must not get it into the store.
+    var redactions: [String] { get }
 }
 
 extension OutboundAuth {
     public func invalidate(after response: OutboundResponse) -> Bool { false }
+    public var redactions: [String] { [] }
+
+    /// `text` with every credential value replaced by `***` (values under 4 characters are left alone).
+    public func redact(_ text: String) -> String {
+        var out = text
+        for s in redactions where s.count >= 4 && out.contains(s) { out = out.replacingOccurrences(of: s, with: "***") }
+        return out
+    }
 }
 
 /// Several schemes applied in order (e.g. a Bearer token and a Standard Webhooks signature).
@@ -70,6 +81,8 @@ public struct CombinedAuth: OutboundAuth {
             }
         }
     }
+
+    public var redactions: [String] { parts.flatMap(\.redactions) }
 
     public func invalidate(after response: OutboundResponse) -> Bool {
         // Every part is told (no short-circuit): two token schemes on one destination both drop their tokens.

@@ -6,12 +6,17 @@ public struct HeaderAuth: OutboundAuth {
     public let scheme: String
     let header: String
     let value: Secret
+    /// The secrets inside the header value (a Basic password, a token), redacted on their own too.
+    let parts: [String]
 
-    public init(scheme: String, header: String, value: Secret) {
+    public init(scheme: String, header: String, value: Secret, parts: [String] = []) {
         self.scheme = scheme
         self.header = header
         self.value = value
+        self.parts = parts
     }
+
+    public var redactions: [String] { [value.value] + parts }
 
     public func authorize(_ request: OutboundRequest, context: AuthContext,
                           done: @escaping @Sendable (Result<OutboundRequest, AuthError>) -> Void) {
@@ -45,7 +50,7 @@ public struct BasicAuthFactory: OutboundAuthFactory {
         if user.contains(":") { r.problem(ConfigReader.join(path, "username"), "must not contain ':' (Basic auth)") }
         let encoded = ByteEncoding.base64(Array("\(user):\(password.value)".utf8))
         return HeaderAuth(scheme: "basic", header: "Authorization",
-                          value: Secret(value: "Basic " + encoded, reference: password.reference))
+                          value: Secret(value: "Basic " + encoded, reference: password.reference), parts: [encoded, password.value])
     }
 }
 
@@ -56,7 +61,7 @@ public struct BearerAuthFactory: OutboundAuthFactory {
     public func make(_ value: JSONValue, path: String, reader r: ConfigReader) -> (any OutboundAuth)? {
         guard let token = r.headerSecret(value, path) else { return nil }
         return HeaderAuth(scheme: "bearer", header: "Authorization",
-                          value: Secret(value: "Bearer " + token.value, reference: token.reference))
+                          value: Secret(value: "Bearer " + token.value, reference: token.reference), parts: [token.value])
     }
 }
 
@@ -69,11 +74,14 @@ public struct TokenAuthFactory: OutboundAuthFactory {
         guard let o = r.object(value, path, keys: ["token", "btoken"]) else { return nil }
         guard let token = r.headerSecret(o["token"], ConfigReader.join(path, "token")) else { return nil }
         var header = "Token token=\"\(token.value)\""
+        var btoken: String?
         if o["btoken"] != nil {
             guard let b = r.headerSecret(o["btoken"], ConfigReader.join(path, "btoken")) else { return nil }
             header = "Token token=\(token.value), btoken=\(b.value)"
+            btoken = b.value
         }
-        return HeaderAuth(scheme: "token", header: "Authorization", value: Secret(value: header, reference: token.reference))
+        return HeaderAuth(scheme: "token", header: "Authorization", value: Secret(value: header, reference: token.reference),
+                          parts: [token.value] + (btoken.map { [$0] } ?? []))
     }
 }
 
@@ -90,6 +98,7 @@ public struct APIKeyAuthFactory: OutboundAuthFactory {
             r.problem(ConfigReader.join(path, "header"), "must be a header name such as \"X-API-Key\"")
             return nil
         }
-        return HeaderAuth(scheme: "apiKey", header: header, value: Secret(value: prefix + key.value, reference: key.reference))
+        return HeaderAuth(scheme: "apiKey", header: header, value: Secret(value: prefix + key.value, reference: key.reference),
+                          parts: [key.value])
     }
 }

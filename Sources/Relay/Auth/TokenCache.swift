@@ -60,6 +60,9 @@ public final class TokenCache: Sendable {
     /// When a request that got `response` was sent, on the clock `invalidate(sentAt:)` uses.
     public static func sentAt(_ response: OutboundResponse) -> Double { transportNow() - response.elapsed }
 
+    /// The token now cached, if any (for redaction).
+    public var currentToken: String? { state.withLock { $0.token?.value } }
+
     /// Token fetches started so far (tests, metrics).
     public var fetchCount: Int { state.withLock { $0.fetches } }
 

@@ -514,7 +514,7 @@ public final class Dispatcher: @unchecked Sendable {
             for (i, claim) in f.claims.enumerated() {
                 let attempts = claim.attempts + 1
                 let verdict = itemClassifications?[i] ?? classification
-                let result: DeliveryResult
+                var result: DeliveryResult
                 switch verdict {
                 case .delivered:
                     result = f.translateFailure.map { .skipped(reason: $0.reason) } ?? .delivered
@@ -535,8 +535,15 @@ public final class Dispatcher: @unchecked Sendable {
                     }
                 }
                 if itemError == nil, case .dead(let reason) = result { itemError = reason }
+                var storedResponse = response
+                if let auth = lane.destination.auth {
+                    // A destination may echo the credentials it refused: they never reach the store or the log.
+                    storedResponse = storedResponse.map(auth.redact)
+                    itemError = itemError.map(auth.redact)
+                    if case .dead(let reason) = result { result = .dead(reason: auth.redact(reason)) }
+                }
                 records.append((claim.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
-                                                        error: itemError, response: response), result, progress))
+                                                        error: itemError, response: storedResponse), result, progress))
                 switch result {
                 case .delivered:
                     log.debug("delivered", ["deliveryId": claim.id, "destination": f.destination, "status": status.map(String.init) ?? ""])

@@ -107,4 +107,25 @@ struct StaticAuthTests {
         #expect(try DeliveryTests.deliveryRow(relay.store, dead.id).lastError == "HTTP 401")
         #expect(!relay.log.contains("tok-77ab") && !relay.log.contains("lk-123"))
     }
+
+    @Test("a destination that echoes the credentials it refused: they are blanked out of the stored attempt and the log")
+    func echoedCredentials() throws {
+        let echo = try JSONValue.parse(Data(#"{"error":"invalid token","received":"Bearer tok-77ab","user":"till-1:pw-8c1f"}"#.utf8))
+        let sink = try DeliveryTests.startSink([SinkFault(action: .json(status: 401, body: echo))])
+        defer { sink.stop() }
+        let relay = try RunningRelay(sources: DeliveryTests.sources, extra: """
+            destinations: {
+              "api": { adapter: "generic", url: "\(sink.baseURL)/api",
+                       auth: { bearer: "${env:TOKEN}", basic: { username: "till-1", password: "${env:USER_PW}" } } },
+            },
+            routes: [ { from: "shop", to: ["api"] } ],
+            """, environment: Self.env)
+        defer { relay.stop() }
+        let id = try DeliveryTests.post(relay, "ORD-1", "shipped")
+        let d = try DeliveryTests.waitForState(relay, id, "api", "dead")
+        let rows = try DeliveryTests.attempts(relay.store, d.id)
+        let stored = try #require(rows.first?.response)
+        #expect(stored == #"{"error":"invalid token","received":"***","user":"till-1:***"}"#)
+        #expect(!relay.log.contains("tok-77ab") && !relay.log.contains("pw-8c1f"))
+    }
 }
