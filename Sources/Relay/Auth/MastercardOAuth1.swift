@@ -454,6 +454,10 @@ public struct MastercardOAuth1Factory: OutboundAuthFactory {
                 r.problem(keyPath, "\(file ?? "the key"): \(expired)")
                 return nil
             }
+            if key.key.bits < 2048 {
+                r.problem(keyPath, "\(file ?? "the key"): an RSA key of \(key.key.bits) bits; Mastercard signing keys are 2048 bits or more")
+                return nil
+            }
             guard let consumerKey else { return nil }
             return MastercardOAuth1Auth(consumerKey: consumerKey, key: key.key)
         }

@@ -424,3 +424,18 @@ extension Result where Failure == AuthError {
         return nil
     }
 }
+
+@Suite("Mastercard signing keys")
+struct MastercardSigningKeyTests {
+    @Test("a signing key under 2048 bits is refused by the check, naming the key path")
+    func smallKey() throws {
+        let dir = try TempDir("relay-mc-small-key")
+        defer { dir.remove() }
+        try mcOpenSSL(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", "small.pem"], in: dir.path)
+        let r = ConfigReader(environment: ["MC_CONSUMER_KEY": "ck"])
+        let block = try JSONValue.parse(Data(#"{ consumerKey: "${env:MC_CONSUMER_KEY}", keyFile: "\#(dir.file("small.pem"))" }"#.utf8), json5: true)
+        #expect(MastercardOAuth1Factory().make(block, path: "destinations.mc.auth.mastercardOAuth1", reader: r) == nil)
+        #expect(r.problems.map(\.description).contains { $0.hasPrefix("destinations.mc.auth.mastercardOAuth1.keyFile: ") && $0.hasSuffix("an RSA key of 1024 bits; Mastercard signing keys are 2048 bits or more") },
+                "\(r.problems)")
+    }
+}
