@@ -135,6 +135,26 @@ struct TokenAuthTests {
         """
     }
 
+    @Test("a second 401 after the fresh token ends the attempt: one resend only, never a loop")
+    func second401() throws {
+        let endpoint = OAuth2TokenEndpoint(clients: ["relay": Self.secret])
+        let tokens = try startStandIn(endpoint)
+        let api = try DeliveryTests.startSink([SinkFault(path: "/orders", action: .status(401))])
+        defer { tokens.stop(); api.stop() }
+        let relay = try RunningRelay(sources: DeliveryTests.sources,
+                                     extra: Self.oauth2Destination(api.baseURL, tokenURL: tokens.baseURL + "/token"),
+                                     environment: Self.env)
+        defer { relay.stop() }
+        let id = try DeliveryTests.post(relay, "ORD-1", "shipped")
+        let d = try DeliveryTests.waitForState(relay, id, "api", "dead")
+        #expect(d.attempts == 1)
+        #expect(api.requests(path: "/orders").count == 2, "the first send and one resend with a fresh token")
+        #expect(tokens.requests(path: "/token").count == 2)
+        let sent = api.requests(path: "/orders").map { $0.headers["Authorization"] ?? "" }
+        #expect(sent.count == 2 && sent[0] != sent[1], "the resend carries the new token")
+        #expect(try DeliveryTests.deliveryRow(relay.store, d.id).lastError == "HTTP 401")
+    }
+
     @Test("100 deliveries queued at once to one oauth2 destination: exactly one token request, every delivery carries it")
     func singleFlight() throws {
         let endpoint = OAuth2TokenEndpoint(clients: ["relay": Self.secret])
