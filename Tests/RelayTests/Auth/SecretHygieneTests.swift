@@ -94,7 +94,20 @@ struct SecretHygieneTests {
             "OUT_TOKEN": randomSecret("outtoken_"), "OUT_BTOKEN": randomSecret("outbtoken_"),
             "OUT_APIKEY": randomSecret("outkey_"), "OUT_WHSEC_NEW": outWhsecNew.text, "OUT_WHSEC_OLD": outWhsecOld.text,
             "OUT_HEADER": randomSecret("outheader_"), "OUT_HEADER2": randomSecret("outheader2_"),
+            "OUT_OAUTH2_SECRET": randomSecret("oauth2secret_"), "OUT_CAP_KEY": randomSecret("capkey_"),
+            "OUT_CAP_SECRET": randomSecret("capsecret_"), "OUT_MC_CONSUMER": randomSecret("mcconsumer_"),
+            "OUT_MC_KEY_PW": randomSecret("mckeypw_"),
         ]
+        // Token endpoints: an OAuth2 one and Capillary's, each issuing random tokens (searched for afterwards too).
+        let oauth2 = try startStandIn(OAuth2TokenEndpoint(clients: ["relay": env["OUT_OAUTH2_SECRET"]!]))
+        let capillary = try startStandIn(CapillarySimulator(allowedStatuses: nil,
+                                                            credentials: (env["OUT_CAP_KEY"]!, env["OUT_CAP_SECRET"]!)))
+        defer { oauth2.stop(); capillary.stop() }
+        // A Mastercard signing key in a PKCS#12 protected by a password.
+        try mcOpenSSL(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "mc.pem", "-out", "mc.crt", "-days", "2",
+                       "-subj", "/CN=hygiene"], in: dir.path)
+        try mcOpenSSL(["pkcs12", "-export", "-inkey", "mc.pem", "-in", "mc.crt", "-passout", "pass:\(env["OUT_MC_KEY_PW"]!)",
+                       "-out", "mc.p12"], in: dir.path)
         let inBasic = "Basic " + ByteEncoding.base64(Array("relay-in:\(env["IN_BASIC_PW"]!)".utf8))
         let outBasic = "Basic " + ByteEncoding.base64(Array("relay-out:\(env["OUT_BASIC_PW"]!)".utf8))
         // A value `relay check` is given in place of a signing secret, and refuses: it must not be printed either.
@@ -136,6 +149,9 @@ struct SecretHygieneTests {
             ("apikey", #"url: "\#(url)/apikey", auth: { apiKey: { header: "X-API-Key", value: "${env:OUT_APIKEY}" } }"#),
             ("signed", #"url: "\#(url)/signed", auth: { standardWebhooks: { secrets: ["${env:OUT_WHSEC_NEW}", "${env:OUT_WHSEC_OLD}"] } }"#),
             ("headers", #"url: "\#(url)/headers", headers: { "X-Partner-Key": "${env:OUT_HEADER}", "X-Mixed": "k=${env:OUT_HEADER2}; type=${type}" }"#),
+            ("oauth2", #"url: "\#(url)/oauth2", auth: { oauth2: { tokenURL: "\#(oauth2.baseURL)/token", clientId: "relay", clientSecret: "${env:OUT_OAUTH2_SECRET}" } }"#),
+            ("captoken", #"url: "\#(url)/captoken", auth: { capillaryToken: { url: "\#(capillary.baseURL)/v3/oauth/token/generate", key: "${env:OUT_CAP_KEY}", secret: "${env:OUT_CAP_SECRET}" } }"#),
+            ("mastercard", #"url: "\#(url)/mastercard", auth: { mastercardOAuth1: { consumerKey: "${env:OUT_MC_CONSUMER}", keyFile: "\#(dir.file("mc.p12"))", keyPassword: "${env:OUT_MC_KEY_PW}" } }"#),
             // Fails every attempt (503): retries, then a dead letter; with every kind of credential on it.
             ("fails", #"url: "\#(url)/fails", \#(fast), headers: { "X-Partner-Key": "${env:OUT_HEADER}" }, auth: { bearer: "${env:OUT_BEARER}", apiKey: { header: "X-API-Key", value: "${env:OUT_APIKEY}" }, standardWebhooks: { secrets: ["${env:OUT_WHSEC_NEW}"] } }"#),
             // Refuses the credentials (401): dead at once (static credentials are not resent).
@@ -215,6 +231,13 @@ struct SecretHygieneTests {
         #expect(sink.requests(path: "/fails").count == 3 * events.count)
         #expect(sent("/fails", "Authorization") == ["Bearer \(env["OUT_BEARER"]!)"])
         #expect(sent("/refuses", "Authorization") == [outBasic])
+        // The tokens the endpoints issued went out, and are searched for like the configured secrets.
+        let oauth2Tokens = sent("/oauth2", "Authorization"), capTokens = sent("/captoken", "X-CAP-API-OAUTH-TOKEN")
+        #expect(oauth2Tokens.count == 1 && oauth2Tokens.first?.hasPrefix("Bearer ") == true)
+        #expect(capTokens.count == 1)
+        for t in oauth2Tokens { secrets.append(Configured("an issued OAuth2 token", String(t.dropFirst(7)))) }
+        for t in capTokens { secrets.append(Configured("an issued Capillary token", t)) }
+        #expect(sent("/mastercard", "Authorization").allSatisfy { $0.contains("oauth_consumer_key=\"\(env["OUT_MC_CONSUMER"]!)\"") })
         relay.stop()
         stopped = true
 
