@@ -51,6 +51,8 @@ public struct RelayConfig: Sendable {
     public var sources: [String: SourceSettings] = [:]
     public var destinations: [String: DestinationSettings] = [:]
     public var routes: [RouteSettings] = []
+    /// The admin API's listener and token (`admin:`); nil: no admin API.
+    public var admin: AdminSettings?
 
     /// Loads and checks a JSON5 file. Throws `ConfigError` listing every problem with its key path.
     public static func load(path: String, registry: AdapterRegistry,
@@ -88,7 +90,7 @@ public struct RelayConfig: Sendable {
 
     static func read(_ tree: JSONValue, reader r: ConfigReader, registry: AdapterRegistry) -> RelayConfig {
         var c = RelayConfig()
-        guard let root = r.object(tree, "", keys: ["server", "store", "log", "client", "correlation", "sources", "destinations", "routes"]) else {
+        guard let root = r.object(tree, "", keys: ["server", "store", "log", "client", "correlation", "admin", "sources", "destinations", "routes"]) else {
             return c
         }
         if let s = r.object(root["server"], "server", keys: ["listen", "maxBodyBytes", "threads", "connectionLimit",
@@ -108,6 +110,22 @@ public struct RelayConfig: Sendable {
             if let v = r.duration(s, "requestTimeout", "server") { c.server.http.requestTimeoutSeconds = v }
             if let v = r.duration(s, "shutdownTimeout", "server") { c.server.shutdownTimeout = v }
             c.server.publicURL = r.string(s, "publicURL", "server")
+        }
+        if let a = r.object(root["admin"], "admin", keys: ["listen", "token"]) {
+            var admin = AdminSettings()
+            if let listen = r.string(a, "listen", "admin") {
+                if let (host, port) = parseListen(listen) {
+                    admin.http.host = host
+                    admin.http.port = port
+                } else {
+                    r.problem("admin.listen", "\(r.shown(a["listen"], listen)) is not HOST:PORT (e.g. \"127.0.0.1:9090\")")
+                }
+            }
+            if a["token"] != nil { admin.token = r.secret(a["token"], "admin.token") }
+            if admin.token == nil && a["token"] == nil && !AdminSettings.isLoopback(admin.http.host) {
+                r.problem("admin.token", "is required when admin.listen is not a loopback address (\(admin.http.host)): the admin API can replay deliveries")
+            }
+            c.admin = admin
         }
         if let co = r.object(root["correlation"], "correlation", keys: ["keys"]) {
             // Subject keys that identify one subject: linked across events and responses (Correlation).

@@ -6,6 +6,7 @@ public final class RelayService: Sendable {
     public let log: Logger
     public let store: SQLiteStore
     let server: HTTPServer
+    let adminServer: HTTPServer?
     let ingest: Ingest
     let client: HTTPClient?
     let dispatcher: Dispatcher?
@@ -34,11 +35,22 @@ public final class RelayService: Sendable {
                                 ingest.preflight(method: method, path: path, requestID: headers["X-Request-Id"])
                             },
                             handler: { request, responder in ingest.handle(request, responder) })
+        if let admin = config.admin {
+            let api = AdminAPI(store: store, config: config, token: admin.token, log: log, wake: { dispatcher?.wake() })
+            adminServer = HTTPServer(options: admin.http) { request, responder in api.handle(request, responder) }
+        } else {
+            adminServer = nil
+        }
     }
 
     public func start() throws {
         try dispatcher?.start()
         try server.start()
+        if let adminServer {
+            try adminServer.start()
+            log.info("admin API listening", ["address": "\(config.admin!.http.host):\(adminServer.port)",
+                                             "token": config.admin!.token == nil ? "none (loopback)" : "required"])
+        }
         log.info("relay listening", ["address": "\(config.server.http.host):\(server.port)", "store": config.store.path,
                                      "sources": config.sources.keys.sorted().joined(separator: ","),
                                      "threads": String(config.server.http.threads)])
@@ -46,12 +58,15 @@ public final class RelayService: Sendable {
 
     /// The bound port (useful when configured as 0).
     public var port: UInt16 { server.port }
+    /// The admin API's bound port, when it runs.
+    public var adminPort: UInt16? { adminServer?.port }
 
     /// Stops taking connections, lets requests in flight finish (up to the configured timeout), lets delivery
     /// attempts in flight finish and records them, then closes the store after its last commit.
     public func shutdown() {
         log.info("stopping", ["inFlight": String(server.requestsInFlight)])
         server.shutdown(timeout: config.server.shutdownTimeout)
+        adminServer?.shutdown(timeout: 2)
         dispatcher?.shutdown(timeout: config.server.shutdownTimeout)
         client?.shutdown(timeout: 1)
         store.close()

@@ -596,6 +596,11 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         }
     }
 
+    /// Runs `body` on the reader connection (reads only; writes go through `perform`).
+    public func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws -> T {
+        try reader.withLock { db in try body(db) }
+    }
+
     public func eventCount() throws -> Int {
         try reader.withLock { db in Int(try db.scalarText("SELECT count(*) FROM events") ?? "0") ?? 0 }
     }

@@ -1,0 +1,163 @@
+import Adapters
+import Foundation
+@testable import Relay
+import Testing
+
+/// The admin API over real HTTP, on its own listener, against a relay delivering to a stand-in.
+@Suite("Admin API")
+struct AdminTests {
+    static let token = "adm-" + UUID().uuidString
+    static let env = ["ADMIN_TOKEN": token]
+
+    static func relay(_ sink: Sink, retry: String = #"retry: { schedule: ["50ms"], jitter: "none" }"#) throws -> RunningRelay {
+        try RunningRelay(sources: DeliveryTests.sources, extra: """
+            admin: { listen: "127.0.0.1:0", token: "${env:ADMIN_TOKEN}" },
+            destinations: {
+              "vendor": { adapter: "generic", url: "\(sink.baseURL)/hook", \(retry) },
+            },
+            routes: [ { from: "shop", when: { status: ["shipped", "cancelled"] }, to: ["vendor"] } ],
+            """, environment: env)
+    }
+
+    static func get(_ relay: RunningRelay, _ target: String, token: String? = AdminTests.token) throws -> Response {
+        try Client(port: relay.service.adminPort!).request("GET", target, headers: token.map { [("Authorization", "Bearer \($0)")] } ?? [])
+    }
+
+    static func post(_ relay: RunningRelay, _ target: String) throws -> Response {
+        try Client(port: relay.service.adminPort!).request("POST", target, headers: [("Authorization", "Bearer \(token)")], body: [])
+    }
+
+    @Test("the token is required (401 without it or with a wrong one); /healthz answers without it; /readyz with it")
+    func auth() throws {
+        let sink = try DeliveryTests.startSink()
+        defer { sink.stop() }
+        let relay = try Self.relay(sink)
+        defer { relay.stop() }
+        #expect(try Self.get(relay, "/v1/events", token: nil).status == 401)
+        let wrong = try Self.get(relay, "/v1/events", token: "nope")
+        #expect(wrong.status == 401 && wrong.header("WWW-Authenticate") == "Bearer")
+        #expect(try Self.get(relay, "/healthz", token: nil).status == 200)
+        let ready = try Self.get(relay, "/readyz")
+        #expect(ready.status == 200 && ready["status"] == "ready")
+        #expect(try Self.get(relay, "/v1/nothing").status == 404)
+        #expect(try Self.post(relay, "/v1/events").status == 405)
+        #expect(relay.log.contains("admin request refused") && !relay.log.contains(Self.token))
+        // The ingest listener knows nothing of the admin API.
+        #expect(try relay.client.get("/v1/events").status == 404)
+    }
+
+    @Test("events: filters, newest first, cursor pagination; one event with its deliveries and every attempt")
+    func events() throws {
+        let sink = try DeliveryTests.startSink([SinkFault(times: 1, action: .status(503))])
+        defer { sink.stop() }
+        let relay = try Self.relay(sink)
+        defer { relay.stop() }
+        let first = try DeliveryTests.post(relay, "ORD-1", "shipped")
+        let placed = try DeliveryTests.post(relay, "ORD-2", "placed")
+        let third = try DeliveryTests.post(relay, "ORD-3", "shipped")
+        try DeliveryTests.waitForState(relay, first, "vendor", "delivered")
+        try DeliveryTests.waitForState(relay, third, "vendor", "delivered")
+
+        let all = try #require(try Self.get(relay, "/v1/events").json)
+        #expect(all["events"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [third, placed, first])
+        #expect(all["nextCursor"] == .null)
+        let shipped = try #require(try Self.get(relay, "/v1/events?status=shipped&source=shop").json)
+        #expect(shipped["events"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [third, first])
+        let bySubject = try #require(try Self.get(relay, "/v1/events?subject=orderId:ORD-2").json)
+        #expect(bySubject["events"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [placed])
+        // Pages of one, following the cursor.
+        var ids: [String] = []
+        var cursor: String?
+        repeat {
+            let page = try #require(try Self.get(relay, "/v1/events?limit=1" + (cursor.map { "&cursor=\($0)" } ?? "")).json)
+            ids += page["events"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? []
+            cursor = page["nextCursor"]?.stringValue
+        } while cursor != nil
+        #expect(ids == [third, placed, first])
+        #expect(try Self.get(relay, "/v1/events?status=lost").status == 400)
+        #expect(try Self.get(relay, "/v1/events?limit=0").status == 400)
+
+        // One event: the canonical event with its raw body, its delivery, both attempts (503, then 200).
+        let one = try #require(try Self.get(relay, "/v1/events/\(first)").json)
+        #expect(one["event"]?["id"]?.stringValue == first)
+        #expect(one["event"]?["raw"]?["body"]?.stringValue?.contains("ORD-1") == true)
+        let delivery = try #require(one["deliveries"]?.arrayValue?.first)
+        #expect(delivery["destination"]?.stringValue == "vendor" && delivery["state"]?.stringValue == "delivered")
+        #expect(delivery["attemptLog"]?.arrayValue?.compactMap { $0["status"]?.numberValue } == [503, 200])
+        // The event no route sent anywhere has no deliveries.
+        #expect(try Self.get(relay, "/v1/events/\(placed)").json?["deliveries"]?.arrayValue?.isEmpty == true)
+        #expect(try Self.get(relay, "/v1/events/evt_nope").status == 404)
+    }
+
+    @Test("a dead letter, listed, replayed, and delivered at the stand-in; a pending one is not replayed")
+    func replay() throws {
+        let sink = try DeliveryTests.startSink([SinkFault(times: 1, action: .status(422))])
+        defer { sink.stop() }
+        let relay = try Self.relay(sink)
+        defer { relay.stop() }
+        let id = try DeliveryTests.post(relay, "ORD-9", "shipped")
+        let dead = try DeliveryTests.waitForState(relay, id, "vendor", "dead")
+        let list = try #require(try Self.get(relay, "/v1/deliveries?state=dead").json)
+        #expect(list["deliveries"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [dead.id])
+        #expect(list["deliveries"]?.arrayValue?.first?["lastError"]?.stringValue == "HTTP 422")
+
+        let replayed = try Self.post(relay, "/v1/deliveries/\(dead.id)/replay")
+        #expect(replayed.status == 202, "\(replayed)")
+        #expect(replayed.json?["previousState"]?.stringValue == "dead")
+        let delivered = try DeliveryTests.waitForState(relay, id, "vendor", "delivered")
+        #expect(delivered.attempts == 2)
+        #expect(sink.requests(path: "/hook").map(\.status) == [422, 200])
+        #expect(sink.requests(path: "/hook").map { $0.headers["Idempotency-Key"] } == [dead.id, dead.id])
+        #expect(try Self.get(relay, "/v1/deliveries?state=dead").json?["deliveries"]?.arrayValue?.isEmpty == true)
+        #expect(relay.log.contains("delivery replayed"))
+
+        #expect(try Self.post(relay, "/v1/deliveries/dlv_nope/replay").status == 404)
+        #expect(try Self.get(relay, "/v1/deliveries?state=gone").status == 400)
+    }
+
+    @Test("a delivery still pending or in flight is not replayed (409)")
+    func replayPending() throws {
+        let sink = try DeliveryTests.startSink([SinkFault(action: .status(503))])
+        defer { sink.stop() }
+        let relay = try Self.relay(sink, retry: #"retry: { schedule: ["1h"], jitter: "none" }"#)
+        defer { relay.stop() }
+        let id = try DeliveryTests.post(relay, "ORD-5", "shipped")
+        try DeliveryTests.eventually("a first attempt") { (try DeliveryTests.delivery(relay, id, "vendor")).attempts == 1 }
+        let d = try DeliveryTests.delivery(relay, id, "vendor")
+        let r = try Self.post(relay, "/v1/deliveries/\(d.id)/replay")
+        #expect(r.status == 409, "\(r)")
+    }
+
+    @Test("the routing table as loaded, with adapters and auth schemes (never their secrets)")
+    func routes() throws {
+        let sink = try DeliveryTests.startSink()
+        defer { sink.stop() }
+        let relay = try Self.relay(sink)
+        defer { relay.stop() }
+        let r = try #require(try Self.get(relay, "/v1/routes").json)
+        #expect(r["routes"] == .array([.object(["from": .string("shop"), "to": .array([.string("vendor")]),
+                                                 "statuses": .array([.string("shipped"), .string("cancelled")])])]))
+        #expect(r["destinations"]?["vendor"]?["adapter"]?.stringValue == "generic")
+        #expect(r["sources"]?["shop"]?["verify"]?.stringValue == "none")
+    }
+
+    @Test("configuration: a non-loopback admin listener needs a token; a bad listen address is named")
+    func config() {
+        func problems(_ admin: String) -> [String] {
+            let text = relayConfigText(dbPath: "/tmp/x.db", sources: DeliveryTests.sources, extra: "admin: \(admin),")
+            do {
+                _ = try RelayConfig.parse(Data(text.utf8), registry: BuiltinAdapters.registry, environment: Self.env)
+                return []
+            } catch let e as ConfigError {
+                return e.problems.map(\.description)
+            } catch {
+                return ["\(error)"]
+            }
+        }
+        #expect(problems(#"{ listen: "0.0.0.0:9090" }"#).contains { $0.hasPrefix("admin.token: is required when admin.listen is not a loopback address") })
+        #expect(problems(#"{ listen: "0.0.0.0:9090", token: "${env:ADMIN_TOKEN}" }"#).isEmpty)
+        #expect(problems(#"{ listen: "127.0.0.1:9090" }"#).isEmpty)
+        #expect(problems(#"{ listen: "nowhere" }"#).contains { $0.hasPrefix("admin.listen:") })
+        #expect(problems(#"{ listen: "127.0.0.1:9090", token: "inline" }"#).contains { $0.hasPrefix("admin.token: secrets must be a reference") })
+    }
+}
