@@ -141,6 +141,56 @@ struct AdminTests {
         #expect(r["sources"]?["shop"]?["verify"]?.stringValue == "none")
     }
 
+    @Test("GET /metrics: ingest counters, delivery outcomes, latency histogram, circuit state, queue depth and age")
+    func metrics() throws {
+        let sink = try DeliveryTests.startSink([SinkFault(path: "/hook", times: 1, action: .status(503))])
+        defer { sink.stop() }
+        let relay = try RunningRelay(sources: DeliveryTests.sources, extra: """
+            admin: { listen: "127.0.0.1:0", token: "${env:ADMIN_TOKEN}" },
+            destinations: {
+              "vendor": { adapter: "generic", url: "\(sink.baseURL)/hook", retry: { schedule: ["50ms"], jitter: "none" } },
+              "down": { adapter: "generic", url: "http://127.0.0.1:\(SecretHygieneTests.closedPort())/x", retry: { schedule: ["1h"], jitter: "none" } },
+            },
+            routes: [ { from: "shop", to: ["vendor"] }, { from: "shop", when: { status: "cancelled" }, to: ["down"] } ],
+            """, environment: Self.env)
+        defer { relay.stop() }
+        let a = try DeliveryTests.post(relay, "ORD-1", "shipped")
+        try DeliveryTests.waitForState(relay, a, "vendor", "delivered")
+        _ = try relay.client.post("/v1/hooks/shop", json: "{not json")
+        let body = #"{"id":"ORD-2","state":"cancelled"}"#
+        let b = try expectAccepted(try relay.client.post("/v1/hooks/shop", json: body))
+        #expect(try relay.client.post("/v1/hooks/shop", json: body).status == 200)
+        try DeliveryTests.waitForState(relay, b, "vendor", "delivered")
+        try DeliveryTests.eventually("the attempt at the down destination") { (try DeliveryTests.delivery(relay, b, "down")).attempts == 1 }
+        usleep(20_000)
+
+        let r = try Self.get(relay, "/metrics")
+        #expect(r.status == 200 && r.header("Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
+        let lines = Set(r.text.split(separator: "\n").map(String.init))
+        for want in [
+            #"relay_webhooks_received_total{source="shop"} 4"#,
+            #"relay_webhooks_rejected_total{reason="unparsable",source="shop"} 1"#,
+            #"relay_webhooks_duplicate_total{source="shop"} 1"#,
+            #"relay_events_committed_total{source="shop"} 2"#,
+            #"relay_deliveries_total{destination="vendor",outcome="retry"} 1"#,
+            #"relay_deliveries_total{destination="vendor",outcome="delivered"} 2"#,
+            #"relay_deliveries_total{destination="down",outcome="retry"} 1"#,
+            #"relay_attempt_duration_seconds_count{destination="vendor"} 3"#,
+            #"relay_attempt_duration_seconds_bucket{destination="vendor",le="+Inf"} 3"#,
+            #"relay_queue_depth{destination="vendor"} 0"#,
+            #"relay_queue_depth{destination="down"} 1"#,
+            #"relay_deliveries_dead{destination="vendor"} 0"#,
+            "# TYPE relay_attempt_duration_seconds histogram",
+            "# TYPE relay_webhooks_received_total counter",
+        ] {
+            #expect(lines.contains(want), "missing: \(want)")
+        }
+        let age = lines.first { $0.hasPrefix(#"relay_queue_oldest_age_seconds{destination="down"} "#) }
+        #expect(age.flatMap { Double($0.split(separator: " ").last!) }.map { $0 > 0 } == true, "\(age ?? "no age")")
+        #expect(lines.contains { $0.hasPrefix(#"relay_circuit_open{destination="down"} "#) })
+        #expect(try Self.get(relay, "/metrics", token: nil).status == 401)
+    }
+
     @Test("configuration: a non-loopback admin listener needs a token; a bad listen address is named")
     func config() {
         func problems(_ admin: String) -> [String] {

@@ -30,8 +30,11 @@ public final class AdminAPI: Sendable {
     let token: Secret?
     let wake: @Sendable () -> Void
     let log: Logger
+    let metrics: Metrics
 
-    public init(store: SQLiteStore, config: RelayConfig, token: Secret?, log: Logger, wake: @escaping @Sendable () -> Void) {
+    public init(store: SQLiteStore, config: RelayConfig, token: Secret?, log: Logger, metrics: Metrics = Metrics(),
+                wake: @escaping @Sendable () -> Void) {
+        self.metrics = metrics
         self.store = store
         self.config = config
         self.token = token
@@ -67,6 +70,7 @@ public final class AdminAPI: Sendable {
             }
             switch parts.count {
             case 1 where parts[0] == "readyz": return try route("GET", try readyz())
+            case 1 where parts[0] == "metrics": return try route("GET", try metricsText())
             case 2 where parts == ["v1", "events"]: return try route("GET", try events(query))
             case 3 where parts[0] == "v1" && parts[1] == "events": return try route("GET", try event(parts[2]))
             case 2 where parts == ["v1", "deliveries"]: return try route("GET", try deliveries(query))
@@ -96,6 +100,46 @@ public final class AdminAPI: Sendable {
         }
         _ = try store.performAndWait(durable: false) { db in try db.scalarText("SELECT 1") }
         return .json(200, #"{"status":"ready"}"#)
+    }
+
+    /// `GET /metrics`: Prometheus text; queue depth, oldest waiting age and dead letters per destination read from
+    /// the store at scrape time; token fetches from each destination's auth.
+    func metricsText() throws -> HTTPResponse {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let queue = try store.read { db -> [(String, Double, Double, Double)] in
+            let s = try db.statement("""
+                SELECT destination, sum(state IN ('pending', 'in_flight')),
+                       min(CASE WHEN state IN ('pending', 'in_flight') THEN created_at END), sum(state = 'dead')
+                FROM deliveries WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY destination
+                """)
+            defer { s.reset() }
+            var out: [(String, Double, Double, Double)] = []
+            while try s.step() {
+                let oldest = s.text(2).flatMap { Int64($0) }.map { Double(max(0, now - $0)) / 1000 } ?? 0
+                out.append((s.text(0) ?? "", Double(s.int(1)), oldest, Double(s.int(3))))
+            }
+            return out
+        }
+        var gauges: [(name: String, labels: [String: String], value: Double)] = []
+        var seen = Set<String>()
+        for (destination, depth, oldest, dead) in queue {
+            seen.insert(destination)
+            gauges.append(("relay_queue_depth", ["destination": destination], depth))
+            gauges.append(("relay_queue_oldest_age_seconds", ["destination": destination], oldest))
+            gauges.append(("relay_deliveries_dead", ["destination": destination], dead))
+        }
+        for name in config.destinations.keys.sorted() where !seen.contains(name) {
+            gauges.append(("relay_queue_depth", ["destination": name], 0))
+            gauges.append(("relay_queue_oldest_age_seconds", ["destination": name], 0))
+            gauges.append(("relay_deliveries_dead", ["destination": name], 0))
+        }
+        for (name, d) in config.destinations.sorted(by: { $0.key < $1.key }) {
+            if let auth = d.auth, auth.tokenFetches > 0 || auth.scheme.contains("oauth2") || auth.scheme.contains("capillary") {
+                gauges.append(("relay_token_fetches_total", ["destination": name], Double(auth.tokenFetches)))
+            }
+        }
+        return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                            body: Array(metrics.prometheusText(extraGauges: gauges).utf8))
     }
 
     /// `GET /v1/events?source=&type=&status=&subject=key:value&since=&until=&cursor=&limit=`: newest first.

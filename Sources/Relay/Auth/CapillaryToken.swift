@@ -28,6 +28,8 @@ public struct CapillaryTokenAuth: OutboundAuth {
         cache.invalidate(sentAt: TokenCache.sentAt(response))
     }
 
+    public var tokenFetches: Int { cache.fetchCount }
+
     public var redactions: [String] { [key.value, secret.value] + (cache.currentToken.map { [$0] } ?? []) }
 
     /// `POST url`, `{"key": ..., "secret": ...}`.

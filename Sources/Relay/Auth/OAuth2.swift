@@ -60,6 +60,8 @@ public struct OAuth2Auth: OutboundAuth {
         cache.invalidate(sentAt: TokenCache.sentAt(response))
     }
 
+    public var tokenFetches: Int { cache.fetchCount }
+
     public var redactions: [String] {
         var out = cache.currentToken.map { [$0] } ?? []
         switch clientAuthentication {

@@ -45,11 +45,14 @@ public protocol OutboundAuth: Sendable {
     /// Credential values (secrets, the current token) to blank out of anything stored or logged about an attempt:
     /// a destination that echoes the token it refused must not get it into the store.
     var redactions: [String] { get }
+    /// Token requests made so far (token schemes; 0 for the others), for metrics.
+    var tokenFetches: Int { get }
 }
 
 extension OutboundAuth {
     public func invalidate(after response: OutboundResponse) -> Bool { false }
     public var redactions: [String] { [] }
+    public var tokenFetches: Int { 0 }
 
     /// `text` with every credential value replaced by `***` (values under 4 characters are left alone).
     public func redact(_ text: String) -> String {
@@ -83,6 +86,7 @@ public struct CombinedAuth: OutboundAuth {
     }
 
     public var redactions: [String] { parts.flatMap(\.redactions) }
+    public var tokenFetches: Int { parts.reduce(0) { $0 + $1.tokenFetches } }
 
     public func invalidate(after response: OutboundResponse) -> Bool {
         // Every part is told (no short-circuit): two token schemes on one destination both drop their tokens.

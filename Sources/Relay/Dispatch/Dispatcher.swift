@@ -85,6 +85,7 @@ public final class Dispatcher: @unchecked Sendable {
     let correlationKeys: Set<String>
     /// Each source's correlation scope (absent: the source's name).
     let sourceScopes: [String: String]
+    let metrics: Metrics?
     private var lanes: [String: Lane] = [:]          // the loop thread's
     private let inbox = Mutex(Inbox())
     private let signal = DispatchSemaphore(value: 0)
@@ -92,7 +93,8 @@ public final class Dispatcher: @unchecked Sendable {
     private var thread: Thread?
 
     public init(store: SQLiteStore, client: HTTPClient, destinations: [Destination], log: Logger,
-                correlationKeys: Set<String> = [], sourceScopes: [String: String] = [:]) {
+                correlationKeys: Set<String> = [], sourceScopes: [String: String] = [:], metrics: Metrics? = nil) {
+        self.metrics = metrics
         self.store = store
         self.correlationKeys = correlationKeys
         self.sourceScopes = sourceScopes
@@ -501,6 +503,7 @@ public final class Dispatcher: @unchecked Sendable {
             if !learned.isEmpty, let event = f.events.first {
                 links.append((lane.destination.correlationScope, event.subject.merging(learned) { _, new in new }))
             }
+            if f.result != nil { metrics?.observe("relay_attempt_duration_seconds", ["destination": f.destination], seconds: now - f.startedAt) }
             // The circuit learns from the answer as a whole.
             if f.translateFailure == nil {
                 switch classification {
@@ -510,6 +513,7 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             }
             lanes[f.destination] = lane
+            metrics?.set("relay_circuit_open", ["destination": f.destination], lane.breaker.state == .closed ? 0 : 1)
             let policy = lane.destination.policy
             for (i, claim) in f.claims.enumerated() {
                 let attempts = claim.attempts + 1
@@ -544,6 +548,16 @@ public final class Dispatcher: @unchecked Sendable {
                 }
                 records.append((claim.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
                                                         error: itemError, response: storedResponse), result, progress))
+                if let metrics {
+                    let outcome: String
+                    switch result {
+                    case .delivered: outcome = "delivered"
+                    case .retry: outcome = "retry"
+                    case .dead: outcome = "dead"
+                    case .skipped: outcome = "skipped"
+                    }
+                    metrics.increment("relay_deliveries_total", ["destination": f.destination, "outcome": outcome])
+                }
                 switch result {
                 case .delivered:
                     log.debug("delivered", ["deliveryId": claim.id, "destination": f.destination, "status": status.map(String.init) ?? ""])

@@ -12,9 +12,11 @@ public final class Ingest: Sendable {
 
     /// Called once an event with deliveries is durable (the dispatcher's cue).
     let committed: @Sendable () -> Void
+    let metrics: Metrics?
 
     public init(sources: [String: SourceSettings], router: Router = Router(routes: []), store: any EventStore, log: Logger,
-                committed: @escaping @Sendable () -> Void = {}) {
+                metrics: Metrics? = nil, committed: @escaping @Sendable () -> Void = {}) {
+        self.metrics = metrics
         self.sources = sources
         self.router = router
         self.store = store
@@ -81,8 +83,10 @@ public final class Ingest: Sendable {
             return
         }
         let now = Date()
+        metrics?.increment("relay_webhooks_received_total", ["source": name])
         switch source.verifier.verify(request, now: now) {
         case .rejected(let reason):
+            metrics?.increment("relay_webhooks_rejected_total", ["source": name, "reason": "unauthorized"])
             log.warn("signature rejected", ["requestId": requestID, "source": name, "scheme": source.verifier.scheme,
                                             "reason": reason, "remote": request.remoteAddress])
             responder.respond(withID(.error(401, "unauthorized", ["reason": reason]), requestID))
@@ -103,6 +107,7 @@ public final class Ingest: Sendable {
         let payload: LazyPayload
         switch Self.parse(request.body, contentType: contentType) {
         case .failure(let e):
+            metrics?.increment("relay_webhooks_rejected_total", ["source": source.name, "reason": e.status == 415 ? "unsupported" : "unparsable"])
             reject(e.status, e.status == 415 ? "unsupported media type" : "unparsable body", e.reason)
             return
         case .success(let p):
@@ -114,6 +119,7 @@ public final class Ingest: Sendable {
         do {
             normalized = try source.adapter.normalize(webhook)
         } catch {
+            metrics?.increment("relay_webhooks_rejected_total", ["source": source.name, "reason": "unnormalizable"])
             reject(error.status, "cannot normalise webhook", error.reason)
             return
         }
@@ -129,6 +135,7 @@ public final class Ingest: Sendable {
         store.commit(event, deliveries: destinations) { result in
             switch result {
             case .success(.inserted(let id)):
+                self.metrics?.increment("relay_events_committed_total", ["source": source.name])
                 if !destinations.isEmpty { self.committed() }
                 if log.enabled(.info) {
                     log.info("webhook accepted", ["requestId": requestID, "source": source.name, "eventId": id,
@@ -137,10 +144,12 @@ public final class Ingest: Sendable {
                 }
                 responder.respond(.json(202, "{\"eventId\":\"\(id)\"}", headers: [("X-Request-Id", requestID)]))
             case .success(.duplicate(let id)):
+                self.metrics?.increment("relay_webhooks_duplicate_total", ["source": source.name])
                 log.info("duplicate webhook", ["requestId": requestID, "source": source.name, "eventId": id])
                 responder.respond(.json(200, "{\"eventId\":\"\(id)\",\"duplicate\":true}",
                                         headers: [("X-Request-Id", requestID)]))
             case .failure(let error):
+                self.metrics?.increment("relay_store_failures_total", ["source": source.name])
                 log.error("store commit failed", ["requestId": requestID, "source": source.name, "error": error.description])
                 responder.respond(.json(503, "{\"error\":\"store unavailable\",\"reason\":\"the event could not be stored durably; retry later\"}",
                                         headers: [("X-Request-Id", requestID), ("Retry-After", "5")]))

@@ -5,6 +5,8 @@ public final class RelayService: Sendable {
     public let config: RelayConfig
     public let log: Logger
     public let store: SQLiteStore
+    /// Counters and histograms (`GET /metrics` on the admin listener).
+    public let metrics = Metrics()
     let server: HTTPServer
     let adminServer: HTTPServer?
     let ingest: Ingest
@@ -24,11 +26,12 @@ public final class RelayService: Sendable {
             dispatcher = Dispatcher(store: store, client: client, destinations: config.destinations.values.map {
                 Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy,
                                        correlationScope: $0.correlationScope, auth: $0.auth, clientTLS: $0.clientTLS)
-            }, log: log, correlationKeys: config.store.correlationKeys, sourceScopes: config.store.correlationScopes)
+            }, log: log, correlationKeys: config.store.correlationKeys, sourceScopes: config.store.correlationScopes,
+               metrics: metrics)
         }
         let dispatcher = self.dispatcher
         let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log,
-                            committed: { dispatcher?.wake() })
+                            metrics: metrics, committed: { dispatcher?.wake() })
         self.ingest = ingest
         server = HTTPServer(options: config.server.http,
                             preflight: { method, path, headers in
@@ -36,7 +39,8 @@ public final class RelayService: Sendable {
                             },
                             handler: { request, responder in ingest.handle(request, responder) })
         if let admin = config.admin {
-            let api = AdminAPI(store: store, config: config, token: admin.token, log: log, wake: { dispatcher?.wake() })
+            let api = AdminAPI(store: store, config: config, token: admin.token, log: log, metrics: metrics,
+                               wake: { dispatcher?.wake() })
             adminServer = HTTPServer(options: admin.http) { request, responder in api.handle(request, responder) }
         } else {
             adminServer = nil
