@@ -191,6 +191,66 @@ struct AdminTests {
         #expect(try Self.get(relay, "/metrics", token: nil).status == 401)
     }
 
+    @Test("pause holds a destination's deliveries (also across a restart); resume sends them")
+    func pauseResume() throws {
+        let dir = try TempDir("relay-admin-pause")
+        defer { dir.remove() }
+        let sink = try DeliveryTests.startSink()
+        defer { sink.stop() }
+        let extra = """
+            admin: { listen: "127.0.0.1:0", token: "${env:ADMIN_TOKEN}" },
+            destinations: { "vendor": { adapter: "generic", url: "\(sink.baseURL)/hook" } },
+            routes: [ { from: "shop", to: ["vendor"] } ],
+            """
+        var ids: [String] = []
+        do {
+            let relay = try RunningRelay(sources: DeliveryTests.sources, extra: extra, environment: Self.env, in: dir, logName: "first.log")
+            defer { relay.stop() }
+            let paused = try Self.post(relay, "/v1/destinations/vendor/pause")
+            #expect(paused.status == 200 && paused.json?["paused"] == .bool(true))
+            #expect(try Self.post(relay, "/v1/destinations/nope/pause").status == 404)
+            ids.append(try DeliveryTests.post(relay, "ORD-1", "shipped"))
+            usleep(300_000)
+            #expect(sink.requests().isEmpty, "nothing goes out while paused")
+            #expect(try Self.get(relay, "/v1/routes").json?["destinations"]?["vendor"]?["paused"] == .bool(true))
+        }
+        // Still paused after a restart.
+        let relay = try RunningRelay(sources: DeliveryTests.sources, extra: extra, environment: Self.env, in: dir, logName: "second.log")
+        defer { relay.stop() }
+        ids.append(try DeliveryTests.post(relay, "ORD-2", "shipped"))
+        usleep(300_000)
+        #expect(sink.requests().isEmpty, "paused across the restart")
+        #expect(try Self.post(relay, "/v1/destinations/vendor/resume").status == 200)
+        for id in ids { try DeliveryTests.waitForState(relay, id, "vendor", "delivered") }
+        #expect(sink.requests().count == 2)
+    }
+
+    @Test("bulk replay: a dry run counts, the real run queues every matching dead letter again")
+    func bulkReplay() throws {
+        let sink = try DeliveryTests.startSink([SinkFault(times: 3, action: .status(422))])
+        defer { sink.stop() }
+        let relay = try Self.relay(sink)
+        defer { relay.stop() }
+        let ids = try (1...3).map { try DeliveryTests.post(relay, "ORD-\($0)", "shipped") }
+        for id in ids { try DeliveryTests.waitForState(relay, id, "vendor", "dead") }
+        func replay(_ body: String) throws -> Response {
+            try Client(port: relay.service.adminPort!).request("POST", "/v1/replay",
+                                                               headers: [("Authorization", "Bearer \(Self.token)")], body: Array(body.utf8))
+        }
+        let dry = try replay(#"{"state":"dead","destination":"vendor"}"#)
+        #expect(dry.status == 200 && dry.json?["matched"]?.numberValue == 3 && dry.json?["replayed"]?.numberValue == 0)
+        #expect(try replay(#"{"destination":"other"}"#).json?["matched"]?.numberValue == 0)
+        #expect(try replay(#"{"until":"2000-01-01T00:00:00Z"}"#).json?["matched"]?.numberValue == 0)
+        #expect(try replay(#"{"since":"yesterday"}"#).status == 400)
+        #expect(try replay(#"{"state":"pending"}"#).status == 400)
+        #expect(try replay(#"{"destnation":"vendor"}"#).status == 400)
+        #expect(sink.requests().count == 3, "a dry run sends nothing")
+        let real = try replay(#"{"state":"dead","dryRun":false}"#)
+        #expect(real.status == 202 && real.json?["replayed"]?.numberValue == 3)
+        for id in ids { try DeliveryTests.waitForState(relay, id, "vendor", "delivered") }
+        #expect(sink.requests().map(\.status) == [422, 422, 422, 200, 200, 200])
+    }
+
     @Test("configuration: a non-loopback admin listener needs a token; a bad listen address is named")
     func config() {
         func problems(_ admin: String) -> [String] {

@@ -44,7 +44,7 @@ struct MigrationTests {
             return (try db.scalarText("PRAGMA user_version"), claims,
                     try DeliveryQueue.events(db, seqs: claims.map(\.eventSeq), correlationKeys: Correlation.defaultKeys))
         }
-        #expect(version == "3")
+        #expect(version == "4")
         #expect(claimed.map(\.id) == ["dlv_1"])
         #expect(claimed.first?.step == 0 && claimed.first?.values == [:])
         #expect(events[1]?.subject == ["orderId": "O-1", "vendorOrderId": "V-1"], "the old event is completed from a new link")

@@ -31,10 +31,17 @@ public final class AdminAPI: Sendable {
     let wake: @Sendable () -> Void
     let log: Logger
     let metrics: Metrics
+    /// Pauses (true) or resumes a destination; false when there is no such destination.
+    let setPaused: @Sendable (String, Bool) throws -> Bool
+    let pausedNow: @Sendable () -> Set<String>
 
     public init(store: SQLiteStore, config: RelayConfig, token: Secret?, log: Logger, metrics: Metrics = Metrics(),
+                setPaused: @escaping @Sendable (String, Bool) throws -> Bool = { _, _ in false },
+                paused: @escaping @Sendable () -> Set<String> = { [] },
                 wake: @escaping @Sendable () -> Void) {
         self.metrics = metrics
+        self.setPaused = setPaused
+        self.pausedNow = paused
         self.store = store
         self.config = config
         self.token = token
@@ -77,6 +84,9 @@ public final class AdminAPI: Sendable {
             case 4 where parts[0] == "v1" && parts[1] == "deliveries" && parts[3] == "replay":
                 return try route("POST", try replay(parts[2]))
             case 2 where parts == ["v1", "routes"]: return try route("GET", routes())
+            case 2 where parts == ["v1", "replay"]: return try route("POST", try bulkReplay(request.body))
+            case 4 where parts[0] == "v1" && parts[1] == "destinations" && (parts[3] == "pause" || parts[3] == "resume"):
+                return try route("POST", try pause(parts[2], parts[3] == "pause"))
             default: return HTTPResponse.error(404, "not found")
             }
         } catch let e as AdminError {
@@ -258,6 +268,63 @@ public final class AdminAPI: Sendable {
                                             "previousState": .string(String(outcome.dropFirst("replayed from ".count)))]).jsonString())
     }
 
+    /// `POST /v1/destinations/{name}/pause|resume`.
+    func pause(_ name: String, _ pause: Bool) throws -> HTTPResponse {
+        guard try setPaused(name, pause) else { throw AdminError(status: 404, message: "no destination \(name)") }
+        return .json(200, JSONValue.object(["destination": .string(name), "paused": .bool(pause)]).jsonString())
+    }
+
+    /// `POST /v1/replay` `{"state": "dead", "destination": "...", "since": RFC3339, "until": RFC3339, "dryRun": true}`:
+    /// how many finished deliveries match (`dryRun`, the default), or queue them all again, due now.
+    func bulkReplay(_ body: [UInt8]) throws -> HTTPResponse {
+        let json = body.isEmpty ? JSONValue.object([:]) : ((try? JSONParser.parse(body)) ?? .null)
+        guard let o = json.objectValue else { throw AdminError(status: 400, message: "expected a JSON object: {state, destination, since, until, dryRun}") }
+        let allowed: Set<String> = ["state", "destination", "since", "until", "dryRun"]
+        if let unknown = o.keys.first(where: { !allowed.contains($0) }) { throw AdminError(status: 400, message: "unknown key \(unknown)") }
+        let state = o["state"]?.stringValue ?? "dead"
+        guard ["dead", "skipped", "superseded", "delivered"].contains(state) else {
+            throw AdminError(status: 400, message: "state: dead, skipped, superseded or delivered")
+        }
+        var clauses = ["state = ?"]
+        var args: [String] = [state]
+        if let d = o["destination"]?.stringValue { clauses.append("destination = ?"); args.append(d) }
+        for (key, op) in [("since", ">="), ("until", "<")] {
+            guard let v = o[key] else { continue }
+            guard let text = v.stringValue, let date = Self.rfc3339(text) else {
+                throw AdminError(status: 400, message: "\(key): an RFC 3339 time such as 2026-11-20T10:00:00Z")
+            }
+            clauses.append("finished_at \(op) ?"); args.append(String(Int64(date.timeIntervalSince1970 * 1000)))
+        }
+        let dryRun = o["dryRun"]?.boolValue ?? true
+        let clause = clauses.joined(separator: " AND "), boundArgs = args
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let count = try store.performAndWait { db -> Int in
+            let sql = dryRun ? "SELECT count(*) FROM deliveries WHERE \(clause)"
+                : "UPDATE deliveries SET state = 'pending', next_attempt_at = \(now), finished_at = NULL, lease_until = NULL, claimed_by = NULL WHERE \(clause)"
+            let s = try db.statement(sql)
+            defer { s.reset() }
+            for (i, a) in boundArgs.enumerated() { try s.bind(Int32(i + 1), a) }
+            if dryRun { _ = try s.step(); return Int(s.int(0)) }
+            try s.step()
+            return db.changes
+        }
+        if !dryRun {
+            log.info("deliveries replayed in bulk", ["count": String(count), "state": state,
+                                                      "destination": o["destination"]?.stringValue ?? "*"])
+            if count > 0 { wake() }
+        }
+        return .json(dryRun ? 200 : 202, JSONValue.object(["matched": .number(Double(count)), "dryRun": .bool(dryRun),
+                                                            "replayed": .number(Double(dryRun ? 0 : count))]).jsonString())
+    }
+
+    static func rfc3339(_ text: String) -> Date? {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = f.date(from: text) { return d }
+        f.formatOptions = [.withInternetDateTime]
+        return f.date(from: text)
+    }
+
     /// `GET /v1/routes`: the routing table as loaded, with each destination's adapter.
     func routes() -> HTTPResponse {
         var routes: [JSONValue] = []
@@ -271,6 +338,7 @@ public final class AdminAPI: Sendable {
         let destinations = config.destinations.mapValues { d -> JSONValue in
             var o: [String: JSONValue] = ["adapter": .string(d.adapterName)]
             if let auth = d.auth { o["auth"] = .string(auth.scheme) }
+            o["paused"] = .bool(pausedNow().contains(d.name))
             return .object(o)
         }
         return .json(200, JSONValue.object(["routes": .array(routes), "sources": .object(sources),

@@ -88,6 +88,10 @@ public final class Dispatcher: @unchecked Sendable {
     let metrics: Metrics?
     private var lanes: [String: Lane] = [:]          // the loop thread's
     private let inbox = Mutex(Inbox())
+    /// Destinations an operator paused: nothing is claimed for them until resumed (kept in the store too).
+    private let paused = Mutex<Set<String>>([])
+    /// The configured destinations (immutable: readable from any thread, unlike `lanes`).
+    let destinationNames: Set<String>
     private let signal = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
     private var thread: Thread?
@@ -95,6 +99,7 @@ public final class Dispatcher: @unchecked Sendable {
     public init(store: SQLiteStore, client: HTTPClient, destinations: [Destination], log: Logger,
                 correlationKeys: Set<String> = [], sourceScopes: [String: String] = [:], metrics: Metrics? = nil) {
         self.metrics = metrics
+        destinationNames = Set(destinations.map(\.name))
         self.store = store
         self.correlationKeys = correlationKeys
         self.sourceScopes = sourceScopes
@@ -121,11 +126,48 @@ public final class Dispatcher: @unchecked Sendable {
             try DeliveryQueue.releaseExpiredLeases(db, nowMillis: Int64.max)
         }
         if released > 0 { log.info("deliveries returned to the queue", ["count": String(released)]) }
+        let pausedNames = try store.read { db -> [String] in
+            let s = try db.statement("SELECT name FROM paused_destinations ORDER BY name")
+            defer { s.reset() }
+            var out: [String] = []
+            while try s.step() { if let n = s.text(0) { out.append(n) } }
+            return out
+        }
+        paused.withLock { $0 = Set(pausedNames) }
+        for name in pausedNames { log.warn("destination paused (by an operator, before this start)", ["destination": name]) }
         let t = Thread { [self] in self.loop() }
         t.name = "relay-dispatch"
         thread = t
         t.start()
     }
+
+    /// Pauses or resumes a destination (durably: the store remembers it across restarts). False when no such
+    /// destination exists. Attempts in flight finish; nothing new is claimed while paused.
+    public func setPaused(_ name: String, _ pause: Bool) throws -> Bool {
+        guard destinationNames.contains(name) else { return false }
+        let now = Self.wallMillis()
+        try store.performAndWait { db in
+            if pause {
+                let s = try db.statement("INSERT INTO paused_destinations (name, since) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+                defer { s.reset() }
+                try s.bind(1, name)
+                try s.bind(2, now)
+                try s.step()
+            } else {
+                let s = try db.statement("DELETE FROM paused_destinations WHERE name = ?")
+                defer { s.reset() }
+                try s.bind([name])
+                try s.step()
+            }
+        }
+        paused.withLock { if pause { $0.insert(name) } else { $0.remove(name) } }
+        log.warn(pause ? "destination paused" : "destination resumed", ["destination": name])
+        if !pause { wake() }
+        return true
+    }
+
+    /// The destinations paused now.
+    public var pausedDestinations: Set<String> { paused.withLock { $0 } }
 
     /// New deliveries were committed: look at the queue now.
     public func wake() {
@@ -185,6 +227,7 @@ public final class Dispatcher: @unchecked Sendable {
                 lane.refilledAt = now
             }
             if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
+            if paused.withLock({ $0.contains(name) }) { continue }
             if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); continue }
             if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
                 // Due now: give the statuses queued together a moment to join one request.

@@ -40,6 +40,8 @@ public final class RelayService: Sendable {
                             handler: { request, responder in ingest.handle(request, responder) })
         if let admin = config.admin {
             let api = AdminAPI(store: store, config: config, token: admin.token, log: log, metrics: metrics,
+                               setPaused: { name, pause in try dispatcher?.setPaused(name, pause) ?? false },
+                               paused: { dispatcher?.pausedDestinations ?? [] },
                                wake: { dispatcher?.wake() })
             adminServer = HTTPServer(options: admin.http) { request, responder in api.handle(request, responder) }
         } else {

@@ -236,6 +236,18 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                 COMMIT;
                 """)
         }
+        if version < 4 {
+            // Destinations an operator paused (admin API): still paused after a restart.
+            try db.execute("""
+                BEGIN IMMEDIATE;
+                CREATE TABLE IF NOT EXISTS paused_destinations (
+                    name            TEXT PRIMARY KEY,
+                    since           INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                PRAGMA user_version = 4;
+                COMMIT;
+                """)
+        }
     }
 
     public func commit(_ event: CanonicalEvent, deliveries destinations: [String],
