@@ -20,6 +20,11 @@ enum Command {
                      [--body-file F] [--nonce N --timestamp T]
                                         print the OAuth 1.0a Authorization header the relay would send
                                         (relay sign with no arguments lists every option)
+          relay events [show ID] ...    events from the admin API (filters, --json)
+          relay deliveries ...          deliveries by state or destination (--state dead)
+          relay replay ID | --state dead [--yes]
+                                        queue a delivery again, or every match of a filter (dry run without --yes)
+                                        (relay events --help: every option)
           relay version                 print the version
 
         environment:
@@ -97,7 +102,7 @@ enum Command {
         }
         let rest = Array(args.dropFirst())
         if rest.contains("--help") || rest.contains("-h") || verb == "help" || verb == "--help" || verb == "-h" {
-            print(verb == "simulate" ? simulateUsage : usage)
+            print(verb == "simulate" ? simulateUsage : ["events", "deliveries", "replay"].contains(verb) ? AdminCommands.usage : usage)
             return 0
         }
         switch verb {
@@ -115,6 +120,12 @@ enum Command {
             return simulate(rest)
         case "sign":
             return Sign.run(rest)
+        case "events":
+            return AdminCommands.events(rest)
+        case "deliveries":
+            return AdminCommands.deliveries(rest)
+        case "replay":
+            return AdminCommands.replay(rest)
         default:
             fail("relay: unknown command \"\(verb)\"\n\n\(usage)")
             return 2
