@@ -4,10 +4,12 @@
 #   make deps        the C libraries the Swift package links (apt, only what is missing)
 #   make build       swift build (debug, .build/)
 #   make run         deps + build + serve config/relay.json5 from the repo root
-#   make test        deps + test deps + swift test + the interop suite + the crash test
+#   make test        deps + test deps + swift test + the interop suite + the crash test + container-check
 #   make test-deps   deps + openssl + a Python venv (.venv) with standardwebhooks, stripe, pytest, requests
 #   make interop     pytest Tests/interop against .build/debug/relay (or $RELAY_BINARY, then no build)
 #   make crash-test  Tests/crash/run: SIGKILLs the relay while webhooks arrive; every 2xx must be delivered
+#   make container-check  Tests/container/check-libs: release build (.build-container/) as the Dockerfile does it;
+#                    every library ldd shows must come from the Dockerfile's runtime packages; static Swift stdlib
 #   make bench       bench/run: nginx vs relay under wrk; rewrites docs/benchmarks.md (DURATION=10s), then
 #                    bench/deliveries: delivery rate, latency and memory; rewrites docs/benchmarks-delivery.md
 #   make bench-deliveries   bench/deliveries alone (BENCH_BIG=1: also drains the million-delivery queue)
@@ -25,8 +27,8 @@ SWIFT ?= swift
 PYTHON ?= python3
 VENV := $(ROOT)/.venv
 VENV_PY := $(VENV)/bin/python
-PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client
-PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client
+PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis
+PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis
 
 APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libssl-dev libsqlite3-dev pkg-config
 APT_TEST_DEPS := openssl
@@ -47,7 +49,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: deps build run test test-deps swift-test interop crash-test bench bench-deliveries clean distclean
+.PHONY: deps build run test test-deps swift-test interop crash-test container-check bench bench-deliveries clean distclean
 
 deps:
 	@$(call apt_ensure,$(APT_DEPS))
@@ -89,12 +91,19 @@ interop: test-deps $(if $(RELAY_BINARY),,build)
 crash-test: test-deps $(if $(RELAY_BINARY),,build)
 	cd "$(ROOT)" && RELAY_BINARY="$(or $(RELAY_BINARY),$(ROOT)/.build/debug/relay)" "$(VENV_PY)" Tests/crash/run </dev/null
 
+# The Docker image's runtime stage against the release binary's ldd (Docker itself is not needed): builds
+# `swift build -c release --static-swift-stdlib --product relay` in .build-container/, maps every library to its
+# Debian package, fails on one the runtime stage does not install or on a dynamically linked Swift stdlib.
+container-check: deps
+	cd "$(ROOT)" && SWIFT="$(SWIFT)" Tests/container/check-libs </dev/null
+
 # Every suite runs even when an earlier one fails; the exit status is non-zero if any failed.
 test: deps test-deps build
 	@rc=0; \
 	$(MAKE) -C "$(ROOT)" swift-test || rc=1; \
 	$(MAKE) -C "$(ROOT)" interop RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
 	$(MAKE) -C "$(ROOT)" crash-test RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
+	$(MAKE) -C "$(ROOT)" container-check || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
 
@@ -111,7 +120,7 @@ bench-deliveries: deps
 	cd "$(ROOT)" && bench/deliveries
 
 clean:
-	cd "$(ROOT)" && rm -rf .build .pytest_cache bench/out
+	cd "$(ROOT)" && rm -rf .build .build-container .pytest_cache bench/out
 	find "$(ROOT)/Tests" -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
