@@ -9,7 +9,8 @@ enum Command {
         relay: webhook relay and protocol-translation gateway
 
         usage:
-          relay serve --config FILE     receive, verify and record webhooks (SIGTERM/SIGINT stop gracefully)
+          relay serve --config FILE     receive, verify and record webhooks (SIGTERM/SIGINT stop gracefully;
+                                        SIGHUP reloads the file, keeping the running config if it has problems)
           relay check --config FILE     validate a configuration; lists every problem with its key path
           relay simulate sink [--listen HOST:PORT] [--fault SPEC]...
                                         a stand-in receiver that records requests and injects faults
@@ -175,7 +176,16 @@ enum Command {
         do {
             let service = try RelayService(config: config, log: log)
             try service.start()
-            return service.runUntilSignalled()
+            // SIGHUP: read the file again; a configuration with problems is refused and the running one stays.
+            return service.runUntilSignalled(reload: {
+                do {
+                    return .success(try RelayConfig.load(path: path, registry: BuiltinAdapters.registry))
+                } catch let error as ConfigError {
+                    return .failure(error)
+                } catch {
+                    return .failure(ConfigError(problems: [ConfigProblem(path: "", message: "\(error)")]))
+                }
+            })
         } catch {
             log.error("cannot start", ["error": "\(error)"])
             return 1

@@ -76,4 +76,41 @@ struct AdminCommandTests {
         relay.signal(SIGTERM)
         _ = try relay.waitForExit()
     }
+
+    @Test("SIGHUP reloads the configuration: new routes, destinations and sources apply; a broken file is refused, the old config keeps running")
+    func reload() throws {
+        let dir = try TempDir("relay-reload")
+        defer { dir.remove() }
+        let sink = try DeliveryTests.startSink()
+        defer { sink.stop() }
+        func config(_ destination: String, extraSource: String = "", broken: Bool = false) -> String {
+            relayConfigText(dbPath: dir.file("relay.db"), sources: DeliveryTests.sources + extraSource, extra: """
+                destinations: { "\(destination)": { adapter: "generic", url: "\(sink.baseURL)/\(destination)"\(broken ? ", retry: { schedule: [\"soon\"] }" : "") } },
+                routes: [ { from: "shop", to: ["\(destination)"] } ],
+                """)
+        }
+        let path = try dir.write("relay.json5", config("one"))
+        let relay = try RelayProcess(["serve", "--config", path], dir: dir, label: "serve")
+        defer { relay.killIfRunning() }
+        try relay.waitUntilReady()
+        _ = try expectAccepted(try relay.client.post("/v1/hooks/shop", json: #"{"id":"A","state":"shipped"}"#))
+        try DeliveryTests.eventually("delivery to one") { sink.requests(path: "/one").count == 1 }
+
+        _ = try dir.write("relay.json5", config("two", extraSource: #""later": { adapter: "generic", verify: { none: true } },"#))
+        relay.signal(SIGHUP)
+        _ = try relay.waitForLog("configuration reloaded")
+        _ = try expectAccepted(try relay.client.post("/v1/hooks/shop", json: #"{"id":"B","state":"shipped"}"#))
+        try DeliveryTests.eventually("delivery to two") { sink.requests(path: "/two").count == 1 }
+        _ = try expectAccepted(try relay.client.post("/v1/hooks/later", json: #"{"n":1}"#))
+
+        _ = try dir.write("relay.json5", config("three", broken: true))
+        relay.signal(SIGHUP)
+        let refused = try relay.waitForLog("configuration reload refused: the running configuration stays")
+        #expect(refused["problems"]?.stringValue?.contains("destinations.three.retry.schedule[0]") == true, "\(refused)")
+        _ = try expectAccepted(try relay.client.post("/v1/hooks/shop", json: #"{"id":"C","state":"shipped"}"#))
+        try DeliveryTests.eventually("still delivering to two") { sink.requests(path: "/two").count == 2 }
+        #expect(sink.requests(path: "/one").count == 1 && sink.requests(path: "/three").isEmpty)
+        relay.signal(SIGTERM)
+        #expect(try relay.waitForExit().status == 0)
+    }
 }

@@ -26,7 +26,9 @@ public struct AdminSettings: Sendable {
 /// is a write in the store's writer transaction, followed by a wake of the dispatcher.
 public final class AdminAPI: Sendable {
     let store: SQLiteStore
-    let config: RelayConfig
+    /// The configuration in force (it changes with a reload).
+    let currentConfig: @Sendable () -> RelayConfig
+    var config: RelayConfig { currentConfig() }
     let token: Secret?
     let wake: @Sendable () -> Void
     let log: Logger
@@ -35,7 +37,7 @@ public final class AdminAPI: Sendable {
     let setPaused: @Sendable (String, Bool) throws -> Bool
     let pausedNow: @Sendable () -> Set<String>
 
-    public init(store: SQLiteStore, config: RelayConfig, token: Secret?, log: Logger, metrics: Metrics = Metrics(),
+    public init(store: SQLiteStore, config: @escaping @Sendable () -> RelayConfig, token: Secret?, log: Logger, metrics: Metrics = Metrics(),
                 setPaused: @escaping @Sendable (String, Bool) throws -> Bool = { _, _ in false },
                 paused: @escaping @Sendable () -> Set<String> = { [] },
                 wake: @escaping @Sendable () -> Void) {
@@ -43,7 +45,7 @@ public final class AdminAPI: Sendable {
         self.setPaused = setPaused
         self.pausedNow = paused
         self.store = store
-        self.config = config
+        self.currentConfig = config
         self.token = token
         self.log = log
         self.wake = wake

@@ -15,6 +15,7 @@ public struct ConfigProblem: Sendable, CustomStringConvertible, Equatable {
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
     public let problems: [ConfigProblem]
     public var description: String { problems.map(\.description).joined(separator: "\n") }
+    public init(problems: [ConfigProblem]) { self.problems = problems }
 }
 
 /// A secret from a `${env:NAME}` or `${file:PATH}` reference. Printing it shows `***`, never the value.

@@ -44,6 +44,8 @@ public final class Dispatcher: @unchecked Sendable {
         /// The last claim took all it could: more is waiting, send it without another wait.
         var batchBacklog = false
         var batching: BatchOptions? { (destination.adapter as? any BatchingDestinationAdapter)?.batching }
+        /// Removed by a configuration reload: claims nothing more, dropped once its attempts in flight are recorded.
+        var retired = false
     }
 
     /// One request's end: a delivery (at some step of it), or a batch of deliveries sharing the request.
@@ -74,6 +76,8 @@ public final class Dispatcher: @unchecked Sendable {
         var stopping = false
         /// How long a stop waits for the attempts in flight (`shutdown(timeout:)`).
         var stopTimeout: Double = 10
+        /// A configuration reload's destinations, applied by the loop.
+        var replacement: [Destination]?
     }
 
     let store: SQLiteStore
@@ -90,8 +94,8 @@ public final class Dispatcher: @unchecked Sendable {
     private let inbox = Mutex(Inbox())
     /// Destinations an operator paused: nothing is claimed for them until resumed (kept in the store too).
     private let paused = Mutex<Set<String>>([])
-    /// The configured destinations (immutable: readable from any thread, unlike `lanes`).
-    let destinationNames: Set<String>
+    /// The configured destinations (readable from any thread, unlike `lanes`).
+    private let destinationNames: Mutex<Set<String>>
     private let signal = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
     private var thread: Thread?
@@ -99,7 +103,7 @@ public final class Dispatcher: @unchecked Sendable {
     public init(store: SQLiteStore, client: HTTPClient, destinations: [Destination], log: Logger,
                 correlationKeys: Set<String> = [], sourceScopes: [String: String] = [:], metrics: Metrics? = nil) {
         self.metrics = metrics
-        destinationNames = Set(destinations.map(\.name))
+        destinationNames = Mutex(Set(destinations.map(\.name)))
         self.store = store
         self.correlationKeys = correlationKeys
         self.sourceScopes = sourceScopes
@@ -144,7 +148,7 @@ public final class Dispatcher: @unchecked Sendable {
     /// Pauses or resumes a destination (durably: the store remembers it across restarts). False when no such
     /// destination exists. Attempts in flight finish; nothing new is claimed while paused.
     public func setPaused(_ name: String, _ pause: Bool) throws -> Bool {
-        guard destinationNames.contains(name) else { return false }
+        guard destinationNames.withLock({ $0.contains(name) }) else { return false }
         let now = Self.wallMillis()
         try store.performAndWait { db in
             if pause {
@@ -169,6 +173,39 @@ public final class Dispatcher: @unchecked Sendable {
     /// The destinations paused now.
     public var pausedDestinations: Set<String> { paused.withLock { $0 } }
 
+    /// A configuration reload: destinations with a new name get a lane, changed ones take their new adapter and
+    /// policy (keeping their attempts in flight and circuit state), removed ones claim nothing more and go once
+    /// their attempts in flight are recorded (their queued deliveries wait in the store for the destination's return).
+    public func replaceDestinations(_ destinations: [Destination]) {
+        destinationNames.withLock { $0 = Set(destinations.map(\.name)) }
+        inbox.withLock { $0.replacement = destinations; $0.wake = true }
+        signal.signal()
+    }
+
+    private func applyReplacement(_ destinations: [Destination]) {
+        let now = Self.clock()
+        var kept = Set<String>()
+        for d in destinations {
+            kept.insert(d.name)
+            if var lane = lanes[d.name] {
+                let samePolicy = lane.destination.policy.breakerThreshold == d.policy.breakerThreshold
+                    && lane.destination.policy.breakerCooldown == d.policy.breakerCooldown
+                lane = Lane(destination: d, inFlight: lane.inFlight,
+                            breaker: samePolicy ? lane.breaker : CircuitBreaker(threshold: d.policy.breakerThreshold,
+                                                                               cooldown: d.policy.breakerCooldown),
+                            tokens: d.policy.rateLimit.map(Self.bucket) ?? 0, refilledAt: now)
+                lanes[d.name] = lane
+            } else {
+                lanes[d.name] = Lane(destination: d, breaker: CircuitBreaker(threshold: d.policy.breakerThreshold,
+                                                                            cooldown: d.policy.breakerCooldown),
+                                     tokens: d.policy.rateLimit.map(Self.bucket) ?? 0, refilledAt: now)
+            }
+        }
+        for name in lanes.keys where !kept.contains(name) {
+            if lanes[name]!.inFlight == 0 { lanes[name] = nil } else { lanes[name]!.retired = true }
+        }
+    }
+
     /// New deliveries were committed: look at the queue now.
     public func wake() {
         inbox.withLock { $0.wake = true }
@@ -190,13 +227,16 @@ public final class Dispatcher: @unchecked Sendable {
         nameThisThread("relay-dispatch")
         var stopDeadline: Double?
         while true {
-            let (finished, woken, stopping, stopTimeout) = inbox.withLock { box -> ([Finished], Bool, Bool, Double) in
+            let (finished, woken, stopping, stopTimeout, replacement) = inbox.withLock { box -> ([Finished], Bool, Bool, Double, [Destination]?) in
                 let f = box.finished
                 box.finished.removeAll(keepingCapacity: true)
                 let w = box.wake
                 box.wake = false
-                return (f, w, box.stopping, box.stopTimeout)
+                let r = box.replacement
+                box.replacement = nil
+                return (f, w, box.stopping, box.stopTimeout, r)
             }
+            if let replacement { applyReplacement(replacement) }
             if woken { for name in lanes.keys { lanes[name]!.nextDue = 0 } }
             if !finished.isEmpty { record(finished, stopping: stopping) }
             let inFlight = lanes.values.reduce(0) { $0 + $1.inFlight }
@@ -227,7 +267,7 @@ public final class Dispatcher: @unchecked Sendable {
                 lane.refilledAt = now
             }
             if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
-            if paused.withLock({ $0.contains(name) }) { continue }
+            if lane.retired || paused.withLock({ $0.contains(name) }) { continue }
             if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); continue }
             if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
                 // Due now: give the statuses queued together a moment to join one request.
@@ -616,6 +656,7 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             }
         }
+        for (name, lane) in lanes where lane.retired && lane.inFlight == 0 { lanes[name] = nil }
         guard !records.isEmpty || !links.isEmpty else { return }
         let log = self.log
         let finishedRecords = records

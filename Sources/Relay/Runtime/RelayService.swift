@@ -1,20 +1,26 @@
 import Foundation
+import Synchronization
 
 /// A running relay: store, ingest pipeline, HTTP server and dispatcher, with an orderly stop.
 public final class RelayService: Sendable {
+    /// The configuration the service started with (listeners, store); `currentConfig` after reloads.
     public let config: RelayConfig
+    private let current: Locked<RelayConfig>
+    public var currentConfig: RelayConfig { current.value }
     public let log: Logger
     public let store: SQLiteStore
     /// Counters and histograms (`GET /metrics` on the admin listener).
     public let metrics = Metrics()
     let server: HTTPServer
     let adminServer: HTTPServer?
-    let ingest: Ingest
+    /// The inbound pipeline for the current configuration (replaced whole by a reload).
+    private let ingestBox: Locked<Ingest>
     let client: HTTPClient?
     let dispatcher: Dispatcher?
 
     public init(config: RelayConfig, log: Logger) throws {
         self.config = config
+        current = Locked(config)
         self.log = log
         store = try SQLiteStore(options: config.store, log: log)
         if config.destinations.isEmpty {
@@ -32,14 +38,16 @@ public final class RelayService: Sendable {
         let dispatcher = self.dispatcher
         let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log,
                             metrics: metrics, committed: { dispatcher?.wake() })
-        self.ingest = ingest
+        let box = Locked(ingest)
+        ingestBox = box
         server = HTTPServer(options: config.server.http,
                             preflight: { method, path, headers in
-                                ingest.preflight(method: method, path: path, requestID: headers["X-Request-Id"])
+                                box.value.preflight(method: method, path: path, requestID: headers["X-Request-Id"])
                             },
-                            handler: { request, responder in ingest.handle(request, responder) })
+                            handler: { request, responder in box.value.handle(request, responder) })
         if let admin = config.admin {
-            let api = AdminAPI(store: store, config: config, token: admin.token, log: log, metrics: metrics,
+            let current = self.current
+            let api = AdminAPI(store: store, config: { current.value }, token: admin.token, log: log, metrics: metrics,
                                setPaused: { name, pause in try dispatcher?.setPaused(name, pause) ?? false },
                                paused: { dispatcher?.pausedDestinations ?? [] },
                                wake: { dispatcher?.wake() })
@@ -79,14 +87,73 @@ public final class RelayService: Sendable {
         log.info("stopped")
     }
 
+    /// Applies a new configuration without a restart: sources, verification, routes, correlation scopes and
+    /// destinations (adapters, auth, delivery policy). What only a restart can change (listeners, store, client,
+    /// admin) is kept as it is, each named in the returned notes. Webhooks in flight finish on the pipeline they
+    /// started on; the next ones use the new one.
+    @discardableResult
+    public func reload(_ new: RelayConfig) -> [String] {
+        var notes: [String] = []
+        let old = currentConfig
+        if new.server.http.host != old.server.http.host || new.server.http.port != old.server.http.port
+            || new.server.http.threads != old.server.http.threads { notes.append("server: needs a restart") }
+        if new.store.path != old.store.path || new.store.synchronous != old.store.synchronous { notes.append("store: needs a restart") }
+        if (new.admin?.http.host, new.admin?.http.port) != (old.admin?.http.host, old.admin?.http.port)
+            || new.admin?.token?.value != old.admin?.token?.value { notes.append("admin: needs a restart") }
+        if new.store.correlationKeys != old.store.correlationKeys { notes.append("correlation.keys: needs a restart") }
+        var applied = new
+        applied.server = old.server
+        applied.store = old.store
+        applied.admin = old.admin
+        applied.client = old.client
+        if let dispatcher {
+            dispatcher.replaceDestinations(new.destinations.values.map {
+                Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy,
+                                       correlationScope: $0.correlationScope, auth: $0.auth, clientTLS: $0.clientTLS)
+            })
+        } else if !new.destinations.isEmpty {
+            notes.append("destinations: the relay started without any; adding the first needs a restart")
+            applied.destinations = [:]
+            applied.routes = new.routes.map { RouteSettings(from: $0.from, to: [], when: $0.when) }
+        }
+        let dispatcher = self.dispatcher
+        let ingest = Ingest(sources: applied.sources, router: Router(routes: applied.routes), store: store, log: log,
+                            metrics: metrics, committed: { dispatcher?.wake() })
+        ingestBox.value = ingest
+        current.value = applied
+        log.info("configuration reloaded", ["sources": applied.sources.keys.sorted().joined(separator: ","),
+                                            "destinations": applied.destinations.keys.sorted().joined(separator: ","),
+                                            "routes": String(applied.routes.count),
+                                            "notes": notes.joined(separator: "; ")])
+        return notes
+    }
+
     /// Blocks until SIGTERM or SIGINT (or a failure of the store's disk), then shuts down gracefully. Returns the
     /// process's exit status: 0 after a signal, 1 after a store failure (so that a supervisor restarts it and the
-    /// restart recovers from what is really on disk).
+    /// restart recovers from what is really on disk). On SIGHUP, `reload` reads the configuration again: a new one
+    /// is applied (`reload(_:)`); problems are logged and the running configuration stays.
     @discardableResult
-    public func runUntilSignalled() -> Int32 {
+    public func runUntilSignalled(reload source: (@Sendable () -> Result<RelayConfig, ConfigError>)? = nil) -> Int32 {
         let stop = DispatchSemaphore(value: 0)
         store.onFailure = { _ in stop.signal() }
+        var hangup: DispatchSourceSignal?
+        if let source {
+            signal(SIGHUP, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "relay.reload"))
+            s.setEventHandler { [self] in
+                log.info("SIGHUP: reading the configuration again")
+                switch source() {
+                case .success(let config): reload(config)
+                case .failure(let error):
+                    log.error("configuration reload refused: the running configuration stays",
+                              ["problems": error.problems.map(\.description).joined(separator: "; ")])
+                }
+            }
+            s.resume()
+            hangup = s
+        }
         waitForTerminationSignal(or: stop)
+        hangup?.cancel()
         shutdown()
         return store.failure == nil ? 0 : 1
     }
@@ -107,4 +174,14 @@ public func waitForTerminationSignal(or other: DispatchSemaphore? = nil) {
     }
     stop.wait()
     for s in sources { s.cancel() }
+}
+
+/// A value shared between threads, replaced whole (a reload's configuration and pipeline).
+final class Locked<T: Sendable>: Sendable {
+    private let mutex: Mutex<T>
+    init(_ value: T) { mutex = Mutex(value) }
+    var value: T {
+        get { mutex.withLock { $0 } }
+        set { mutex.withLock { $0 = newValue } }
+    }
 }
