@@ -269,5 +269,13 @@ struct AdminTests {
         #expect(problems(#"{ listen: "127.0.0.1:9090" }"#).isEmpty)
         #expect(problems(#"{ listen: "nowhere" }"#).contains { $0.hasPrefix("admin.listen:") })
         #expect(problems(#"{ listen: "127.0.0.1:9090", token: "inline" }"#).contains { $0.hasPrefix("admin.token: secrets must be a reference") })
+        #expect(problems("true").contains { $0.hasPrefix("admin:") })
+        // On by default on 127.0.0.1:9090 without a token; `admin: false` turns it off.
+        let plain = #"{ sources: { s: { adapter: "generic", verify: { none: true } } } }"#
+        let byDefault = try? RelayConfig.parse(Data(plain.utf8), registry: BuiltinAdapters.registry)
+        #expect(byDefault?.admin?.http.host == "127.0.0.1" && byDefault?.admin?.http.port == 9090 && byDefault?.admin?.token == nil)
+        let off = try? RelayConfig.parse(Data(#"{ admin: false, sources: { s: { adapter: "generic", verify: { none: true } } } }"#.utf8),
+                                         registry: BuiltinAdapters.registry)
+        #expect(off != nil && off?.admin == nil)
     }
 }

@@ -16,6 +16,7 @@ struct ProcessTests {
         """
         {
           server: { listen: "127.0.0.1:0", threads: 2, \(server) },
+          admin: { listen: "127.0.0.1:0" },
           store: { sqlite: "\(dir.file("relay.db"))" },
           log: { level: "info" },
           sources: { \(sources) },

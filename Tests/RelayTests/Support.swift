@@ -303,6 +303,7 @@ func relayConfigText(dbPath: String, sources: String, server: String = "", store
     // written by the relay tests
     {
       server: { listen: "127.0.0.1:0", threads: 2, shutdownTimeout: "\(shutdownTimeout)", \(server) },
+      \(extra.contains("admin:") ? "" : #"admin: { listen: "127.0.0.1:0" },"#)
       store: { sqlite: "\(dbPath)", \(store) },
       log: { level: "debug" },
       sources: {

@@ -58,6 +58,7 @@ class Secrets:
 CONFIG_TEMPLATE = """// written by Tests/interop/conftest.py
 {{
   server: {{ listen: "127.0.0.1:{port}", threads: 2, shutdownTimeout: "5s" }},
+  admin: {{ listen: "127.0.0.1:0" }},
   store: {{ sqlite: "{db}" }},
   log: {{ level: "info" }},
   sources: {{

@@ -115,6 +115,7 @@ def test_private_key_jwt_assertions_verify_with_pyjwt():
         config = Path(tmp) / "relay.json5"
         config.write_text(f"""{{
   server: {{ listen: "127.0.0.1:{port}", threads: 2, shutdownTimeout: "3s" }},
+  admin: {{ listen: "127.0.0.1:0" }},
   store: {{ sqlite: "{Path(tmp) / 'relay.db'}" }},
   log: {{ level: "warn" }},
   sources: {{

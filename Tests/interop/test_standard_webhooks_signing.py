@@ -49,6 +49,7 @@ class FlakyDestination(BaseHTTPRequestHandler):
 
 CONFIG = """{{
   server: {{ listen: "127.0.0.1:{port}", threads: 2, shutdownTimeout: "3s" }},
+  admin: {{ listen: "127.0.0.1:0" }},
   store: {{ sqlite: "{db}" }},
   log: {{ level: "warn" }},
   sources: {{

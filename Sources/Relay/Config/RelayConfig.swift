@@ -51,8 +51,9 @@ public struct RelayConfig: Sendable {
     public var sources: [String: SourceSettings] = [:]
     public var destinations: [String: DestinationSettings] = [:]
     public var routes: [RouteSettings] = []
-    /// The admin API's listener and token (`admin:`); nil: no admin API.
-    public var admin: AdminSettings?
+    /// The admin API's listener and token (`admin:`, default 127.0.0.1:9090 without a token); nil (`admin: false`):
+    /// no admin API.
+    public var admin: AdminSettings? = AdminSettings()
 
     /// Loads and checks a JSON5 file. Throws `ConfigError` listing every problem with its key path.
     public static func load(path: String, registry: AdapterRegistry,
@@ -111,7 +112,9 @@ public struct RelayConfig: Sendable {
             if let v = r.duration(s, "shutdownTimeout", "server") { c.server.shutdownTimeout = v }
             c.server.publicURL = r.string(s, "publicURL", "server")
         }
-        if let a = r.object(root["admin"], "admin", keys: ["listen", "token"]) {
+        if root["admin"] == .bool(false) {
+            c.admin = nil
+        } else if let a = r.object(root["admin"], "admin", keys: ["listen", "token"]) {
             var admin = AdminSettings()
             if let listen = r.string(a, "listen", "admin") {
                 if let (host, port) = parseListen(listen) {
