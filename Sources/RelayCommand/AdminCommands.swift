@@ -15,7 +15,7 @@ enum AdminCommands {
         common options:
           --admin URL                   the admin API (default http://127.0.0.1:9090, or admin.listen of --config FILE)
           --config FILE                 read admin.listen from this configuration
-          RELAY_ADMIN_TOKEN             the admin token (environment)
+          RELAY_ADMIN_TOKEN             the admin token (environment; --config does not read admin.token)
         """
 
     struct Options {

@@ -75,6 +75,18 @@ struct AdminTests {
         } while cursor != nil
         #expect(ids == [third, placed, first])
         #expect(try Self.get(relay, "/v1/events?status=lost").status == 400)
+        #expect(try Self.get(relay, "/v1/events?subject=a%5B:x").status == 400, "a key that is not a plain name")
+        // Time filters take any RFC 3339 form (whole seconds, offsets) and compare as instants.
+        let f = ISO8601DateFormatter()
+        let before = f.string(from: Date().addingTimeInterval(-60)), after = f.string(from: Date().addingTimeInterval(60))
+        #expect(try Self.get(relay, "/v1/events?since=\(before)").json?["events"]?.arrayValue?.count == 3)
+        #expect(try Self.get(relay, "/v1/events?since=\(after)").json?["events"]?.arrayValue?.count == 0)
+        #expect(try Self.get(relay, "/v1/events?until=\(after)").json?["events"]?.arrayValue?.count == 3)
+        let offset = ISO8601DateFormatter()
+        offset.timeZone = TimeZone(secondsFromGMT: 3600)
+        #expect(try Self.get(relay, "/v1/events?since=" + offset.string(from: Date().addingTimeInterval(-60)).replacingOccurrences(of: "+", with: "%2B"))
+                .json?["events"]?.arrayValue?.count == 3)
+        #expect(try Self.get(relay, "/v1/events?since=yesterday").status == 400)
         #expect(try Self.get(relay, "/v1/events?limit=0").status == 400)
 
         // One event: the canonical event with its raw body, its delivery, both attempts (503, then 200).
@@ -243,6 +255,8 @@ struct AdminTests {
         #expect(try replay(#"{"until":"2000-01-01T00:00:00Z"}"#).json?["matched"]?.numberValue == 0)
         #expect(try replay(#"{"since":"yesterday"}"#).status == 400)
         #expect(try replay(#"{"state":"pending"}"#).status == 400)
+        #expect(try replay(#"{"state":"superseded"}"#).status == 400)
+        #expect(try replay(#"{"state":"delivered"}"#).status == 400, "delivered ones only for a named destination")
         #expect(try replay(#"{"destnation":"vendor"}"#).status == 400)
         #expect(sink.requests().count == 3, "a dry run sends nothing")
         let real = try replay(#"{"state":"dead","dryRun":false}"#)

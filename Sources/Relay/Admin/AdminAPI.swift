@@ -11,13 +11,15 @@ public struct AdminSettings: Sendable {
         var http = HTTPServerOptions()
         http.host = host
         http.port = port
-        http.threads = 1
+        http.threads = 2
         self.http = http
         self.token = token
     }
 
     public static func isLoopback(_ host: String) -> Bool {
-        host == "127.0.0.1" || host == "::1" || host == "localhost" || host.hasPrefix("127.")
+        if host == "::1" || host == "localhost" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { o in UInt8(o) != nil }
     }
 }
 
@@ -95,7 +97,7 @@ public final class AdminAPI: Sendable {
             return HTTPResponse.error(e.status, e.message)
         } catch {
             log.error("admin request failed", ["path": request.path, "error": "\(error)"])
-            return HTTPResponse.error(503, "store unavailable", ["reason": "\(error)"])
+            return HTTPResponse.error(503, "store unavailable", ["reason": "the store could not answer; see the relay's log"])
         }
     }
 
@@ -165,15 +167,22 @@ public final class AdminAPI: Sendable {
             clauses.append("status = ?"); args.append(v)
         }
         if let v = q["subject"] {
-            guard let colon = v.firstIndex(of: ":") else {
-                throw AdminError(status: 400, message: "subject: expected KEY:VALUE, e.g. orderId:ORD-1")
+            guard let colon = v.firstIndex(of: ":"), colon > v.startIndex,
+                  v[..<colon].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
+                throw AdminError(status: 400, message: "subject: expected KEY:VALUE with a key of letters, digits or _, e.g. orderId:ORD-1")
             }
             clauses.append("json_extract(event, '$.subject.' || ?) = ?")
             args.append(String(v[..<colon]))
             args.append(String(v[v.index(after: colon)...]))
         }
-        if let v = q["since"] { clauses.append("received_at >= ?"); args.append(v) }
-        if let v = q["until"] { clauses.append("received_at < ?"); args.append(v) }
+        // Times compare as the stored text (RFC 3339, UTC, milliseconds), so a given time is normalised to that form.
+        for (key, op) in [("since", ">="), ("until", "<")] {
+            guard let v = q[key] else { continue }
+            guard let date = Self.rfc3339(v) else {
+                throw AdminError(status: 400, message: "\(key): an RFC 3339 time such as 2026-11-20T10:00:00Z")
+            }
+            clauses.append("received_at \(op) ?"); args.append(Timestamp.iso8601(date))
+        }
         let limit = try Self.limit(q)
         var cursorSeq: Int64?
         if let c = q["cursor"] {
@@ -243,6 +252,7 @@ public final class AdminAPI: Sendable {
     /// `POST /v1/deliveries/{id}/replay`: a finished delivery (dead, delivered, skipped, superseded) is queued again,
     /// due now, its attempts kept; the dispatcher is woken. A pending or in-flight one is left alone (409).
     func replay(_ id: String) throws -> HTTPResponse {
+        let configured = Set(config.destinations.keys)
         let outcome = try store.performAndWait { db -> String? in
             let s = try db.statement("SELECT state FROM deliveries WHERE id = ?")
             try s.bind([id])
@@ -250,6 +260,11 @@ public final class AdminAPI: Sendable {
             s.reset()
             guard let state else { return nil }
             guard !["pending", "in_flight"].contains(state) else { return state }
+            let dest = try db.statement("SELECT destination FROM deliveries WHERE id = ?")
+            try dest.bind([id])
+            let destination = try dest.step() ? dest.text(0) ?? "" : ""
+            dest.reset()
+            guard configured.contains(destination) else { return "for \(destination), which is no longer configured" }
             let u = try db.statement("""
                 UPDATE deliveries SET state = 'pending', next_attempt_at = ?, finished_at = NULL, lease_until = NULL,
                        claimed_by = NULL WHERE id = ?
@@ -261,6 +276,9 @@ public final class AdminAPI: Sendable {
             return "replayed from " + state
         }
         guard let outcome else { throw AdminError(status: 404, message: "no delivery \(id)") }
+        if outcome.hasPrefix("for ") {
+            throw AdminError(status: 409, message: "delivery \(id) is \(outcome): nothing could send it")
+        }
         guard outcome.hasPrefix("replayed") else {
             throw AdminError(status: 409, message: "delivery \(id) is \(outcome): it will be attempted anyway")
         }
@@ -284,11 +302,16 @@ public final class AdminAPI: Sendable {
         let allowed: Set<String> = ["state", "destination", "since", "until", "dryRun"]
         if let unknown = o.keys.first(where: { !allowed.contains($0) }) { throw AdminError(status: 400, message: "unknown key \(unknown)") }
         let state = o["state"]?.stringValue ?? "dead"
-        guard ["dead", "skipped", "superseded", "delivered"].contains(state) else {
-            throw AdminError(status: 400, message: "state: dead, skipped, superseded or delivered")
+        guard ["dead", "skipped", "delivered"].contains(state) else {
+            throw AdminError(status: 400, message: "state: dead, skipped or delivered (a superseded status is older than one already sent)")
         }
-        var clauses = ["state = ?"]
-        var args: [String] = [state]
+        if state == "delivered" && o["destination"] == nil {
+            throw AdminError(status: 400, message: "replaying delivered deliveries needs a destination")
+        }
+        let configured = config.destinations.keys.sorted()
+        guard !configured.isEmpty else { throw AdminError(status: 409, message: "no destination is configured") }
+        var clauses = ["state = ?", "destination IN (\(configured.map { _ in "?" }.joined(separator: ", ")))"]
+        var args: [String] = [state] + configured
         if let d = o["destination"]?.stringValue { clauses.append("destination = ?"); args.append(d) }
         for (key, op) in [("since", ">="), ("until", "<")] {
             guard let v = o[key] else { continue }

@@ -65,6 +65,9 @@ public final class Dispatcher: @unchecked Sendable {
         var retriedAuth = false
         /// The credentials could not be had (a token endpoint down or refusing): the destination's circuit counts it.
         var authFailure = false
+        /// The auth that signed the request (a reload may have replaced the destination's since): it knows the token
+        /// that was sent, to drop on a 401 and to blank out of what is stored.
+        var auth: (any OutboundAuth)? = nil
 
         var delivery: ClaimedDelivery { claims[0] }
         var isBatch: Bool { context == nil }
@@ -450,7 +453,7 @@ public final class Dispatcher: @unchecked Sendable {
         let finish: @Sendable (Result<OutboundResponse, TransportError>?, TranslateError?, Bool) -> Void = { [self] result, failure, authFailed in
             enqueue(Finished(claims: claims, events: events, destination: name, startedAt: started, context: context,
                              learned: learned, result: result, translateFailure: failure, unsigned: request,
-                             retriedAuth: retriedAuth, authFailure: authFailed))
+                             retriedAuth: retriedAuth, authFailure: authFailed, auth: destination.auth))
         }
         guard let auth = destination.auth else {
             client.send(request) { result in finish(result, nil, false) }
@@ -514,12 +517,12 @@ public final class Dispatcher: @unchecked Sendable {
             } else {
                 switch f.result! {
                 case .success(let r) where r.status == 401 && !f.retriedAuth && f.unsigned != nil
-                        && lane.destination.auth?.invalidate(after: r) == true:
+                        && f.auth?.invalidate(after: r) == true:
                     // Refused credentials: fresh ones (a new token) once, before the attempt counts as failed.
                     lane.inFlight += 1
                     lanes[f.destination] = lane
                     log.info("credentials refused: authorizing again", ["deliveryId": f.delivery.id, "destination": f.destination,
-                                                                          "scheme": lane.destination.auth?.scheme ?? ""])
+                                                                          "scheme": f.auth?.scheme ?? ""])
                     authorizeAndSend(f.unsigned!, claims: f.claims, events: f.events, context: f.context, learned: f.learned,
                                      destination: lane.destination, started: f.startedAt, retriedAuth: true)
                     continue
@@ -623,7 +626,7 @@ public final class Dispatcher: @unchecked Sendable {
                 }
                 if itemError == nil, case .dead(let reason) = result { itemError = reason }
                 var storedResponse = response
-                if let auth = lane.destination.auth {
+                if let auth = f.auth ?? lane.destination.auth {
                     // A destination may echo the credentials it refused: they never reach the store or the log.
                     storedResponse = storedResponse.map(auth.redact)
                     itemError = itemError.map(auth.redact)

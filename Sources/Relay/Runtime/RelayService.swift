@@ -87,7 +87,7 @@ public final class RelayService: Sendable {
         log.info("stopped")
     }
 
-    /// Applies a new configuration without a restart: sources, verification, routes, correlation scopes and
+    /// Applies a new configuration without a restart: sources, verification, routes and
     /// destinations (adapters, auth, delivery policy). What only a restart can change (listeners, store, client,
     /// admin) is kept as it is, each named in the returned notes. Webhooks in flight finish on the pipeline they
     /// started on; the next ones use the new one.
@@ -101,6 +101,7 @@ public final class RelayService: Sendable {
         if (new.admin?.http.host, new.admin?.http.port) != (old.admin?.http.host, old.admin?.http.port)
             || new.admin?.token?.value != old.admin?.token?.value { notes.append("admin: needs a restart") }
         if new.store.correlationKeys != old.store.correlationKeys { notes.append("correlation.keys: needs a restart") }
+        if new.store.correlationScopes != old.store.correlationScopes { notes.append("correlationScope: needs a restart") }
         var applied = new
         applied.server = old.server
         applied.store = old.store
