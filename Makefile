@@ -6,6 +6,8 @@
 #   make run         deps + build + serve config/relay.json5 from the repo root
 #   make test        deps + test deps + swift test + the interop suite + the crash test + container-check
 #   make test-deps   deps + openssl + a Python venv (.venv) with standardwebhooks, stripe, pytest, requests
+#   make demo        deps + build, then demo/run: the stand-ins, config/demo.json5 and a signed sequence; prints
+#                    what each provider received (a table)
 #   make interop     pytest Tests/interop against .build/debug/relay (or $RELAY_BINARY, then no build)
 #   make crash-test  Tests/crash/run: SIGKILLs the relay while webhooks arrive; every 2xx must be delivered
 #   make container-check  Tests/container/check-libs: release build (.build-container/) as the Dockerfile does it;
@@ -27,8 +29,8 @@ SWIFT ?= swift
 PYTHON ?= python3
 VENV := $(ROOT)/.venv
 VENV_PY := $(VENV)/bin/python
-PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis
-PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis
+PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis svix oauthlib
+PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis,svix,oauthlib
 
 APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libssl-dev libsqlite3-dev pkg-config
 APT_TEST_DEPS := openssl
@@ -49,7 +51,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: deps build run test test-deps swift-test interop crash-test container-check bench bench-deliveries clean distclean
+.PHONY: deps build run demo test test-deps swift-test interop crash-test container-check bench bench-deliveries clean distclean
 
 deps:
 	@$(call apt_ensure,$(APT_DEPS))
@@ -60,6 +62,10 @@ build: deps
 # Config paths (${file:config/secrets/...}, data/relay.db) are relative to the repo root: serve from there.
 run: deps build
 	cd "$(ROOT)" && exec .build/debug/relay serve --config config/relay.json5
+
+# Loopback only, free ports, nothing kept (Python 3 stdlib only); exit 0 only if every expected delivery happened.
+demo: deps build
+	cd "$(ROOT)" && demo/run "$(ROOT)/.build/debug/relay" </dev/null
 
 test-deps: deps
 	@$(call apt_ensure,$(APT_TEST_DEPS))
