@@ -71,8 +71,13 @@ def runnable(code: str, db: Path) -> str:
         m = re.search(r"&\s*(#.*)?$", pending.rstrip())
         if m and not pending.rstrip().endswith("&&"):
             port = re.search(r"--listen\s+[\w.]+:(\d+)", pending)
-            assert port, f"a background command without --listen HOST:PORT: {pending}"
-            out.append(f"for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/{port.group(1)}) 2>/dev/null && break; "
+            # `relay serve --config ...` listens where its config says: the README's configs all use 8080.
+            simulators = {"mastercard-digital-redemptions": "9101", "mastercard-fulfillment": "9102", "punchh": "9103",
+                          "returning-ai": "9104", "capillary": "9105", "oauth2": "9106", "sink": "9099"}
+            named = next((p for name, p in simulators.items() if f"simulate {name}" in pending), None)
+            number = port.group(1) if port else named or ("8080" if " serve " in pending else None)
+            assert number, f"a background command without --listen HOST:PORT: {pending}"
+            out.append(f"for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/{number}) 2>/dev/null && break; "
                        f"sleep 0.1; done\n")
         pending = ""
     out.append(pending)
@@ -222,3 +227,4 @@ def test_admin_commands(shell):
     everything = subprocess.run([binary, "deliveries", "--destination", "demo-sink"], cwd=REPO_ROOT,
                                 capture_output=True, text=True, timeout=10).stdout
     assert "demo-sink" in everything, everything
+

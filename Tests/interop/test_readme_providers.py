@@ -1,0 +1,35 @@
+"""The README's provider block, in a module of its own: it needs ports 8080 and 9090, which test_readme.py's relay
+holds for the whole of that module."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO_ROOT
+from test_readme import Shell, port_in_use, section, statuses
+
+
+def test_translate_for_a_provider(tmp_path):
+    """The README's Mastercard block: the signature-verifying stand-in, the partner example, a signed webhook, and
+    the signed, translated PUT at the stand-in."""
+    busy = [p for p in (8080, 9090, 9101) if port_in_use(p)]
+    if busy:
+        pytest.skip(f"ports in use: {busy}")
+    example = REPO_ROOT / "config" / "partners" / "mastercard-digital-redemptions.json5"
+    text = example.read_text()
+    assert 'sqlite: "data/relay.db"' in text
+    copy = tmp_path / "mc.json5"
+    copy.write_text(text.replace('sqlite: "data/relay.db"', f'sqlite: "{tmp_path / "mc.db"}"'))
+    (code,) = section("Translate for a provider")
+    code = code.replace("config/partners/mastercard-digital-redemptions.json5", str(copy))
+    shell = Shell(tmp_path / "unused.db", tmp_path)
+    try:
+        # The stand-in's requests are read once the delivery has had time to go out.
+        out = shell.run(code.replace("curl -s http://127.0.0.1:9101/_sink/requests",
+                                     "sleep 1; curl -s http://127.0.0.1:9101/_sink/requests"))
+    finally:
+        shell.close()
+    assert statuses(out.stdout)[:1] == [202], out.stdout
+    assert '\\"backOrderDate\\":\\"2026-12-01\\"' in out.stdout or '"backOrderDate":"2026-12-01"' in out.stdout, out.stdout
+    assert "statusCode" in out.stdout and "R-1001" in out.stdout
+    assert '"status":200' in out.stdout.replace(" ", ""), "the stand-in verified the OAuth 1.0a signature and answered 200"
