@@ -5,7 +5,7 @@
 #   make build       swift build (debug, .build/)
 #   make run         deps + build + serve config/relay.json5 from the repo root
 #   make test        deps + test deps + swift test + the interop suite + the crash test + container-check
-#   make test-deps   deps + openssl + a Python venv (.venv) with standardwebhooks, stripe, pytest, requests
+#   make test-deps   deps + openssl + a Python venv (.venv) with the interop suite's packages (PY_TEST_PACKAGES)
 #   make demo        deps + build, then demo/run: the stand-ins, config/demo.json5 and a signed sequence; prints
 #                    what each provider received (a table)
 #   make interop     pytest Tests/interop against .build/debug/relay (or $RELAY_BINARY, then no build)
