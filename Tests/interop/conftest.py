@@ -11,6 +11,7 @@ RELAY_BINARY overrides the binary (default: .build/debug/relay at the repo root)
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import signal
@@ -252,3 +253,21 @@ def stop_relay(proc: subprocess.Popen) -> str:
     err = proc.stderr.read().decode() if proc.stderr else ""
     assert code == 0, err
     return err
+
+
+SHOP_MAP = 'map: { subject: { orderId: "$.id" }, status: "$.state" }'
+
+
+def shop_relay_config(port: int, db: Path, destinations: str, to: list[str], shop_map: str = SHOP_MAP) -> str:
+    """A relay on 127.0.0.1:port (its admin API on an ephemeral port, store at `db`) with one unsigned generic source
+    `shop` (mapped by `shop_map`) routed to the destinations `to`; `destinations` is the text inside
+    `destinations: { ... }`."""
+    return ("{\n"
+            f'  server: {{ listen: "127.0.0.1:{port}", threads: 2, shutdownTimeout: "3s" }},\n'
+            '  admin: { listen: "127.0.0.1:0" },\n'
+            f'  store: {{ sqlite: "{db}" }},\n'
+            '  log: { level: "warn" },\n'
+            f'  sources: {{ shop: {{ adapter: "generic", verify: {{ none: true }}, type: "order.status_changed", {shop_map} }} }},\n'
+            f"  destinations: {{\n{destinations}\n  }},\n"
+            f'  routes: [ {{ from: "shop", to: {json.dumps(list(to))} }} ],\n'
+            "}\n")

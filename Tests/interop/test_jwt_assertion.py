@@ -20,7 +20,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import free_port, start_relay, stop_relay, wait_for_health
+from conftest import free_port, shop_relay_config, start_relay, stop_relay, wait_for_health
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # destination name -> (alg, key kind, PEM format of the private key file)
@@ -113,21 +113,7 @@ def test_private_key_jwt_assertions_verify_with_pyjwt():
                 f'auth: {{ oauth2: {{ tokenURL: "http://127.0.0.1:{provider_port}/token/{name}", clientId: "relay-{name}", '
                 f'assertion: {{ keyFile: "{key_file}", alg: "{alg}", kid: "kid-{name}" }} }} }} }},')
         config = Path(tmp) / "relay.json5"
-        config.write_text(f"""{{
-  server: {{ listen: "127.0.0.1:{port}", threads: 2, shutdownTimeout: "3s" }},
-  admin: {{ listen: "127.0.0.1:0" }},
-  store: {{ sqlite: "{Path(tmp) / 'relay.db'}" }},
-  log: {{ level: "warn" }},
-  sources: {{
-    shop: {{ adapter: "generic", verify: {{ none: true }}, type: "order.status_changed",
-            map: {{ subject: {{ orderId: "$.id" }}, status: "$.state" }} }},
-  }},
-  destinations: {{
-    {chr(10).join(destinations)}
-  }},
-  routes: [ {{ from: "shop", to: {json.dumps(list(CASES))} }} ],
-}}
-""")
+        config.write_text(shop_relay_config(port, Path(tmp) / 'relay.db', "\n".join(destinations), list(CASES)))
         proc = start_relay(config)
         try:
             wait_for_health(proc, port)

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 from oauthlib.oauth2 import BackendApplicationServer, RequestValidator
 
-from conftest import free_port, start_relay, stop_relay, wait_for_health
+from conftest import free_port, shop_relay_config, start_relay, stop_relay, wait_for_health
 
 SCOPES = ["orders:write", "orders:read"]
 # destination name -> (clientAuth, client id, client secret)
@@ -163,21 +163,7 @@ def test_client_credentials_with_oauthlib_basic_and_body(tmp_path: Path):
             f'clientSecret: "${{env:RELAY_TEST_OAUTH_SECRET_{name.upper()}}}", clientAuth: "{client_auth}", '
             f'scope: {json.dumps(SCOPES)} }} }} }},')
     config = tmp_path / "relay.json5"
-    config.write_text(f"""{{
-  server: {{ listen: "127.0.0.1:{port}", threads: 2, shutdownTimeout: "3s" }},
-  admin: {{ listen: "127.0.0.1:0" }},
-  store: {{ sqlite: "{tmp_path / 'relay.db'}" }},
-  log: {{ level: "warn" }},
-  sources: {{
-    shop: {{ adapter: "generic", verify: {{ none: true }}, type: "order.status_changed",
-            map: {{ subject: {{ orderId: "$.id" }}, status: "$.state" }} }},
-  }},
-  destinations: {{
-    {chr(10).join(destinations)}
-  }},
-  routes: [ {{ from: "shop", to: {json.dumps(list(CLIENTS) + ["wrong"])} }} ],
-}}
-""")
+    config.write_text(shop_relay_config(port, tmp_path / 'relay.db', "\n".join(destinations), list(CLIENTS) + ["wrong"]))
     proc = start_relay(config, env=env)
     try:
         wait_for_health(proc, port)

@@ -21,7 +21,7 @@ import requests
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from conftest import free_port, start_relay, stop_relay, wait_for_health
+from conftest import free_port, shop_relay_config, start_relay, stop_relay, wait_for_health
 
 
 class FlakyDestination(BaseHTTPRequestHandler):
@@ -47,22 +47,10 @@ class FlakyDestination(BaseHTTPRequestHandler):
         pass
 
 
-CONFIG = """{{
-  server: {{ listen: "127.0.0.1:{port}", threads: 2, shutdownTimeout: "3s" }},
-  admin: {{ listen: "127.0.0.1:0" }},
-  store: {{ sqlite: "{db}" }},
-  log: {{ level: "warn" }},
-  sources: {{
-    shop: {{ adapter: "generic", verify: {{ none: true }}, type: "order.status_changed",
-            map: {{ subject: {{ orderId: "$.id" }}, status: "$.state" }} }},
-  }},
-  destinations: {{
+DESTINATION = """
     "signed": {{ adapter: "generic", url: "http://127.0.0.1:{sink}/hooks",
                 retry: {{ schedule: ["1s"], jitter: "none" }},
                 auth: {{ standardWebhooks: {{ secrets: ["${{env:WHSEC_NEW}}", "${{env:WHSEC_OLD}}"] }} }} }},
-  }},
-  routes: [ {{ from: "shop", to: ["signed"] }} ],
-}}
 """
 
 
@@ -87,7 +75,7 @@ def delivered():
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "relay.json5"
-        config.write_text(CONFIG.format(port=port, db=Path(tmp) / "relay.db", sink=sink_port))
+        config.write_text(shop_relay_config(port, Path(tmp) / "relay.db", DESTINATION.format(sink=sink_port), ["signed"]))
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
         env.update(keys)
         proc = start_relay(config, env=env)

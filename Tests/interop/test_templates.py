@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from conftest import free_port, start_relay, stop_relay, wait_for_health
+from conftest import free_port, shop_relay_config, start_relay, stop_relay, wait_for_health
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -38,23 +38,11 @@ class Recorder(BaseHTTPRequestHandler):
         pass
 
 
-CONFIG = """{{
-  server: {{ listen: "127.0.0.1:{port}", threads: 2, shutdownTimeout: "3s" }},
-  admin: {{ listen: "127.0.0.1:0" }},
-  store: {{ sqlite: "{db}" }},
-  log: {{ level: "warn" }},
-  sources: {{
-    shop: {{ adapter: "generic", verify: {{ none: true }}, type: "order.status_changed",
-            map: {{ subject: {{ orderId: "$.id" }}, status: "$.state", attributes: {{ note: "$.note", amount: "$.amount" }} }} }},
-  }},
-  destinations: {{
+DESTINATIONS = """
     "form": {{ adapter: "generic", method: "PUT", url: "http://127.0.0.1:{sink}/codes/${{subject.orderId}}",
               form: {{ note: "${{attributes.note}}", amount: "${{attributes.amount}}", status: "${{status}}" }} }},
     "text": {{ adapter: "generic", url: "http://127.0.0.1:{sink}/text?id=${{subject.orderId}}",
               body: "{{\\"note\\":\\"${{attributes.note}}\\",\\"id\\":\\"${{subject.orderId}}\\",\\"amount\\":${{attributes.amount}}}}" }},
-  }},
-  routes: [ {{ from: "shop", to: ["form", "text"] }} ],
-}}
 """
 
 
@@ -66,7 +54,9 @@ def test_escaping_read_back_by_python():
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "relay.json5"
-        config.write_text(CONFIG.format(port=port, db=Path(tmp) / "relay.db", sink=sink_port))
+        config.write_text(shop_relay_config(port, Path(tmp) / "relay.db", DESTINATIONS.format(sink=sink_port), ["form", "text"],
+                                            shop_map='map: { subject: { orderId: "$.id" }, status: "$.state", '
+                                                     'attributes: { note: "$.note", amount: "$.amount" } }'))
         proc = start_relay(config)
         try:
             wait_for_health(proc, port)
