@@ -10,8 +10,10 @@ machine, same clock). Also reported: the ingest latency (send -> 202) and send -
 milliseconds (rounded), so every sink-side figure is +-0.5 ms.
 
 usage: latency.py --relay URL --secret S --sink BASE_URL [--rate 500] [--duration 20] [--warmup 2]
-                  [--connections 8] [--json OUT.json]
-Prints a one-line summary; --json writes the figures (milliseconds) for bench/deliveries.
+                  [--connections 8] [--json OUT.json [--samples]]
+Prints a one-line summary; --json writes the figures (milliseconds) for bench/deliveries; with --samples it also
+writes every measured webhook's latencies (ms, in send order) under "samples": "ackToSink" (202 -> sink, for those
+that arrived) and "ingest" (send -> 202), for bench/plot.py.
 """
 import argparse
 import hashlib
@@ -38,6 +40,7 @@ def parse_args():
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--wait", type=float, default=30, help="seconds to wait for the last deliveries")
     p.add_argument("--json")
+    p.add_argument("--samples", action="store_true", help="also write the per-webhook latencies into --json")
     return p.parse_args()
 
 
@@ -163,15 +166,18 @@ def main():
         "duplicateDeliveries": copies, "ackToSink": summary(ack_to_sink), "sendToSink": summary(send_to_sink),
         "ingest": summary(ingest), "collectSeconds": round(time.time() - posted_at, 1),
     }
+    if a.samples:
+        out["samples"] = {"ackToSink": [round(x, 3) for x in ack_to_sink], "ingest": [round(x, 3) for x in ingest]}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
     s = out["ackToSink"]
     print("latency: %d webhooks at %.0f/s (achieved %.1f/s, %d sent late), %d measured after %.0fs warm-up: "
-          "202 -> sink p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms; ingest (send -> 202) p50 %.2f ms p99 %.2f ms; "
-          "%d missing, %d errors" % (total, a.rate, achieved, late[0], len(measured), a.warmup, s["p50"], s["p90"],
-                                     s["p99"], s["max"], out["ingest"]["p50"], out["ingest"]["p99"], len(missing),
-                                     len(errors)), file=sys.stderr)
+          "202 -> sink p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms; "
+          "ingest (send -> 202) p50 %.2f ms p99 %.2f ms p99.9 %.2f ms; %d missing, %d errors"
+          % (total, a.rate, achieved, late[0], len(measured), a.warmup, s["p50"], s["p90"], s["p99"], s["p999"],
+             s["max"], out["ingest"]["p50"], out["ingest"]["p99"], out["ingest"]["p999"], len(missing), len(errors)),
+          file=sys.stderr)
     return 0 if not missing and not errors else 1
 
 

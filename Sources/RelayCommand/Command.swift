@@ -171,6 +171,9 @@ enum Command {
     static func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
 
     static func serve(configPath path: String) -> Int32 {
+        // Before any thread starts: SIGTERM/SIGINT/SIGHUP stay pending until the service waits for them, so a
+        // signal sent the moment the listeners are up still stops (or reloads) it in order.
+        ProcessSignals.block()
         guard let config = loadConfig(path) else { return 2 }
         guard let log = logger(default: config.logLevel) else { return 2 }
         do {
@@ -193,6 +196,7 @@ enum Command {
     }
 
     static func simulate(_ args: [String]) -> Int32 {
+        ProcessSignals.block()
         let names = ["sink"] + BuiltinAdapters.simulators.map(\.name)
         guard let which = args.first, names.contains(which) else {
             fail("relay simulate: \(args.first.map { "unknown simulator \"\($0)\"" } ?? "which one?") (there is: \(names.joined(separator: ", ")))\n\n\(simulateUsage)")

@@ -194,9 +194,18 @@ struct AdminTests {
             #"relay_deliveries_dead{destination="vendor"} 0"#,
             "# TYPE relay_attempt_duration_seconds histogram",
             "# TYPE relay_webhooks_received_total counter",
+            "relay_store_events_written_total 2",
+            "# TYPE relay_store_flushes_total counter",
         ] {
             #expect(lines.contains(want), "missing: \(want)")
         }
+        // Every commit is a transaction and, with synchronous: full, flushed before its answer.
+        func number(_ name: String) -> Double? {
+            lines.first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+        }
+        #expect((number("relay_store_transactions_total") ?? 0) >= 2)
+        #expect((number("relay_store_flushes_total") ?? 0) >= 2)
+        #expect((number("relay_store_flush_seconds_total") ?? 0) > 0)
         let age = lines.first { $0.hasPrefix(#"relay_queue_oldest_age_seconds{destination="down"} "#) }
         #expect(age.flatMap { Double($0.split(separator: " ").last!) }.map { $0 > 0 } == true, "\(age ?? "no age")")
         #expect(lines.contains { $0.hasPrefix(#"relay_circuit_open{destination="down"} "#) })

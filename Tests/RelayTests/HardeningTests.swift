@@ -1,4 +1,5 @@
 import Adapters
+import Crypto
 import Foundation
 @testable import Relay
 import Testing
@@ -24,6 +25,31 @@ struct HardeningTests {
         #expect(r2.status == 401, "\(r2)")
         // Still alive.
         #expect(try c.get("/healthz").status == 200)
+    }
+
+    @Test("the signature prefix matches ASCII letters without regard to case, and nothing else")
+    func signaturePrefix() {
+        var v = HMACVerifier(scheme: "hmac")
+        v.headers = ["X-Hub-Signature-256"]
+        v.prefix = "sha256="
+        v.keys = [HMACKey(.sha256, key: Array("k".utf8))]
+        let body = Array("{}".utf8)
+        let hex = ByteEncoding.hex(HMAC.authenticate(.sha256, key: Array("k".utf8), message: body))
+        func outcome(_ header: String) -> Bool {
+            let request = HTTPRequest(method: "POST", path: "/v1/hooks/x",
+                                      headers: HTTPHeaders([("X-Hub-Signature-256", header)]), body: body)
+            if case .verified = v.verify(request, now: Date()) { return true }
+            return false
+        }
+        #expect(outcome("sha256=" + hex))
+        #expect(outcome("SHA256=" + hex))
+        #expect(outcome("  Sha256=" + hex))
+        #expect(!outcome("sha256=" + hex.uppercased().replacingOccurrences(of: "A", with: "G")))
+        #expect(!outcome("sha256="))
+        #expect(!outcome("sha257=" + hex))
+        #expect(!outcome("sha256" + hex))
+        #expect(!outcome("sh\u{0430}256=" + hex))   // a Cyrillic a
+        #expect(!outcome("sha256\u{1D}" + hex))     // 0x1D | 0x20 == "=": only letters are case-folded
     }
 
     @Test("millisecond and fractional timestamps still work")

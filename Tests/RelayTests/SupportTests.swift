@@ -26,6 +26,20 @@ import Testing
         #expect(ConfigReader.parseDuration(text) == seconds)
     }
 
+    @Test("a counter handle is one counter: shared by name and labels, summed with increment, from many threads")
+    func counterHandles() {
+        let m = Metrics()
+        let a = m.counter("relay_webhooks_received_total", ["source": "shop"])
+        #expect(a === m.counter("relay_webhooks_received_total", ["source": "shop"]))
+        #expect(a !== m.counter("relay_webhooks_received_total", ["source": "other"]))
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in for _ in 0..<1000 { a.increment() } }
+        m.increment("relay_webhooks_received_total", ["source": "shop"], by: 2)
+        #expect(m.value("relay_webhooks_received_total", ["source": "shop"]) == 8002)
+        let text = m.prometheusText()
+        #expect(text.contains(#"relay_webhooks_received_total{source="shop"} 8002"#))
+        #expect(text.contains(#"relay_webhooks_received_total{source="other"} 0"#))
+    }
+
     @Test func badDurationsAreRefused() {
         for text in ["", "s", "-1s", "5 parsecs", "1x"] { #expect(ConfigReader.parseDuration(text) == nil, "\(text)") }
     }

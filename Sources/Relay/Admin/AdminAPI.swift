@@ -152,6 +152,11 @@ public final class AdminAPI: Sendable {
                 gauges.append(("relay_token_fetches_total", ["destination": name], Double(auth.tokenFetches)))
             }
         }
+        let st = store.stats
+        gauges.append(("relay_store_transactions_total", [:], Double(st.transactions.load(ordering: .relaxed))))
+        gauges.append(("relay_store_events_written_total", [:], Double(st.events.load(ordering: .relaxed))))
+        gauges.append(("relay_store_flushes_total", [:], Double(st.flushes.load(ordering: .relaxed))))
+        gauges.append(("relay_store_flush_seconds_total", [:], Double(st.flushNanoseconds.load(ordering: .relaxed)) / 1e9))
         return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
                             body: Array(metrics.prometheusText(extraGauges: gauges).utf8))
     }
@@ -215,7 +220,7 @@ public final class AdminAPI: Sendable {
     /// `GET /v1/events/{id}`: the event (with its raw body), its deliveries, and every attempt of each.
     func event(_ id: String) throws -> HTTPResponse {
         guard let event = try store.event(id: id) else { throw AdminError(status: 404, message: "no event \(id)") }
-        let deliveries = try store.read { db in try Self.deliveryRows(db, where: "event_id = ?", args: [id], limit: 10_000) }
+        let deliveries = try store.read { db in try Self.deliveryRows(db, where: "event_seq = (SELECT seq FROM events WHERE id = ?)", args: [id], limit: 10_000) }
         var out = "{\"event\":" + event.jsonText(includeRaw: true) + ",\"deliveries\":["
         out += try deliveries.map { d in try deliveryJSON(d, withAttempts: true) }.joined(separator: ",")
         out += "]}"

@@ -211,8 +211,13 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// New deliveries were committed: look at the queue now.
     public func wake() {
-        inbox.withLock { $0.wake = true }
-        signal.signal()
+        // Once per wake-up, not once per call: every committed event with deliveries calls this, and each signal
+        // would be one more turn of the loop. A wake already pending is seen when the loop next takes the inbox.
+        let first = inbox.withLock { box -> Bool in
+            defer { box.wake = true }
+            return !box.wake
+        }
+        if first { signal.signal() }
     }
 
     /// Stops claiming, lets attempts in flight finish (up to `timeout`), records them, and returns. What is still

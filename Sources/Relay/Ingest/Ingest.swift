@@ -13,10 +13,23 @@ public final class Ingest: Sendable {
     /// Called once an event with deliveries is durable (the dispatcher's cue).
     let committed: @Sendable () -> Void
     let metrics: Metrics?
+    /// Each source's hot-path counters, looked up once here rather than by name and labels on every webhook.
+    private let counters: [String: SourceCounters]
+
+    struct SourceCounters: Sendable {
+        let received: Metrics.Counter
+        let committed: Metrics.Counter
+    }
 
     public init(sources: [String: SourceSettings], router: Router = Router(routes: []), store: any EventStore, log: Logger,
                 metrics: Metrics? = nil, committed: @escaping @Sendable () -> Void = {}) {
         self.metrics = metrics
+        self.counters = metrics.map { m in
+            sources.mapValues { s in
+                SourceCounters(received: m.counter("relay_webhooks_received_total", ["source": s.name]),
+                               committed: m.counter("relay_events_committed_total", ["source": s.name]))
+            }
+        } ?? [:]
         self.sources = sources
         self.router = router
         self.store = store
@@ -28,7 +41,7 @@ public final class Ingest: Sendable {
 
     /// Answers, from the request line alone and before any body is read, what will be refused whatever the body:
     /// an unknown path or source (404), a method other than GET, HEAD, POST, PUT (405). Nil lets the body come.
-    public func preflight(method: String, path: String, requestID given: String?) -> HTTPResponse? {
+    public func preflight(method: String, path: String, requestID given: @autoclosure () -> String?) -> HTTPResponse? {
         if path == "/healthz" { return nil }
         let refusal: HTTPResponse
         var name = ""
@@ -36,7 +49,7 @@ public final class Ingest: Sendable {
             refusal = .error(404, "not found")
         } else {
             name = String(path.dropFirst(Self.hooksPrefix.count))
-            if name.contains("%") { name = name.removingPercentEncoding ?? "" }
+            if name.utf8.contains(UInt8(ascii: "%")) { name = name.removingPercentEncoding ?? "" }
             if sources[name] == nil {
                 refusal = .error(404, "unknown source")
             } else if ["GET", "HEAD", "POST", "PUT"].contains(method) {
@@ -45,7 +58,7 @@ public final class Ingest: Sendable {
                 refusal = HTTPResponse.error(405, "method not allowed").adding(headers: [("Allow", "GET, HEAD, POST, PUT")])
             }
         }
-        let requestID = Self.requestID(given: given)
+        let requestID = Self.requestID(given: given())
         if refusal.status == 404 && !name.isEmpty {
             log.warn("unknown source", ["requestId": requestID, "source": String(name.prefix(100))])
         }
@@ -65,7 +78,7 @@ public final class Ingest: Sendable {
             return
         }
         var name = String(request.path.dropFirst(Self.hooksPrefix.count))
-        if name.contains("%") { name = name.removingPercentEncoding ?? "" }
+        if name.utf8.contains(UInt8(ascii: "%")) { name = name.removingPercentEncoding ?? "" }
         guard let source = sources[name] else {
             log.warn("unknown source", ["requestId": requestID, "source": String(name.prefix(100)), "remote": request.remoteAddress])
             responder.respond(withID(.error(404, "unknown source"), requestID))
@@ -83,7 +96,8 @@ public final class Ingest: Sendable {
             return
         }
         let now = Date()
-        metrics?.increment("relay_webhooks_received_total", ["source": name])
+        let counters = self.counters[name]
+        counters?.received.increment()
         switch source.verifier.verify(request, now: now) {
         case .rejected(let reason):
             metrics?.increment("relay_webhooks_rejected_total", ["source": name, "reason": "unauthorized"])
@@ -92,12 +106,13 @@ public final class Ingest: Sendable {
             responder.respond(withID(.error(401, "unauthorized", ["reason": reason]), requestID))
             return
         case .verified(let verified):
-            accept(request, source: source, verified: verified, now: now, requestID: requestID, responder: responder)
+            accept(request, source: source, verified: verified, now: now, requestID: requestID, committedCounter: counters?.committed,
+               responder: responder)
         }
     }
 
     private func accept(_ request: HTTPRequest, source: SourceSettings, verified: VerifiedRequest, now: Date,
-                        requestID: String, responder: any HTTPResponder) {
+                        requestID: String, committedCounter: Metrics.Counter?, responder: any HTTPResponder) {
         let reject = { (status: Int, message: String, reason: String) in
             self.log.warn("webhook refused", ["requestId": requestID, "source": source.name, "status": String(status),
                                               "reason": reason])
@@ -135,7 +150,7 @@ public final class Ingest: Sendable {
         store.commit(event, deliveries: destinations) { result in
             switch result {
             case .success(.inserted(let id)):
-                self.metrics?.increment("relay_events_committed_total", ["source": source.name])
+                committedCounter?.increment()
                 if !destinations.isEmpty { self.committed() }
                 if log.enabled(.info) {
                     log.info("webhook accepted", ["requestId": requestID, "source": source.name, "eventId": id,

@@ -137,11 +137,9 @@ public final class RelayService: Sendable {
     public func runUntilSignalled(reload source: (@Sendable () -> Result<RelayConfig, ConfigError>)? = nil) -> Int32 {
         let stop = DispatchSemaphore(value: 0)
         store.onFailure = { _ in stop.signal() }
-        var hangup: DispatchSourceSignal?
+        var onHangup: (@Sendable () -> Void)?
         if let source {
-            signal(SIGHUP, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "relay.reload"))
-            s.setEventHandler { [self] in
+            onHangup = { [self] in
                 log.info("SIGHUP: reading the configuration again")
                 switch source() {
                 case .success(let config): reload(config)
@@ -150,31 +148,53 @@ public final class RelayService: Sendable {
                               ["problems": error.problems.map(\.description).joined(separator: "; ")])
                 }
             }
-            s.resume()
-            hangup = s
         }
-        waitForTerminationSignal(or: stop)
-        hangup?.cancel()
+        waitForTerminationSignal(or: stop, onHangup: onHangup)
         shutdown()
         return store.failure == nil ? 0 : 1
     }
 }
 
-/// Blocks the calling thread until SIGTERM or SIGINT arrives (or `other` is signalled, when given). The signals are
-/// taken from their default action (termination) for good: the caller stops in order instead.
-public func waitForTerminationSignal(or other: DispatchSemaphore? = nil) {
-    let stop = other ?? DispatchSemaphore(value: 0)
-    let queue = DispatchQueue(label: "relay.signals")
-    var sources: [DispatchSourceSignal] = []
-    for sig in [SIGTERM, SIGINT] {
-        signal(sig, SIG_IGN)
-        let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-        s.setEventHandler { stop.signal() }
-        s.resume()
-        sources.append(s)
+/// The signals the relay handles itself: SIGTERM and SIGINT (stop in order), SIGHUP (reload).
+public enum ProcessSignals {
+    static let handled = [SIGTERM, SIGINT, SIGHUP]
+
+    /// Blocks the handled signals in the calling thread and in every thread it starts from now on: they stay
+    /// pending, neither lost nor fatal, until `waitForTerminationSignal` takes them. Call it first thing in `main`,
+    /// before any thread exists, so that a SIGTERM sent the moment the listeners are up still stops the process in
+    /// order (without it, a signal between the first accepted request and the handler's installation killed it).
+    public static func block() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in handled { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
     }
+}
+
+/// Blocks the calling thread until SIGTERM or SIGINT arrives (or `other` is signalled, when given); SIGHUP runs
+/// `onHangup` (ignored without one). The signals are taken with `sigwait` on a thread of their own, so they must be
+/// blocked in every thread (`ProcessSignals.block()` first thing in `main`); this blocks them in the caller too.
+public func waitForTerminationSignal(or other: DispatchSemaphore? = nil, onHangup: (@Sendable () -> Void)? = nil) {
+    ProcessSignals.block()
+    let stop = other ?? DispatchSemaphore(value: 0)
+    let waiter = Thread {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in ProcessSignals.handled { sigaddset(&set, sig) }
+        while true {
+            var sig: Int32 = 0
+            guard sigwait(&set, &sig) == 0 else { continue }
+            if sig == SIGHUP {
+                onHangup?()
+            } else {
+                stop.signal()
+                return
+            }
+        }
+    }
+    waiter.name = "relay-signals"
+    waiter.start()
     stop.wait()
-    for s in sources { s.cancel() }
 }
 
 /// A value shared between threads, replaced whole (a reload's configuration and pipeline).
