@@ -10,8 +10,6 @@ public final class Ingest: Sendable {
     let store: any EventStore
     let log: Logger
 
-    /// Called once an event with deliveries is durable (the dispatcher's cue).
-    let committed: @Sendable () -> Void
     let metrics: Metrics?
     /// Each source's hot-path counters, looked up once here rather than by name and labels on every webhook.
     private let counters: [String: SourceCounters]
@@ -22,7 +20,7 @@ public final class Ingest: Sendable {
     }
 
     public init(sources: [String: SourceSettings], router: Router = Router(routes: []), store: any EventStore, log: Logger,
-                metrics: Metrics? = nil, committed: @escaping @Sendable () -> Void = {}) {
+                metrics: Metrics? = nil) {
         self.metrics = metrics
         self.counters = metrics.map { m in
             sources.mapValues { s in
@@ -34,7 +32,6 @@ public final class Ingest: Sendable {
         self.router = router
         self.store = store
         self.log = log
-        self.committed = committed
     }
 
     static let hooksPrefix = "/v1/hooks/"
@@ -147,25 +144,31 @@ public final class Ingest: Sendable {
             raw: RawPayload(contentType: contentType, bytes: request.body))
         let log = self.log
         let destinations = router.destinations(for: event)
+        // The completion runs on the store's flush thread, once per event: it captures only what it uses (not the
+        // event, its body or the source's settings, which would all be retained and released there).
+        let sourceName = source.name
+        let info = log.enabled(.info)
+            ? (type: event.type, status: event.status?.rawValue ?? "", destinations: destinations.joined(separator: ","))
+            : nil
+        let metrics = self.metrics
         store.commit(event, deliveries: destinations) { result in
             switch result {
             case .success(.inserted(let id)):
                 committedCounter?.increment()
-                if !destinations.isEmpty { self.committed() }
-                if log.enabled(.info) {
-                    log.info("webhook accepted", ["requestId": requestID, "source": source.name, "eventId": id,
-                                                  "type": event.type, "status": event.status?.rawValue ?? "",
-                                                  "destinations": destinations.joined(separator: ",")])
+                if let info {
+                    log.info("webhook accepted", ["requestId": requestID, "source": sourceName, "eventId": id,
+                                                  "type": info.type, "status": info.status,
+                                                  "destinations": info.destinations])
                 }
                 responder.respond(.json(202, "{\"eventId\":\"\(id)\"}", headers: [("X-Request-Id", requestID)]))
             case .success(.duplicate(let id)):
-                self.metrics?.increment("relay_webhooks_duplicate_total", ["source": source.name])
-                log.info("duplicate webhook", ["requestId": requestID, "source": source.name, "eventId": id])
+                metrics?.increment("relay_webhooks_duplicate_total", ["source": sourceName])
+                log.info("duplicate webhook", ["requestId": requestID, "source": sourceName, "eventId": id])
                 responder.respond(.json(200, "{\"eventId\":\"\(id)\",\"duplicate\":true}",
                                         headers: [("X-Request-Id", requestID)]))
             case .failure(let error):
-                self.metrics?.increment("relay_store_failures_total", ["source": source.name])
-                log.error("store commit failed", ["requestId": requestID, "source": source.name, "error": error.description])
+                metrics?.increment("relay_store_failures_total", ["source": sourceName])
+                log.error("store commit failed", ["requestId": requestID, "source": sourceName, "error": error.description])
                 responder.respond(.json(503, "{\"error\":\"store unavailable\",\"reason\":\"the event could not be stored durably; retry later\"}",
                                         headers: [("X-Request-Id", requestID), ("Retry-After", "5")]))
             }

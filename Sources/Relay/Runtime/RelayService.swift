@@ -36,8 +36,10 @@ public final class RelayService: Sendable {
                metrics: metrics)
         }
         let dispatcher = self.dispatcher
+        // The dispatcher's cue: once per durable batch with new deliveries (see SQLiteStore.onNewDeliveries).
+        if let dispatcher { store.onNewDeliveries = { dispatcher.wake() } }
         let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log,
-                            metrics: metrics, committed: { dispatcher?.wake() })
+                            metrics: metrics)
         let box = Locked(ingest)
         ingestBox = box
         server = HTTPServer(options: config.server.http,
@@ -117,9 +119,8 @@ public final class RelayService: Sendable {
             applied.destinations = [:]
             applied.routes = new.routes.map { RouteSettings(from: $0.from, to: [], when: $0.when) }
         }
-        let dispatcher = self.dispatcher
         let ingest = Ingest(sources: applied.sources, router: Router(routes: applied.routes), store: store, log: log,
-                            metrics: metrics, committed: { dispatcher?.wake() })
+                            metrics: metrics)
         ingestBox.value = ingest
         current.value = applied
         log.info("configuration reloaded", ["sources": applied.sources.keys.sorted().joined(separator: ","),

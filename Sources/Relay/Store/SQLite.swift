@@ -107,8 +107,16 @@ public final class Statement {
 
     public func bind(_ index: Int32, _ value: String?) throws {
         let rc: Int32
-        if let value {
-            rc = sqlite3_bind_text(handle, index, value, -1, relay_sqlite_transient())
+        if var value {
+            // Through the string's own UTF-8 buffer (no C-string copy for native strings); SQLite copies it.
+            rc = value.withUTF8 { buf -> Int32 in
+                guard let base = buf.baseAddress, buf.count > 0 else {
+                    return sqlite3_bind_text(handle, index, "", 0, relay_sqlite_transient())
+                }
+                return base.withMemoryRebound(to: CChar.self, capacity: buf.count) { p in
+                    sqlite3_bind_text(handle, index, p, Int32(buf.count), relay_sqlite_transient())
+                }
+            }
         } else {
             rc = sqlite3_bind_null(handle, index)
         }

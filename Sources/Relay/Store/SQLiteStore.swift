@@ -463,7 +463,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                 fail("WAL flush failed: \(failure)")
                 for (batch, _) in batches { for p in batch { p.fail(.unavailable(failure)) } }
             } else {
-                for (batch, outcomes) in batches { Self.complete(batch, outcomes) }
+                for (batch, outcomes) in batches { complete(batch, outcomes) }
             }
         }
         if walFD >= 0 { Glibc.close(walFD) }
@@ -486,15 +486,24 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         return nil
     }
 
-    private static func complete(_ batch: [Pending], _ outcomes: [Outcome]) {
+    /// Answers a durable batch, then tells `onNewDeliveries` once if it holds any new event with deliveries.
+    private func complete(_ batch: [Pending], _ outcomes: [Outcome]) {
+        var newDeliveries = false
         for (p, outcome) in zip(batch, outcomes) {
             switch (p, outcome) {
-            case (.event(let e), .event(let o)): e.completion(.success(o))
+            case (.event(let e), .event(let o)):
+                if case .inserted = o, !e.destinations.isEmpty { newDeliveries = true }
+                e.completion(.success(o))
             case (.work(let w), .work(let r)): w.completion(r)
             default: p.fail(.unavailable("internal: outcome does not match its write"))
             }
         }
+        if newDeliveries { onNewDeliveries?() }
     }
+
+    /// Called once per durable batch that holds new deliveries (the dispatcher's cue): once per batch rather than
+    /// once per event, so that a busy ingest does not wake the dispatcher thirty times per flush.
+    public nonisolated(unsafe) var onNewDeliveries: (@Sendable () -> Void)?
 
     private func write(_ batch: [Pending]) {
         var outcomes: [Outcome] = []
@@ -555,7 +564,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             var waitingOutcomes: [Outcome] = []
             for (p, o) in zip(batch, outcomes) {
                 if case .work(let w) = p, !w.durable {
-                    Self.complete([p], [o])
+                    complete([p], [o])
                 } else {
                     waiting.append(p)
                     waitingOutcomes.append(o)
@@ -568,14 +577,29 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             if state.syncerWaiting { monitor.signal(Self.syncerCondition) }
             monitor.unlock()
         } else {
-            Self.complete(batch, outcomes)
+            complete(batch, outcomes)
         }
+    }
+
+    // The writer's hottest statements, kept here rather than looked up by their SQL text for every event (hashing
+    // the text was a measurable part of an insert). Writer thread only.
+    private var insertEvent: Statement?
+    private var insertDelivery: Statement?
+
+    private func statement(_ slot: inout Statement?, _ sql: String) throws -> Statement {
+        if let s = slot {
+            s.reset()
+            return s
+        }
+        let s = try writer.statement(sql)
+        slot = s
+        return s
     }
 
     /// Inserts an event and, when it is new, its deliveries; or finds the event it duplicates.
     private func insert(_ p: EventWrite) throws -> CommitOutcome {
         let e = p.event
-        let insert = try writer.statement("""
+        let insert = try statement(&insertEvent, """
             INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, idempotency_key) DO NOTHING
             """)
@@ -601,7 +625,7 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         }
         if !p.destinations.isEmpty {
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let delivery = try writer.statement("""
+            let delivery = try statement(&insertDelivery, """
                 INSERT INTO deliveries (id, event_seq, event_id, destination, subject_key, state, next_attempt_at, created_at)
                 VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
                 """)
