@@ -211,8 +211,8 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// New deliveries were committed: look at the queue now.
     public func wake() {
-        // Once per wake-up, not once per call: every committed event with deliveries calls this, and each signal
-        // would be one more turn of the loop. A wake already pending is seen when the loop next takes the inbox.
+        // Once per wake-up, not once per call (the store after each batch, replays, resumes): each signal would be
+        // one more turn of the loop. A wake already pending is seen when the loop next takes the inbox.
         let first = inbox.withLock { box -> Bool in
             defer { box.wake = true }
             return !box.wake

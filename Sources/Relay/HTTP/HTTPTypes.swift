@@ -18,17 +18,17 @@ public struct HTTPHeaders: Sendable, Sequence {
     /// ASCII case-insensitive equality (header names are ASCII tokens).
     static func sameName(_ a: String, _ b: String) -> Bool {
         var a = a, b = b
-        return a.withUTF8 { x in
-            b.withUTF8 { y in
-                guard x.count == y.count else { return false }
-                for i in 0..<x.count {
-                    let c = x[i], d = y[i]
-                    if c != d && (c | 0x20) != (d | 0x20) { return false }
-                    if c != d && !((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) { return false }
-                }
-                return true
-            }
+        return a.withUTF8 { x in b.withUTF8 { y in asciiEqualIgnoringCase(x, y) } }
+    }
+
+    /// Byte-wise equality where ASCII letters match either case, and every other byte only itself.
+    static func asciiEqualIgnoringCase<A: Collection<UInt8>, B: Collection<UInt8>>(_ x: A, _ y: B) -> Bool {
+        guard x.count == y.count else { return false }
+        for (c, d) in zip(x, y) where c != d {
+            if (c | 0x20) != (d | 0x20) { return false }
+            if !((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) { return false }
         }
+        return true
     }
 
     /// The first present header among `names`.

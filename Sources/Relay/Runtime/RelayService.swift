@@ -165,10 +165,15 @@ public enum ProcessSignals {
     /// before any thread exists, so that a SIGTERM sent the moment the listeners are up still stops the process in
     /// order (without it, a signal between the first accepted request and the handler's installation killed it).
     public static func block() {
+        var set = handledSet()
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    static func handledSet() -> sigset_t {
         var set = sigset_t()
         sigemptyset(&set)
         for sig in handled { sigaddset(&set, sig) }
-        pthread_sigmask(SIG_BLOCK, &set, nil)
+        return set
     }
 }
 
@@ -179,9 +184,7 @@ public func waitForTerminationSignal(or other: DispatchSemaphore? = nil, onHangu
     ProcessSignals.block()
     let stop = other ?? DispatchSemaphore(value: 0)
     let waiter = Thread {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for sig in ProcessSignals.handled { sigaddset(&set, sig) }
+        var set = ProcessSignals.handledSet()
         while true {
             var sig: Int32 = 0
             guard sigwait(&set, &sig) == 0 else { continue }

@@ -227,17 +227,12 @@ public struct HMACVerifier: Verifier {
     private func stripPrefix(_ s: Substring) -> Substring? {
         let t = s.drop(while: { $0 == " " })
         if prefix.isEmpty { return t }
-        // ASCII case-insensitive, byte by byte (the prefixes are ASCII: `sha256=`, `v1,`).
-        var rest = t.utf8[...]
-        for p in prefix.utf8 {
-            guard let c = rest.first, c == p || (Self.isASCIILetter(c) && c | 0x20 == p | 0x20) else { return nil }
-            rest = rest.dropFirst()
-        }
-        guard !rest.isEmpty else { return nil }
+        // Byte-wise, ASCII letters in either case (the prefixes are ASCII: `sha256=`, `v1,`).
+        let head = t.utf8.prefix(prefix.utf8.count)
+        let rest = t.utf8[head.endIndex...]
+        guard !rest.isEmpty, HTTPHeaders.asciiEqualIgnoringCase(head, prefix.utf8) else { return nil }
         return Substring(rest)
     }
-
-    private static func isASCIILetter(_ c: UInt8) -> Bool { (c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a }
 
     private func decode(_ s: Substring) -> [UInt8]? {
         let text = String(s.trimmedASCII)
