@@ -4,7 +4,8 @@
 #   make deps        the C libraries the Swift package links (apt, only what is missing)
 #   make build       swift build (debug, .build/)
 #   make run         deps + build + serve config/relay.json5 from the repo root
-#   make test        deps + test deps + swift test + the interop suite + the crash test + container-check
+#   make test        deps + test deps + swift test (SQLite and a throwaway PostgreSQL) + the interop suite + the crash
+#                    test + the multi-relay test on PostgreSQL + container-check
 #   make test-deps   deps + openssl + a Python venv (.venv) with the interop suite's packages (PY_TEST_PACKAGES)
 #   make demo        deps + build, then demo/run: the stand-ins, config/demo.json5 and a signed sequence; prints
 #                    what each provider received (a table)
@@ -33,8 +34,8 @@ VENV_PY := $(VENV)/bin/python
 PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis svix oauthlib
 PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis,svix,oauthlib
 
-APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libssl-dev libsqlite3-dev pkg-config
-APT_TEST_DEPS := openssl
+APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libssl-dev libsqlite3-dev libpq-dev pkg-config
+APT_TEST_DEPS := openssl postgresql
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -86,8 +87,11 @@ test-deps: deps
 	  "$(VENV_PY)" -m pip install -q --disable-pip-version-check $(PY_TEST_PACKAGES); \
 	fi
 
+# The store conformance suite runs on SQLite and on a throwaway PostgreSQL cluster (Tests/pg/with-postgres: initdb in
+# a temp dir, the postgres user, a free port; stopped and removed on exit).
 swift-test: deps
-	cd "$(ROOT)" && $(SWIFT) test
+	@$(call apt_ensure,$(APT_TEST_DEPS))
+	cd "$(ROOT)" && Tests/pg/with-postgres $(SWIFT) test </dev/null
 
 # With RELAY_BINARY set, that binary is tested as it is and nothing is built.
 interop: test-deps $(if $(RELAY_BINARY),,build)

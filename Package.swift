@@ -13,14 +13,19 @@ let package = Package(
         .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         .target(name: "Crypto", dependencies: ["COpenSSL"]),
-        .target(name: "Relay", dependencies: ["Crypto", "CCurl", "CMicroHTTPD", "CSQLite"]),
+        // The engine: no SQL. Storage is behind the protocols of Sources/Relay/Store/Store.swift.
+        .target(name: "Relay", dependencies: ["Crypto", "CCurl", "CMicroHTTPD"]),
+        // The stores: the only targets that import a database's C library.
+        .target(name: "RelaySQLite", dependencies: ["Relay", "Crypto", "CSQLite"]),
+        .target(name: "RelayPostgres", dependencies: ["Relay", "Crypto", "CPostgres"]),
         .target(name: "Adapters", dependencies: ["Relay", "Crypto"]),
-        .executableTarget(name: "RelayCommand", dependencies: ["Relay", "Adapters"]),
+        .executableTarget(name: "RelayCommand", dependencies: ["Relay", "RelaySQLite", "RelayPostgres", "Adapters"]),
 
         .testTarget(name: "CryptoTests", dependencies: ["Crypto"]),
-        .testTarget(name: "RelayTests", dependencies: ["Relay", "Adapters", "Crypto"]),
+        .testTarget(name: "RelayTests", dependencies: ["Relay", "RelaySQLite", "RelayPostgres", "Adapters", "Crypto"]),
     ],
     swiftLanguageModes: [.v6]
 )

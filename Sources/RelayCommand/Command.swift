@@ -112,6 +112,12 @@ enum Command {
             return 0
         case "check":
             guard let path = configPath(rest), let config = loadConfig(path) else { return 2 }
+            let storeProblems = Stores.problems(config.store)
+            if !storeProblems.isEmpty {
+                fail("\(path): \(plural(storeProblems.count, "problem"))")
+                for p in storeProblems { fail("  \(p)") }
+                return 2
+            }
             print("\(path): ok (\(plural(config.sources.count, "source")), \(plural(config.destinations.count, "destination")), \(plural(config.routes.count, "route")))")
             return 0
         case "serve":
@@ -177,7 +183,7 @@ enum Command {
         guard let config = loadConfig(path) else { return 2 }
         guard let log = logger(default: config.logLevel) else { return 2 }
         do {
-            let service = try RelayService(config: config, log: log)
+            let service = try RelayService(config: config, log: log, store: try Stores.open(config.store, log: log))
             try service.start()
             // SIGHUP: read the file again; a configuration with problems is refused and the running one stays.
             return service.runUntilSignalled(reload: {

@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 import Relay
+@testable import RelaySQLite
 import Testing
 
 #if canImport(Glibc)
@@ -46,7 +47,7 @@ struct DeliveryTests {
     }
 
     /// The one delivery of `eventID` to `destination`.
-    static func delivery(_ relay: RunningRelay, _ eventID: String, _ destination: String) throws -> DeliveryRecord {
+    static func delivery(_ relay: RunningRelay, _ eventID: String, _ destination: String) throws -> DeliveryInfo {
         try #require(try relay.store.deliveries(eventID: eventID).first { $0.destination == destination },
                      "no delivery of \(eventID) to \(destination)")
     }
@@ -54,8 +55,8 @@ struct DeliveryTests {
     /// Waits until the delivery of `eventID` to `destination` is in `state`; returns it.
     @discardableResult
     static func waitForState(_ relay: RunningRelay, _ eventID: String, _ destination: String, _ state: String,
-                             timeout: Double = 5) throws -> DeliveryRecord {
-        var last: DeliveryRecord?
+                             timeout: Double = 5) throws -> DeliveryInfo {
+        var last: DeliveryInfo?
         try eventually("\(destination) delivery of \(eventID) to be \(state) (is \(last?.state ?? "?"))", timeout: timeout) {
             last = try relay.store.deliveries(eventID: eventID).first { $0.destination == destination }
             return last?.state == state
@@ -63,53 +64,17 @@ struct DeliveryTests {
         return last!
     }
 
-    struct AttemptRow: Equatable {
-        var n: Int
-        var startedAt: Int64
-        var latencyMillis: Int64
-        var status: Int?
-        var error: String?
-        var response: String?
+    typealias AttemptRow = AttemptInfo
+
+    /// The recorded attempts of a delivery, in order.
+    static func attempts(_ store: any AdminStore, _ deliveryID: String) throws -> [AttemptInfo] {
+        try store.attempts(deliveryID: deliveryID)
     }
 
-    /// The `attempts` rows of a delivery, in order.
-    static func attempts(_ store: SQLiteStore, _ deliveryID: String) throws -> [AttemptRow] {
-        try store.performAndWait { db -> [AttemptRow] in
-            let s = try db.statement("""
-                SELECT n, started_at, latency_ms, status, error, response FROM attempts WHERE delivery_id = ? ORDER BY n
-                """)
-            defer { s.reset() }
-            try s.bind([deliveryID])
-            var out: [AttemptRow] = []
-            while try s.step() {
-                out.append(AttemptRow(n: Int(s.int(0)), startedAt: s.int(1), latencyMillis: s.int(2),
-                                      status: s.text(3).flatMap { Int($0) }, error: s.text(4), response: s.text(5)))
-            }
-            return out
-        }
-    }
-
-    struct DeliveryRow {
-        var state: String
-        var attempts: Int
-        var nextAttemptAt: Int64
-        var lastStatus: Int?
-        var lastError: String?
-        var claimedBy: String?
-    }
-
-    /// A delivery's row as the dispatcher left it.
-    static func deliveryRow(_ store: SQLiteStore, _ deliveryID: String) throws -> DeliveryRow {
-        try store.performAndWait { db -> DeliveryRow in
-            let s = try db.statement("""
-                SELECT state, attempts, next_attempt_at, last_status, last_error, claimed_by FROM deliveries WHERE id = ?
-                """)
-            defer { s.reset() }
-            try s.bind([deliveryID])
-            guard try s.step() else { throw TestFailure("no delivery \(deliveryID)") }
-            return DeliveryRow(state: s.text(0) ?? "", attempts: Int(s.int(1)), nextAttemptAt: s.int(2),
-                               lastStatus: s.text(3).flatMap { Int($0) }, lastError: s.text(4), claimedBy: s.text(5))
-        }
+    /// A delivery as the dispatcher left it.
+    static func deliveryRow(_ store: any AdminStore, _ deliveryID: String) throws -> DeliveryInfo {
+        guard let d = try store.delivery(id: deliveryID) else { throw TestFailure("no delivery \(deliveryID)") }
+        return d
     }
 
     static func json(_ r: SinkRequest) throws -> JSONValue { try JSONValue.parse(r.body) }
@@ -568,7 +533,7 @@ struct DeliveryTests {
             defer { store.close() }
             for id in ids { #expect(try store.deliveries(eventID: id).first?.state == "in_flight") }
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            #expect(try store.performAndWait { db in try DeliveryQueue.releaseExpiredLeases(db, nowMillis: now) } == 0)
+            #expect(try store.releaseExpiredLeases(nowMillis: now) == 0)
         }
 
         // Second run on the same file: the claims are taken back at start and delivered.

@@ -1,5 +1,6 @@
 import Foundation
 @testable import Relay
+@testable import RelaySQLite
 import Testing
 
 /// A store written by an earlier version opens, is migrated in place, and keeps its queue.
@@ -36,15 +37,18 @@ struct MigrationTests {
         }
         let store = try SQLiteStore(options: SQLiteStoreOptions(path: path))
         defer { store.close() }
-        let (version, claimed, events) = try store.performAndWait { db -> (String?, [ClaimedDelivery], [Int64: CanonicalEvent]) in
-            let claims = try DeliveryQueue.claim(db, destination: "d", limit: 10, nowMillis: 1, leaseMillis: 1000,
-                                                 owner: "t", perSubject: true)
-            try Correlation.link(db, scope: "shop", subject: ["orderId": "O-1", "vendorOrderId": "V-1"],
-                                 keys: Correlation.defaultKeys, nowMillis: 1)
-            return (try db.scalarText("PRAGMA user_version"), claims,
-                    try DeliveryQueue.events(db, seqs: claims.map(\.eventSeq), correlationKeys: Correlation.defaultKeys))
-        }
-        #expect(version == "4")
+        let settings = CorrelationSettings(keys: Correlation.defaultKeys)
+        let lane = try #require(try store.claim([LaneRequest(destination: "d", limit: 10, discipline: QueueDiscipline(perSubject: true))],
+                                                nowMillis: 1, correlation: settings)["d"])
+        let claimed = lane.claims
+        let version = try store.read { db in try db.scalarText("PRAGMA user_version") }
+        // A link made after the migration completes the old event's subject.
+        let done = DispatchSemaphore(value: 0)
+        store.finish([], links: [CorrelationLink(scope: "shop", subject: ["orderId": "O-1", "vendorOrderId": "V-1"])],
+                     keys: Correlation.defaultKeys, nowMillis: 1) { _ in done.signal() }
+        done.wait()
+        let events = try store.read { db in try DeliveryQueue.events(db, seqs: claimed.map(\.eventSeq), correlation: settings) }
+        #expect(version == "5")
         #expect(claimed.map(\.id) == ["dlv_1"])
         #expect(claimed.first?.step == 0 && claimed.first?.values == [:])
         #expect(events[1]?.subject == ["orderId": "O-1", "vendorOrderId": "V-1"], "the old event is completed from a new link")

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Relay
+@testable import RelaySQLite
 import Testing
 
 #if canImport(Glibc)

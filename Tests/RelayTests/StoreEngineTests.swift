@@ -1,5 +1,6 @@
 import Foundation
 import Relay
+@testable import RelaySQLite
 import Testing
 
 /// The SQLite store on its own: group commit, the background checkpoint, close.

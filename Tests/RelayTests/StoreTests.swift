@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Relay
+@testable import RelaySQLite
 import Synchronization
 import Testing
 
@@ -106,7 +107,7 @@ struct StoreTests {
     func storeFull() throws {
         let relay = try RunningRelay(sources: """
             "open": { adapter: "generic", verify: { none: true } },
-            """, store: "maxSizeBytes: 65536,")
+            """, store: "maxSizeBytes: 98304,")  // the empty schema takes about 17 of these 24 pages
         defer { relay.stop() }
         let c = relay.client
         var accepted: [String] = []
@@ -141,7 +142,7 @@ struct StoreTests {
     func storeFullConcurrent() throws {
         let relay = try RunningRelay(sources: """
             "open": { adapter: "generic", verify: { none: true } },
-            """, store: "maxSizeBytes: 65536,")
+            """, store: "maxSizeBytes: 98304,")  // the empty schema takes about 17 of these 24 pages
         defer { relay.stop() }
         let client = relay.client
         let perThread = try concurrently(6) { t -> [Response] in

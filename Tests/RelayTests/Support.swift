@@ -2,6 +2,8 @@ import Adapters
 import Crypto
 import Foundation
 import Relay
+import RelayPostgres
+import RelaySQLite
 import Testing
 
 #if canImport(Glibc)
@@ -295,6 +297,14 @@ struct Client: Sendable {
 
 // MARK: - An in-process relay
 
+/// The store `store:` names, as `relay serve` opens it.
+func openStore(_ settings: StoreSettings, log: Logger? = nil) throws -> any RelayStore {
+    switch settings {
+    case .sqlite(let o): return try SQLiteStore(options: o, log: log)
+    case .postgres(let o): return try PostgresStore(options: o, log: log)
+    }
+}
+
 /// The JSON5 configuration of a test relay: loopback, port 0, its own SQLite file, debug logs. `sources` is the
 /// text inside `sources: { ... }`; `server`, `store` add keys to those blocks; `extra` adds top-level keys.
 func relayConfigText(dbPath: String, sources: String, server: String = "", store: String = "",
@@ -340,7 +350,8 @@ final class RunningRelay {
             logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
             guard logFD >= 0 else { throw TestFailure("open \(logPath): \(errnoText())") }
             do {
-                service = try RelayService(config: config, log: Logger(level: .debug, fd: logFD))
+                let log = Logger(level: .debug, fd: logFD)
+                service = try RelayService(config: config, log: log, store: try openStore(config.store, log: log))
                 try service.start()
             } catch {
                 _ = close(logFD)
@@ -354,7 +365,9 @@ final class RunningRelay {
 
     var port: UInt16 { service.port }
     var client: Client { Client(port: port) }
-    var store: SQLiteStore { service.store }
+    var store: any RelayStore { service.store }
+    /// The embedded store (these relays run on SQLite unless a test says otherwise).
+    var sqlite: SQLiteStore { service.store as! SQLiteStore }
     var log: String { readText(logPath) }
 
     func stop() {

@@ -24,10 +24,11 @@ public struct AdminSettings: Sendable {
 }
 
 /// The admin API: what happened to an event, its deliveries and every attempt; dead letters; replay; the routing
-/// table. JSON over its own listener, bearer-token protected. Reads use the store's reader connection; a replay
-/// is a write in the store's writer transaction, followed by a wake of the dispatcher.
+/// table. JSON over its own listener, bearer-token protected. Everything it reads and writes goes through the
+/// store's `AdminStore` methods, so on a shared store it shows (and replays) what every relay did; a replay is
+/// followed by a wake of the dispatcher.
 public final class AdminAPI: Sendable {
-    let store: SQLiteStore
+    let store: any RelayStore
     /// The configuration in force (it changes with a reload).
     let currentConfig: @Sendable () -> RelayConfig
     var config: RelayConfig { currentConfig() }
@@ -39,7 +40,7 @@ public final class AdminAPI: Sendable {
     let setPaused: @Sendable (String, Bool) throws -> Bool
     let pausedNow: @Sendable () -> Set<String>
 
-    public init(store: SQLiteStore, config: @escaping @Sendable () -> RelayConfig, token: Secret?, log: Logger, metrics: Metrics = Metrics(),
+    public init(store: any RelayStore, config: @escaping @Sendable () -> RelayConfig, token: Secret?, log: Logger, metrics: Metrics = Metrics(),
                 setPaused: @escaping @Sendable (String, Bool) throws -> Bool = { _, _ in false },
                 paused: @escaping @Sendable () -> Set<String> = { [] },
                 wake: @escaping @Sendable () -> Void) {
@@ -61,6 +62,9 @@ public final class AdminAPI: Sendable {
 
     func answer(_ request: HTTPRequest) -> HTTPResponse {
         if request.path == "/healthz" { return .json(200, #"{"status":"ok"}"#) }
+        // Readiness is asked by load balancers and Kubernetes probes, which carry no token: it says only whether
+        // the store answers (the reason is in the log).
+        if request.path == "/readyz" { return request.method == "GET" ? readyz() : HTTPResponse.error(405, "method not allowed").adding(headers: [("Allow", "GET")]) }
         if let token {
             let given = request.headers["Authorization"] ?? ""
             let want = "Bearer " + token.value
@@ -80,7 +84,6 @@ public final class AdminAPI: Sendable {
                 m == method ? try response() : HTTPResponse.error(405, "method not allowed").adding(headers: [("Allow", method)])
             }
             switch parts.count {
-            case 1 where parts[0] == "readyz": return try route("GET", try readyz())
             case 1 where parts[0] == "metrics": return try route("GET", try metricsText())
             case 2 where parts == ["v1", "events"]: return try route("GET", try events(query))
             case 3 where parts[0] == "v1" && parts[1] == "events": return try route("GET", try event(parts[2]))
@@ -108,31 +111,22 @@ public final class AdminAPI: Sendable {
 
     // MARK: Endpoints
 
-    func readyz() throws -> HTTPResponse {
-        if let failure = store.failure {
-            return .json(503, JSONValue.object(["status": .string("unavailable"), "reason": .string(failure)]).jsonString())
+    func readyz() -> HTTPResponse {
+        do {
+            try store.ping()
+            return .json(200, #"{"status":"ready"}"#)
+        } catch {
+            log.warn("not ready: the store does not answer", ["error": "\(error)"])
+            return .json(503, #"{"status":"unavailable"}"#)
         }
-        _ = try store.performAndWait(durable: false) { db in try db.scalarText("SELECT 1") }
-        return .json(200, #"{"status":"ready"}"#)
     }
 
     /// `GET /metrics`: Prometheus text; queue depth, oldest waiting age and dead letters per destination read from
     /// the store at scrape time; token fetches from each destination's auth.
     func metricsText() throws -> HTTPResponse {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        let queue = try store.read { db -> [(String, Double, Double, Double)] in
-            let s = try db.statement("""
-                SELECT destination, sum(state IN ('pending', 'in_flight')),
-                       min(CASE WHEN state IN ('pending', 'in_flight') THEN created_at END), sum(state = 'dead')
-                FROM deliveries WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY destination
-                """)
-            defer { s.reset() }
-            var out: [(String, Double, Double, Double)] = []
-            while try s.step() {
-                let oldest = s.text(2).flatMap { Int64($0) }.map { Double(max(0, now - $0)) / 1000 } ?? 0
-                out.append((s.text(0) ?? "", Double(s.int(1)), oldest, Double(s.int(3))))
-            }
-            return out
+        let queue = try store.queueStats().map { q in
+            (q.destination, Double(q.waiting), q.oldestQueuedAt.map { Double(max(0, now - $0)) / 1000 } ?? 0, Double(q.dead))
         }
         var gauges: [(name: String, labels: [String: String], value: Double)] = []
         var seen = Set<String>()
@@ -152,6 +146,13 @@ public final class AdminAPI: Sendable {
                 gauges.append(("relay_token_fetches_total", ["destination": name], Double(auth.tokenFetches)))
             }
         }
+        // Every relay sharing the store shows every destination's breaker, whoever dispatches it.
+        if let circuits = try? store.circuits() {
+            for name in config.destinations.keys.sorted() {
+                let state = circuits[name]?.state ?? .closed
+                gauges.append(("relay_circuit_state", ["destination": name, "state": state.rawValue], 1))
+            }
+        }
         let st = store.stats
         gauges.append(("relay_store_transactions_total", [:], Double(st.transactions.load(ordering: .relaxed))))
         gauges.append(("relay_store_events_written_total", [:], Double(st.events.load(ordering: .relaxed))))
@@ -163,51 +164,34 @@ public final class AdminAPI: Sendable {
 
     /// `GET /v1/events?source=&type=&status=&subject=key:value&since=&until=&cursor=&limit=`: newest first.
     func events(_ q: [String: String]) throws -> HTTPResponse {
-        var clauses: [String] = []
-        var args: [String] = []
-        if let v = q["source"] { clauses.append("source = ?"); args.append(v) }
-        if let v = q["type"] { clauses.append("type = ?"); args.append(v) }
+        var query = EventQuery(limit: try Self.limit(q) + 1)
+        query.source = q["source"]
+        query.type = q["type"]
         if let v = q["status"] {
             guard CanonicalStatus(rawValue: v) != nil else { throw AdminError(status: 400, message: "status: \"\(v)\" is not a canonical status") }
-            clauses.append("status = ?"); args.append(v)
+            query.status = v
         }
         if let v = q["subject"] {
             guard let colon = v.firstIndex(of: ":"), colon > v.startIndex,
                   v[..<colon].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
                 throw AdminError(status: 400, message: "subject: expected KEY:VALUE with a key of letters, digits or _, e.g. orderId:ORD-1")
             }
-            clauses.append("json_extract(event, '$.subject.' || ?) = ?")
-            args.append(String(v[..<colon]))
-            args.append(String(v[v.index(after: colon)...]))
+            query.subject = (String(v[..<colon]), String(v[v.index(after: colon)...]))
         }
         // Times compare as the stored text (RFC 3339, UTC, milliseconds), so a given time is normalised to that form.
-        for (key, op) in [("since", ">="), ("until", "<")] {
+        for key in ["since", "until"] {
             guard let v = q[key] else { continue }
             guard let date = Self.rfc3339(v) else {
                 throw AdminError(status: 400, message: "\(key): an RFC 3339 time such as 2026-11-20T10:00:00Z")
             }
-            clauses.append("received_at \(op) ?"); args.append(Timestamp.iso8601(date))
+            if key == "since" { query.since = Timestamp.iso8601(date) } else { query.until = Timestamp.iso8601(date) }
         }
-        let limit = try Self.limit(q)
-        var cursorSeq: Int64?
+        let limit = query.limit - 1
         if let c = q["cursor"] {
             guard let seq = Int64(c), seq > 0 else { throw AdminError(status: 400, message: "cursor: not a cursor this API gave") }
-            cursorSeq = seq
-            clauses.append("seq < ?")
+            query.before = seq
         }
-        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-        let boundArgs = args, boundCursor = cursorSeq
-        let rows = try store.read { db -> [(Int64, String)] in
-            let s = try db.statement("SELECT seq, event FROM events \(whereSQL) ORDER BY seq DESC LIMIT ?")
-            defer { s.reset() }
-            var i: Int32 = 1
-            for a in boundArgs { try s.bind(i, a); i += 1 }
-            if let boundCursor { try s.bind(i, boundCursor); i += 1 }
-            try s.bind(i, Int64(limit + 1))
-            var out: [(Int64, String)] = []
-            while try s.step() { out.append((s.int(0), s.text(1) ?? "{}")) }
-            return out
-        }
+        let rows = try store.events(query).map { ($0.cursor, $0.json) }
         let page = rows.prefix(limit)
         var out = "{\"events\":["
         out += page.map { $0.1 }.joined(separator: ",")
@@ -220,7 +204,7 @@ public final class AdminAPI: Sendable {
     /// `GET /v1/events/{id}`: the event (with its raw body), its deliveries, and every attempt of each.
     func event(_ id: String) throws -> HTTPResponse {
         guard let event = try store.event(id: id) else { throw AdminError(status: 404, message: "no event \(id)") }
-        let deliveries = try store.read { db in try Self.deliveryRows(db, where: "event_seq = (SELECT seq FROM events WHERE id = ?)", args: [id], limit: 10_000) }
+        let deliveries = try store.deliveries(eventID: id)
         var out = "{\"event\":" + event.jsonText(includeRaw: true) + ",\"deliveries\":["
         out += try deliveries.map { d in try deliveryJSON(d, withAttempts: true) }.joined(separator: ",")
         out += "]}"
@@ -229,68 +213,45 @@ public final class AdminAPI: Sendable {
 
     /// `GET /v1/deliveries?state=dead&destination=&cursor=&limit=`: newest first.
     func deliveries(_ q: [String: String]) throws -> HTTPResponse {
-        var clauses: [String] = []
-        var args: [String] = []
+        var query = DeliveryQuery(limit: try Self.limit(q) + 1)
         if let v = q["state"] {
-            let states = ["pending", "in_flight", "delivered", "dead", "skipped", "superseded"]
-            guard states.contains(v) else { throw AdminError(status: 400, message: "state: one of \(states.joined(separator: ", "))") }
-            clauses.append("state = ?"); args.append(v)
+            guard let state = DeliveryState(rawValue: v) else {
+                throw AdminError(status: 400, message: "state: one of \(DeliveryState.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            query.state = state
         }
-        if let v = q["destination"] { clauses.append("destination = ?"); args.append(v) }
+        query.destination = q["destination"]
         if let c = q["cursor"] {
             guard let seq = Int64(c), seq > 0 else { throw AdminError(status: 400, message: "cursor: not a cursor this API gave") }
-            clauses.append("rowid < ?"); args.append(String(seq))
+            query.before = seq
         }
-        let limit = try Self.limit(q)
-        let clause = clauses.isEmpty ? "1" : clauses.joined(separator: " AND "), boundArgs = args
-        let rows = try store.read { db in
-            try Self.deliveryRows(db, where: clause, args: boundArgs,
-                                  limit: limit + 1, newestFirst: true)
-        }
+        let limit = query.limit - 1
+        let rows = try store.deliveries(query)
         let page = rows.prefix(limit)
         var out = "{\"deliveries\":["
         out += try page.map { try deliveryJSON($0, withAttempts: false) }.joined(separator: ",")
-        out += "],\"nextCursor\":" + (rows.count > limit ? "\"\(page.last!.rowid)\"" : "null") + "}"
+        out += "],\"nextCursor\":" + (rows.count > limit ? "\"\(page.last!.cursor)\"" : "null") + "}"
         return .json(200, out)
     }
 
     /// `POST /v1/deliveries/{id}/replay`: a finished delivery (dead, delivered, skipped, superseded) is queued again,
     /// due now, its attempts kept; the dispatcher is woken. A pending or in-flight one is left alone (409).
     func replay(_ id: String) throws -> HTTPResponse {
-        let configured = Set(config.destinations.keys)
-        let outcome = try store.performAndWait { db -> String? in
-            let s = try db.statement("SELECT state FROM deliveries WHERE id = ?")
-            try s.bind([id])
-            let state = try s.step() ? s.text(0) : nil
-            s.reset()
-            guard let state else { return nil }
-            guard !["pending", "in_flight"].contains(state) else { return state }
-            let dest = try db.statement("SELECT destination FROM deliveries WHERE id = ?")
-            try dest.bind([id])
-            let destination = try dest.step() ? dest.text(0) ?? "" : ""
-            dest.reset()
-            guard configured.contains(destination) else { return "for \(destination), which is no longer configured" }
-            let u = try db.statement("""
-                UPDATE deliveries SET state = 'pending', next_attempt_at = ?, finished_at = NULL, lease_until = NULL,
-                       claimed_by = NULL WHERE id = ?
-                """)
-            defer { u.reset() }
-            try u.bind(1, Int64(Date().timeIntervalSince1970 * 1000))
-            try u.bind(2, id)
-            try u.step()
-            return "replayed from " + state
+        let outcome = try store.replay(deliveryID: id, destinations: config.destinations.mapValues { $0.policy.discipline },
+                                       nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        switch outcome {
+        case .notFound:
+            throw AdminError(status: 404, message: "no delivery \(id)")
+        case .unconfigured(let destination):
+            throw AdminError(status: 409, message: "delivery \(id) is for \(destination), which is no longer configured: nothing could send it")
+        case .unfinished(let state):
+            throw AdminError(status: 409, message: "delivery \(id) is \(state): it will be attempted anyway")
+        case .replayed(let from):
+            log.info("delivery replayed", ["deliveryId": id, "from": from])
+            wake()
+            return .json(202, JSONValue.object(["deliveryId": .string(id), "state": .string("pending"),
+                                                "previousState": .string(from)]).jsonString())
         }
-        guard let outcome else { throw AdminError(status: 404, message: "no delivery \(id)") }
-        if outcome.hasPrefix("for ") {
-            throw AdminError(status: 409, message: "delivery \(id) is \(outcome): nothing could send it")
-        }
-        guard outcome.hasPrefix("replayed") else {
-            throw AdminError(status: 409, message: "delivery \(id) is \(outcome): it will be attempted anyway")
-        }
-        log.info("delivery replayed", ["deliveryId": id, "from": String(outcome.dropFirst("replayed from ".count))])
-        wake()
-        return .json(202, JSONValue.object(["deliveryId": .string(id), "state": .string("pending"),
-                                            "previousState": .string(String(outcome.dropFirst("replayed from ".count)))]).jsonString())
     }
 
     /// `POST /v1/destinations/{name}/pause|resume`.
@@ -315,29 +276,22 @@ public final class AdminAPI: Sendable {
         }
         let configured = config.destinations.keys.sorted()
         guard !configured.isEmpty else { throw AdminError(status: 409, message: "no destination is configured") }
-        var clauses = ["state = ?", "destination IN (\(configured.map { _ in "?" }.joined(separator: ", ")))"]
-        var args: [String] = [state] + configured
-        if let d = o["destination"]?.stringValue { clauses.append("destination = ?"); args.append(d) }
-        for (key, op) in [("since", ">="), ("until", "<")] {
+        var filter = ReplayFilter(state: DeliveryState(rawValue: state)!,
+                                  destinations: config.destinations.mapValues { $0.policy.discipline })
+        if let d = o["destination"] {
+            guard let name = d.stringValue else { throw AdminError(status: 400, message: "destination: a destination's name") }
+            filter.destination = name
+        }
+        for key in ["since", "until"] {
             guard let v = o[key] else { continue }
             guard let text = v.stringValue, let date = Self.rfc3339(text) else {
                 throw AdminError(status: 400, message: "\(key): an RFC 3339 time such as 2026-11-20T10:00:00Z")
             }
-            clauses.append("finished_at \(op) ?"); args.append(String(Int64(date.timeIntervalSince1970 * 1000)))
+            let ms = Int64(date.timeIntervalSince1970 * 1000)
+            if key == "since" { filter.finishedSince = ms } else { filter.finishedUntil = ms }
         }
         let dryRun = o["dryRun"]?.boolValue ?? true
-        let clause = clauses.joined(separator: " AND "), boundArgs = args
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        let count = try store.performAndWait { db -> Int in
-            let sql = dryRun ? "SELECT count(*) FROM deliveries WHERE \(clause)"
-                : "UPDATE deliveries SET state = 'pending', next_attempt_at = \(now), finished_at = NULL, lease_until = NULL, claimed_by = NULL WHERE \(clause)"
-            let s = try db.statement(sql)
-            defer { s.reset() }
-            for (i, a) in boundArgs.enumerated() { try s.bind(Int32(i + 1), a) }
-            if dryRun { _ = try s.step(); return Int(s.int(0)) }
-            try s.step()
-            return db.changes
-        }
+        let count = try store.replay(filter, dryRun: dryRun, nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
         if !dryRun {
             log.info("deliveries replayed in bulk", ["count": String(count), "state": state,
                                                       "destination": o["destination"]?.stringValue ?? "*"])
@@ -377,38 +331,7 @@ public final class AdminAPI: Sendable {
 
     // MARK: Helpers
 
-    struct DeliveryRow {
-        let rowid: Int64
-        let id, eventID, destination, state: String
-        let attempts: Int
-        let nextAttemptAt: Int64
-        let lastStatus: Int?
-        let lastError: String?
-        let finishedAt: Int64?
-        let step: Int
-    }
-
-    static func deliveryRows(_ db: Database, where clause: String, args: [String], limit: Int,
-                             newestFirst: Bool = false) throws -> [DeliveryRow] {
-        let s = try db.statement("""
-            SELECT rowid, id, event_id, destination, state, attempts, next_attempt_at, last_status, last_error,
-                   finished_at, step FROM deliveries WHERE \(clause) ORDER BY rowid \(newestFirst ? "DESC" : "") LIMIT ?
-            """)
-        defer { s.reset() }
-        var i: Int32 = 1
-        for a in args { try s.bind(i, a); i += 1 }
-        try s.bind(i, Int64(limit))
-        var out: [DeliveryRow] = []
-        while try s.step() {
-            out.append(DeliveryRow(rowid: s.int(0), id: s.text(1) ?? "", eventID: s.text(2) ?? "", destination: s.text(3) ?? "",
-                                   state: s.text(4) ?? "", attempts: Int(s.int(5)), nextAttemptAt: s.int(6),
-                                   lastStatus: s.text(7).flatMap { Int($0) }, lastError: s.text(8),
-                                   finishedAt: s.text(9).flatMap { Int64($0) }, step: Int(s.int(10))))
-        }
-        return out
-    }
-
-    func deliveryJSON(_ d: DeliveryRow, withAttempts: Bool) throws -> String {
+    func deliveryJSON(_ d: DeliveryInfo, withAttempts: Bool) throws -> String {
         var o: [String: JSONValue] = [
             "id": .string(d.id), "eventId": .string(d.eventID), "destination": .string(d.destination),
             "state": .string(d.state), "attempts": .number(Double(d.attempts)),
@@ -419,23 +342,14 @@ public final class AdminAPI: Sendable {
         if let v = d.finishedAt { o["finishedAt"] = .string(Timestamp.iso8601(Date(timeIntervalSince1970: Double(v) / 1000))) }
         if d.step > 0 { o["step"] = .number(Double(d.step)) }
         if withAttempts {
-            let rows = try store.read { db -> [JSONValue] in
-                let s = try db.statement("""
-                    SELECT n, started_at, latency_ms, status, error, response FROM attempts WHERE delivery_id = ? ORDER BY n
-                    """)
-                defer { s.reset() }
-                try s.bind([d.id])
-                var out: [JSONValue] = []
-                while try s.step() {
-                    var a: [String: JSONValue] = ["n": .number(Double(s.int(0))),
-                                                  "startedAt": .string(Timestamp.iso8601(Date(timeIntervalSince1970: Double(s.int(1)) / 1000))),
-                                                  "latencyMs": .number(Double(s.int(2)))]
-                    if let st = s.text(3).flatMap({ Int($0) }) { a["status"] = .number(Double(st)) }
-                    if let e = s.text(4) { a["error"] = .string(e) }
-                    if let r = s.text(5) { a["response"] = .string(r) }
-                    out.append(.object(a))
-                }
-                return out
+            let rows = try store.attempts(deliveryID: d.id).map { a -> JSONValue in
+                var o: [String: JSONValue] = ["n": .number(Double(a.n)),
+                                              "startedAt": .string(Timestamp.iso8601(Date(timeIntervalSince1970: Double(a.startedAt) / 1000))),
+                                              "latencyMs": .number(Double(a.latencyMillis))]
+                if let st = a.status { o["status"] = .number(Double(st)) }
+                if let e = a.error { o["error"] = .string(e) }
+                if let r = a.response { o["response"] = .string(r) }
+                return .object(o)
             }
             o["attemptLog"] = .array(rows)
         }

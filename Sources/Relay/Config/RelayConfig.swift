@@ -44,7 +44,9 @@ public struct RouteSettings: Sendable {
 /// The whole configuration, typed and checked.
 public struct RelayConfig: Sendable {
     public var server = ServerSettings()
-    public var store = SQLiteStoreOptions(path: "data/relay.db")
+    public var store = StoreSettings.sqlite(SQLiteStoreOptions(path: "data/relay.db"))
+    /// Which subject keys identify a subject and each source's scope (`correlation.keys`, `correlationScope`).
+    public var correlation = CorrelationSettings()
     public var logLevel: LogLevel = .info
     /// The outbound HTTP client's settings (`client:`).
     public var client = HTTPClientOptions()
@@ -87,6 +89,54 @@ public struct RelayConfig: Sendable {
             return ctx.debugDescription
         }
         return "\(error)"
+    }
+
+    /// `store: { sqlite: PATH, synchronous, maxBatch, commitDelay, maxSizeBytes }` or
+    /// `store: { postgres: { url, pool, writers, maxBatch, lease, heartbeat, connectTimeout } }`.
+    static func storeSettings(_ s: [String: JSONValue], reader r: ConfigReader) -> StoreSettings {
+        if let pg = s["postgres"] {
+            if let other = s.keys.sorted().first(where: { $0 != "postgres" }) {
+                r.problem(ConfigReader.join("store", other), "belongs to the SQLite store; with store.postgres, set PostgreSQL's options inside it")
+            }
+            var o = PostgresStoreOptions(url: Secret(value: "", reference: ""))
+            guard let p = r.object(pg, "store.postgres", keys: ["url", "pool", "writers", "maxBatch", "lease", "heartbeat", "connectTimeout"]) else {
+                return .postgres(o)
+            }
+            let path = "store.postgres"
+            if let raw = p["url"]?.stringValue, raw.trimmingCharacters(in: .whitespaces).hasPrefix("${"),
+               raw.trimmingCharacters(in: .whitespaces).hasSuffix("}") {
+                if let secret = r.secret(p["url"], path + ".url") { o.url = secret }
+            } else if let url = r.string(p, "url", path, required: true) {
+                if PostgresStoreOptions.hasPassword(url) && !(p["url"]?.stringValue ?? "").contains("${") {
+                    r.problem(path + ".url", "holds a password: put the whole URL in a secret, \"${env:RELAY_DATABASE_URL}\" or \"${file:/run/secrets/relay-db-url}\", or the password in PGPASSWORD / ~/.pgpass")
+                } else {
+                    o.url = Secret(value: url, reference: p["url"]?.stringValue ?? url)
+                }
+            }
+            if let v = r.int(p, "pool", path, min: 1, max: 64) { o.pool = v }
+            if let v = r.int(p, "writers", path, min: 1, max: 16) { o.writers = v }
+            if let v = r.int(p, "maxBatch", path, min: 1, max: 10_000) { o.maxBatch = v }
+            if let v = r.duration(p, "lease", path) {
+                if v < 1 { r.problem(path + ".lease", "must be at least 1s") }
+                o.lease = max(1, v)
+            }
+            if let v = r.duration(p, "heartbeat", path) {
+                if v < 1 { r.problem(path + ".heartbeat", "must be at least 1s") }
+                o.heartbeat = max(1, v)
+            }
+            if let v = r.duration(p, "connectTimeout", path) { o.connectTimeout = max(1, Int(v.rounded(.up))) }
+            return .postgres(o)
+        }
+        var o = SQLiteStoreOptions(path: "data/relay.db")
+        if let p = r.string(s, "sqlite", "store", required: true) { o.path = p }
+        if let v = r.choice(s, "synchronous", "store", ["full", "normal"]) { o.synchronous = .init(rawValue: v)! }
+        if let v = r.int(s, "maxBatch", "store", min: 1) { o.maxBatch = v }
+        if let v = r.duration(s, "commitDelay", "store") {
+            if v > 0.1 { r.problem("store.commitDelay", "must be at most 100ms (it adds to every answer under load)") }
+            o.commitDelay = min(v, 0.1)
+        }
+        if let v = r.int(s, "maxSizeBytes", "store", min: 65536) { o.maxSizeBytes = Int64(v) }
+        return .sqlite(o)
     }
 
     static func read(_ tree: JSONValue, reader r: ConfigReader, registry: AdapterRegistry) -> RelayConfig {
@@ -132,17 +182,10 @@ public struct RelayConfig: Sendable {
         }
         if let co = r.object(root["correlation"], "correlation", keys: ["keys"]) {
             // Subject keys that identify one subject: linked across events and responses (Correlation).
-            if let keys = r.strings(co, "keys", "correlation") { c.store.correlationKeys = Set(keys) }
+            if let keys = r.strings(co, "keys", "correlation") { c.correlation.keys = Set(keys) }
         }
-        if let s = r.object(root["store"], "store", keys: ["sqlite", "synchronous", "maxBatch", "commitDelay", "maxSizeBytes"]) {
-            if let p = r.string(s, "sqlite", "store", required: true) { c.store.path = p }
-            if let v = r.choice(s, "synchronous", "store", ["full", "normal"]) { c.store.synchronous = .init(rawValue: v)! }
-            if let v = r.int(s, "maxBatch", "store", min: 1) { c.store.maxBatch = v }
-            if let v = r.duration(s, "commitDelay", "store") {
-                if v > 0.1 { r.problem("store.commitDelay", "must be at most 100ms (it adds to every answer under load)") }
-                c.store.commitDelay = min(v, 0.1)
-            }
-            if let v = r.int(s, "maxSizeBytes", "store", min: 65536) { c.store.maxSizeBytes = Int64(v) }
+        if let s = r.object(root["store"], "store", keys: ["sqlite", "synchronous", "maxBatch", "commitDelay", "maxSizeBytes", "postgres"]) {
+            c.store = storeSettings(s, reader: r)
         }
         if let cl = r.object(root["client"], "client", keys: ["caBundle", "verifyTLS", "maxConnectionsPerHost", "maxConnections"]) {
             c.client.caBundlePath = r.string(cl, "caBundle", "client")
@@ -163,7 +206,7 @@ public struct RelayConfig: Sendable {
                 c.sources[name] = s
             }
             if let o = sources[name]?.objectValue, let scope = r.string(o, "correlationScope", path) {
-                c.store.correlationScopes[name] = scope
+                c.correlation.sourceScopes[name] = scope
             }
         }
         let destinations = r.map(root["destinations"], "destinations") ?? [:]

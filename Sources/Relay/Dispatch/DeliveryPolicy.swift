@@ -79,6 +79,9 @@ public struct DeliveryPolicy: Sendable {
 
     public init() {}
 
+    /// How the store queues this destination's deliveries.
+    public var discipline: QueueDiscipline { QueueDiscipline(perSubject: perSubjectOrder, coalesce: coalesce) }
+
     /// The keys this policy reads from a destination block.
     public static let keys = ["timeout", "connectTimeout", "maxInFlight", "rateLimit", "ordering", "coalesce", "retry",
                               "circuitBreaker"]
@@ -173,6 +176,29 @@ public struct CircuitBreaker: Sendable, Equatable {
 
     /// When an open circuit lets its probe through.
     public var reopensAt: Double? { state == .open ? openedAt + cooldown : nil }
+
+    /// The state to store: the monotonic `now` and wall-clock `wallMillis` of the same instant translate the
+    /// cooldown's end into wall-clock time, which another process can read.
+    public func snapshot(now: Double, wallMillis: Int64) -> CircuitSnapshot {
+        CircuitSnapshot(state: state == .halfOpen ? .open : state, consecutiveFailures: consecutiveFailures,
+                        reopensAtMillis: state == .closed ? nil
+                            : wallMillis + Int64(max(0, (state == .open ? openedAt + cooldown - now : 0)) * 1000))
+    }
+
+    /// Takes up a stored state (after a restart, or from the relay that dispatched the destination before). A
+    /// circuit stored half-open (its probe's outcome unknown) is open until its stored reopening time.
+    public mutating func restore(_ s: CircuitSnapshot, now: Double, wallMillis: Int64) {
+        consecutiveFailures = s.consecutiveFailures
+        probing = false
+        switch s.state {
+        case .closed:
+            state = .closed
+        case .open, .halfOpen:
+            state = .open
+            let remaining = Double(max(0, (s.reopensAtMillis ?? wallMillis) - wallMillis)) / 1000
+            openedAt = now + min(remaining, cooldown) - cooldown
+        }
+    }
 
     public mutating func record(success: Bool, now: Double) {
         if success {

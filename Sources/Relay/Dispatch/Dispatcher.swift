@@ -81,18 +81,22 @@ public final class Dispatcher: @unchecked Sendable {
         var stopTimeout: Double = 10
         /// A configuration reload's destinations, applied by the loop.
         var replacement: [Destination]?
+        /// Read pauses and circuits from the store again.
+        var refresh = false
     }
 
-    let store: SQLiteStore
+    let store: any DeliveryQueueStore
     let client: HTTPClient
     let log: Logger
-    let owner = "dispatcher-" + EventID.make(prefix: "")
-    /// Subject keys that identify a subject: events are completed with linked identifiers before translation,
-    /// and identifiers learned from responses are linked.
-    let correlationKeys: Set<String>
-    /// Each source's correlation scope (absent: the source's name).
-    let sourceScopes: [String: String]
+    /// Which subject keys identify a subject (events are completed with linked identifiers before translation,
+    /// and identifiers learned from responses are linked) and each source's scope. A reload may change it.
+    private let correlationBox: Mutex<CorrelationSettings>
+    var correlation: CorrelationSettings { correlationBox.withLock { $0 } }
     let metrics: Metrics?
+    /// The loop has read what the store keeps for it (claims to recover, pauses, circuits): until then it claims
+    /// nothing, and retries every second (a database that is down at start).
+    private var prepared = false                     // the loop thread's
+    private var lastClaimError: (message: String, at: Double)?   // the loop thread's: repeated failures are logged once a minute
     private var lanes: [String: Lane] = [:]          // the loop thread's
     private let inbox = Mutex(Inbox())
     /// Destinations an operator paused: nothing is claimed for them until resumed (kept in the store too).
@@ -103,13 +107,12 @@ public final class Dispatcher: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var thread: Thread?
 
-    public init(store: SQLiteStore, client: HTTPClient, destinations: [Destination], log: Logger,
-                correlationKeys: Set<String> = [], sourceScopes: [String: String] = [:], metrics: Metrics? = nil) {
+    public init(store: any DeliveryQueueStore, client: HTTPClient, destinations: [Destination], log: Logger,
+                correlation: CorrelationSettings = CorrelationSettings(keys: []), metrics: Metrics? = nil) {
         self.metrics = metrics
         destinationNames = Mutex(Set(destinations.map(\.name)))
         self.store = store
-        self.correlationKeys = correlationKeys
-        self.sourceScopes = sourceScopes
+        correlationBox = Mutex(correlation)
         self.client = client
         self.log = log
         let now = Self.clock()
@@ -126,47 +129,66 @@ public final class Dispatcher: @unchecked Sendable {
     static func clock() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
     static func wallMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-    /// Takes back what a previous run left claimed (it is gone: this relay is the store's only writer), then
-    /// starts the loop.
-    public func start() throws {
-        let released = try store.performAndWait { db in
-            try DeliveryQueue.releaseExpiredLeases(db, nowMillis: Int64.max)
-        }
-        if released > 0 { log.info("deliveries returned to the queue", ["count": String(released)]) }
-        let pausedNames = try store.read { db -> [String] in
-            let s = try db.statement("SELECT name FROM paused_destinations ORDER BY name")
-            defer { s.reset() }
-            var out: [String] = []
-            while try s.step() { if let n = s.text(0) { out.append(n) } }
-            return out
-        }
-        paused.withLock { $0 = Set(pausedNames) }
-        for name in pausedNames { log.warn("destination paused (by an operator, before this start)", ["destination": name]) }
+    /// Starts the loop. It first takes back the claims no live dispatcher can finish (`recoverClaims`), reads the
+    /// paused destinations and the stored circuit breakers; while the store cannot answer it retries every second.
+    public func start() {
+        store.assignLanes(destinationNames.withLock { $0 })
         let t = Thread { [self] in self.loop() }
         t.name = "relay-dispatch"
         thread = t
         t.start()
     }
 
+    /// What the loop does before its first claim (and again, cheaply, after a reload). False: not yet (logged).
+    private func prepare() -> Bool {
+        do {
+            let released = try store.recoverClaims()
+            if released > 0 { log.info("deliveries returned to the queue", ["count": String(released)]) }
+            try store.prepareLanes(lanes.mapValues { $0.destination.policy.discipline })
+            let pausedNames = try store.pausedDestinations()
+            paused.withLock { $0 = pausedNames }
+            for name in pausedNames.sorted() { log.warn("destination paused (by an operator, before this start)", ["destination": name]) }
+            restoreCircuits(try store.circuits())
+            return true
+        } catch {
+            claimFailed("cannot prepare the delivery queue (retrying every second)", error)
+            return false
+        }
+    }
+
+    /// Takes up the circuit breakers as stored (by this relay before a restart, or by another relay).
+    private func restoreCircuits(_ stored: [String: CircuitSnapshot]) {
+        let now = Self.clock(), wall = Self.wallMillis()
+        for (name, snapshot) in stored {
+            guard var lane = lanes[name], lane.inFlight == 0 else { continue }
+            let before = lane.breaker.state
+            lane.breaker.restore(snapshot, now: now, wallMillis: wall)
+            lanes[name] = lane
+            if before != lane.breaker.state || snapshot.state != .closed {
+                metrics?.set("relay_circuit_open", ["destination": name], lane.breaker.state == .closed ? 0 : 1)
+            }
+        }
+    }
+
+    /// Logs a store failure of the loop, once a minute while it repeats.
+    private func claimFailed(_ message: String, _ error: any Error) {
+        let now = Self.clock(), text = "\(error)"
+        if let last = lastClaimError, last.message == text, now - last.at < 60 { return }
+        lastClaimError = (text, now)
+        log.error(message, ["error": text])
+    }
+
+    /// Pauses, circuits or lanes were changed by another relay sharing the store: read them again.
+    public func storeChanged() {
+        inbox.withLock { $0.refresh = true; $0.wake = true }
+        signal.signal()
+    }
+
     /// Pauses or resumes a destination (durably: the store remembers it across restarts). False when no such
     /// destination exists. Attempts in flight finish; nothing new is claimed while paused.
     public func setPaused(_ name: String, _ pause: Bool) throws -> Bool {
         guard destinationNames.withLock({ $0.contains(name) }) else { return false }
-        let now = Self.wallMillis()
-        try store.performAndWait { db in
-            if pause {
-                let s = try db.statement("INSERT INTO paused_destinations (name, since) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-                defer { s.reset() }
-                try s.bind(1, name)
-                try s.bind(2, now)
-                try s.step()
-            } else {
-                let s = try db.statement("DELETE FROM paused_destinations WHERE name = ?")
-                defer { s.reset() }
-                try s.bind([name])
-                try s.step()
-            }
-        }
+        try store.setPaused(name, pause, nowMillis: Self.wallMillis())
         paused.withLock { if pause { $0.insert(name) } else { $0.remove(name) } }
         log.warn(pause ? "destination paused" : "destination resumed", ["destination": name])
         if !pause { wake() }
@@ -179,8 +201,10 @@ public final class Dispatcher: @unchecked Sendable {
     /// A configuration reload: destinations with a new name get a lane, changed ones take their new adapter and
     /// policy (keeping their attempts in flight and circuit state), removed ones claim nothing more and go once
     /// their attempts in flight are recorded (their queued deliveries wait in the store for the destination's return).
-    public func replaceDestinations(_ destinations: [Destination]) {
+    public func replaceDestinations(_ destinations: [Destination], correlation: CorrelationSettings? = nil) {
+        if let correlation { correlationBox.withLock { $0 = correlation } }
         destinationNames.withLock { $0 = Set(destinations.map(\.name)) }
+        store.assignLanes(Set(destinations.map(\.name)))
         inbox.withLock { $0.replacement = destinations; $0.wake = true }
         signal.signal()
     }
@@ -235,16 +259,32 @@ public final class Dispatcher: @unchecked Sendable {
         nameThisThread("relay-dispatch")
         var stopDeadline: Double?
         while true {
-            let (finished, woken, stopping, stopTimeout, replacement) = inbox.withLock { box -> ([Finished], Bool, Bool, Double, [Destination]?) in
+            let (finished, woken, stopping, stopTimeout, replacement, refresh) = inbox.withLock { box -> ([Finished], Bool, Bool, Double, [Destination]?, Bool) in
                 let f = box.finished
                 box.finished.removeAll(keepingCapacity: true)
                 let w = box.wake
                 box.wake = false
                 let r = box.replacement
                 box.replacement = nil
-                return (f, w, box.stopping, box.stopTimeout, r)
+                let refresh = box.refresh
+                box.refresh = false
+                return (f, w, box.stopping, box.stopTimeout, r, refresh)
             }
-            if let replacement { applyReplacement(replacement) }
+            if let replacement {
+                applyReplacement(replacement)
+                if prepared { try? store.prepareLanes(lanes.mapValues { $0.destination.policy.discipline }) }
+            }
+            if refresh && prepared {
+                if let names = try? store.pausedDestinations() { paused.withLock { $0 = names } }
+                if let stored = try? store.circuits() { restoreCircuits(stored) }
+            }
+            if !prepared && !stopping {
+                prepared = prepare()
+                if !prepared {
+                    _ = signal.wait(timeout: .now() + .seconds(1))
+                    continue
+                }
+            }
             if woken { for name in lanes.keys { lanes[name]!.nextDue = 0 } }
             if !finished.isEmpty { record(finished, stopping: stopping) }
             let inFlight = lanes.values.reduce(0) { $0 + $1.inFlight }
@@ -264,9 +304,10 @@ public final class Dispatcher: @unchecked Sendable {
     /// Claims and sends what is due on every lane with room; returns when the loop should look again.
     private func dispatchDue() -> Double {
         let now = Self.clock()
-        var wanted: [(String, Int, Bool, Bool)] = []
+        var wanted: [LaneRequest] = []
         var requestRoom: [String: Int] = [:]   // requests that may start now, per lane (batches: fewer than claims)
         var nextWake = now + 1
+        let held = store.heldLanes
         for (name, var lane) in lanes {
             defer { lanes[name] = lane }
             let p = lane.destination.policy
@@ -276,6 +317,7 @@ public final class Dispatcher: @unchecked Sendable {
             }
             if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
             if lane.retired || paused.withLock({ $0.contains(name) }) { continue }
+            if let held, !held.contains(name) { continue }
             if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); continue }
             if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
                 // Due now: give the statuses queued together a moment to join one request.
@@ -294,43 +336,27 @@ public final class Dispatcher: @unchecked Sendable {
                 guard lane.breaker.allow(now: now) else { continue }
                 room = 1
             }
-            wanted.append((name, room * (lane.batching?.maxItems ?? 1), p.perSubjectOrder, p.coalesce))
+            wanted.append(LaneRequest(destination: name, limit: room * (lane.batching?.maxItems ?? 1), discipline: p.discipline))
             requestRoom[name] = room
         }
         guard !wanted.isEmpty else { return nextWake }
-        let requests = wanted
         let nowMillis = Self.wallMillis()
-        let owner = self.owner
-        let correlationKeys = self.correlationKeys
-        let sourceScopes = self.sourceScopes
-        let lease: Int64 = 120_000
-        let claimed: [String: (claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], nextDue: Int64?)]
+        let claimed: [String: ClaimedLane]
         do {
-            claimed = try store.performAndWait(durable: false) { db in
-                var out: [String: (claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], nextDue: Int64?)] = [:]
-                for (name, room, ordered, coalesce) in requests {
-                    if coalesce { try DeliveryQueue.supersedeOlder(db, destination: name) }
-                    let claims = try DeliveryQueue.claim(db, destination: name, limit: room, nowMillis: nowMillis,
-                                                         leaseMillis: lease, owner: owner, perSubject: ordered)
-                    let events = try DeliveryQueue.events(db, seqs: claims.map(\.eventSeq), correlationKeys: correlationKeys,
-                                                          scopes: sourceScopes)
-                    let next = claims.count < room ? try DeliveryQueue.nextDue(db, destination: name, perSubject: ordered) : nil
-                    out[name] = (claims, events, next)
-                }
-                return out
-            }
+            claimed = try store.claim(wanted, nowMillis: nowMillis, correlation: correlation)
+            lastClaimError = nil
         } catch {
-            log.error("cannot claim deliveries", ["error": "\(error)"])
+            claimFailed("cannot claim deliveries", error)
             return now + 1
         }
         for (name, batch) in claimed {
             guard var lane = lanes[name] else { continue }
-            let limit = wanted.first { $0.0 == name }?.1 ?? 0
+            let limit = wanted.first { $0.destination == name }?.limit ?? 0
             lane.batchHoldUntil = nil
             lane.batchBacklog = lane.batching != nil && batch.claims.count >= limit
             if batch.claims.count < limit {
                 // Drained what is due now: sleep until the next retry is due (or a wake).
-                if let next = batch.nextDue {
+                if let next = batch.nextDueMillis {
                     lane.nextDue = now + max(0, Double(next - nowMillis) / 1000)
                 } else {
                     lane.nextDue = .infinity
@@ -415,12 +441,12 @@ public final class Dispatcher: @unchecked Sendable {
         // groups go back to the queue, due now, for the next round.
         let budget = max(0, room - count)
         if groups.count > budget {
-            let back = groups[budget...].flatMap { $0.members.map(\.0.id) }
+            let back = groups[budget...].flatMap { $0.members.map(\.0) }
             groups.removeSubrange(budget...)
             let log = self.log
-            store.perform(durable: false, { db in try DeliveryQueue.release(db, ids: back) }, completion: { result in
+            store.release(back) { result in
                 if case .failure(let e) = result { log.error("cannot return claimed deliveries", ["error": e.description]) }
-            })
+            }
         }
         for group in groups {
             count += 1
@@ -485,10 +511,15 @@ public final class Dispatcher: @unchecked Sendable {
     private func record(_ finished: [Finished], stopping: Bool) {
         let now = Self.clock()
         let nowMillis = Self.wallMillis()
-        var records: [(String, AttemptRecord, DeliveryResult, StepProgress?)] = []
-        var links: [(scope: String, subject: [String: String])] = []
+        var records: [FinishedDelivery] = []
+        var links: [CorrelationLink] = []
+        var circuitsChanged = Set<String>()
         for f in finished {
             guard var lane = lanes[f.destination] else { continue }
+            let circuitBefore = lane.breaker.state
+            defer {
+                if lanes[f.destination]?.breaker.state != circuitBefore { circuitsChanged.insert(f.destination) }
+            }
             lane.inFlight -= 1
             lane.nextDue = 0   // a finish may free a subject's next status, or room
             let latency = Int64((now - f.startedAt) * 1000)
@@ -544,11 +575,13 @@ public final class Dispatcher: @unchecked Sendable {
                             let done = StepProgress(step: next.step, values: next.values)
                             if stopping {
                                 // No new step while stopping: the delivery resumes at the next step after the restart.
-                                records.append((f.delivery.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency,
-                                                                             status: status, error: "stopped before step \(next.step + 1)",
-                                                                             response: response),
-                                                .retry(atMillis: nowMillis), done))
-                                if !learned.isEmpty { links.append((lane.destination.correlationScope, event.subject.merging(learned) { _, new in new })) }
+                                records.append(FinishedDelivery(claim: f.delivery,
+                                                                attempt: AttemptRecord(startedAt: startedMillis, latencyMillis: latency,
+                                                                                       status: status, error: "stopped before step \(next.step + 1)",
+                                                                                       response: response),
+                                                                result: .retry(atMillis: nowMillis), progress: done,
+                                                                discipline: lane.destination.policy.discipline))
+                                if !learned.isEmpty { links.append(CorrelationLink(scope: lane.destination.correlationScope, subject: event.subject.merging(learned) { _, new in new })) }
                                 lanes[f.destination] = lane
                                 continue
                             }
@@ -557,9 +590,7 @@ public final class Dispatcher: @unchecked Sendable {
                             lane.inFlight += 1
                             lanes[f.destination] = lane
                             let claim = f.delivery, laneNow = lane, learnedSoFar = learned, nextContext = next
-                            store.perform(durable: true, { db in
-                                try DeliveryQueue.saveProgress(db, id: claim.id, progress: done)
-                            }, completion: { [self] result in
+                            store.saveProgress(claim, done) { [self] result in
                                 switch result {
                                 case .success:
                                     send(claim, event: event, context: nextContext, learned: learnedSoFar, lane: laneNow)
@@ -568,7 +599,7 @@ public final class Dispatcher: @unchecked Sendable {
                                                      startedAt: Self.clock(), context: nextContext, learned: learnedSoFar, result: nil,
                                                      translateFailure: TranslateError("cannot record the progress of step \(context.step + 1): \(e)", kind: .retry)))
                                 }
-                            })
+                            }
                             continue
                         }
                         classification = outcome.classification
@@ -592,7 +623,7 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             }
             if !learned.isEmpty, let event = f.events.first {
-                links.append((lane.destination.correlationScope, event.subject.merging(learned) { _, new in new }))
+                links.append(CorrelationLink(scope: lane.destination.correlationScope, subject: event.subject.merging(learned) { _, new in new }))
             }
             if f.result != nil { metrics?.observe("relay_attempt_duration_seconds", ["destination": f.destination], seconds: now - f.startedAt) }
             // The circuit learns from the answer as a whole.
@@ -637,8 +668,10 @@ public final class Dispatcher: @unchecked Sendable {
                     itemError = itemError.map(auth.redact)
                     if case .dead(let reason) = result { result = .dead(reason: auth.redact(reason)) }
                 }
-                records.append((claim.id, AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
-                                                        error: itemError, response: storedResponse), result, progress))
+                records.append(FinishedDelivery(claim: claim,
+                                                attempt: AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
+                                                                       error: itemError, response: storedResponse),
+                                                result: result, progress: progress, discipline: policy.discipline))
                 if let metrics {
                     let outcome: String
                     switch result {
@@ -665,21 +698,26 @@ public final class Dispatcher: @unchecked Sendable {
             }
         }
         for (name, lane) in lanes where lane.retired && lane.inFlight == 0 { lanes[name] = nil }
+        if !circuitsChanged.isEmpty {
+            let wall = Self.wallMillis()
+            for name in circuitsChanged.sorted() {
+                guard let lane = lanes[name] else { continue }
+                store.saveCircuit(name, lane.breaker.snapshot(now: now, wallMillis: wall))
+                log.warn("circuit breaker \(lane.breaker.state.rawValue)", ["destination": name,
+                                                                          "consecutiveFailures": String(lane.breaker.consecutiveFailures)])
+            }
+        }
         guard !records.isEmpty || !links.isEmpty else { return }
         let log = self.log
-        let finishedRecords = records
-        let keys = correlationKeys
-        let learnedLinks = links
-        store.perform(durable: false, { db in
-            for (id, attempt, result, progress) in finishedRecords {
-                try DeliveryQueue.finish(db, id: id, attempt: attempt, result: result, nowMillis: nowMillis,
-                                         progress: progress)
+        store.finish(records, links: links, keys: correlation.keys, nowMillis: nowMillis) { result in
+            switch result {
+            case .failure(let e):
+                log.error("cannot record delivery attempts", ["error": e.description])
+            case .success(let report) where !report.stale.isEmpty:
+                log.warn("attempts not recorded: their lease ran out and the deliveries were claimed again",
+                         ["deliveryIds": report.stale.joined(separator: ",")])
+            default: break
             }
-            for (scope, subject) in learnedLinks {
-                try Correlation.link(db, scope: scope, subject: subject, keys: keys, nowMillis: nowMillis)
-            }
-        }, completion: { result in
-            if case .failure(let e) = result { log.error("cannot record delivery attempts", ["error": e.description]) }
-        })
+        }
     }
 }

@@ -9,6 +9,10 @@ public final class Ingest: Sendable {
     let router: Router
     let store: any EventStore
     let log: Logger
+    /// How each destination queues (its delivery policy's ordering), stored with each delivery.
+    let disciplines: [String: QueueDiscipline]
+    /// Where each source's events link their identifiers.
+    let correlation: CorrelationSettings
 
     let metrics: Metrics?
     /// Each source's hot-path counters, looked up once here rather than by name and labels on every webhook.
@@ -20,7 +24,10 @@ public final class Ingest: Sendable {
     }
 
     public init(sources: [String: SourceSettings], router: Router = Router(routes: []), store: any EventStore, log: Logger,
-                metrics: Metrics? = nil) {
+                metrics: Metrics? = nil, disciplines: [String: QueueDiscipline] = [:],
+                correlation: CorrelationSettings = CorrelationSettings()) {
+        self.disciplines = disciplines
+        self.correlation = correlation
         self.metrics = metrics
         self.counters = metrics.map { m in
             sources.mapValues { s in
@@ -151,7 +158,8 @@ public final class Ingest: Sendable {
             ? (type: event.type, status: event.status?.rawValue ?? "", destinations: destinations.joined(separator: ","))
             : nil
         let metrics = self.metrics
-        store.commit(event, deliveries: destinations) { result in
+        let planned = destinations.map { PlannedDelivery($0, disciplines[$0] ?? .unordered) }
+        store.commit(event, deliveries: planned, link: correlation.link(source: sourceName, subject: event.subject)) { result in
             switch result {
             case .success(.inserted(let id)):
                 committedCounter?.increment()

@@ -10,53 +10,49 @@ import Foundation
 /// with the whole subject it belongs to, so one lookup per identifier completes a subject: a vendor's status naming
 /// only `vendorOrderId=V-778` is delivered to the loyalty platform with the `transactionId` that was sent to that
 /// vendor. Only keys listed as identifiers are linked (a `vendorId` names many orders and must never join them).
+///
+/// This type holds the rules; each store keeps the links (`correlations`: scope, key, value, subject) and calls these
+/// with its own lookup of the subject stored under one identifier.
 public enum Correlation {
     /// Subject keys that identify one subject unless `correlation.keys` says otherwise.
     public static let defaultKeys: Set<String> = ["redemptionId", "transactionId", "orderId", "vendorOrderId",
                                                   "redemptionCode", "voucherCode"]
 
-    /// The subject completed with everything linked, in `scope`, to any of its identifiers. Its own values win.
-    public static func enrich(_ db: Database, scope: String, subject: [String: String],
-                              keys: Set<String>) throws -> [String: String] {
+    /// The subject completed with everything linked to any of its identifiers (`linked(key, value)`: the subject
+    /// stored under that identifier, in the caller's scope). Its own values win.
+    public static func enrich(_ subject: [String: String], keys: Set<String>,
+                              linked: (String, String) throws -> [String: String]?) rethrows -> [String: String] {
         guard !keys.isEmpty, !subject.isEmpty else { return subject }
-        let s = try db.statement("SELECT subject FROM correlations WHERE scope = ? AND key = ? AND value = ?")
         var out = subject
         for (k, v) in subject.sorted(by: { $0.key < $1.key }) where keys.contains(k) {
-            s.reset()
-            try s.bind([scope, k, v])
-            guard try s.step(), let json = s.text(0), let linked = try? JSONParser.parse(Array(json.utf8)).objectValue
-            else { continue }
-            for (lk, lv) in linked where out[lk] == nil {
-                if let text = lv.stringValue { out[lk] = text }
-            }
+            guard let found = try linked(k, v) else { continue }
+            for (lk, lv) in found where out[lk] == nil { out[lk] = lv }
         }
-        s.reset()
         return out
     }
 
-    /// Records, in `scope`, that the identifiers of `subject` (with what is already linked to them) name one subject.
-    public static func link(_ db: Database, scope: String, subject: [String: String], keys: Set<String>,
-                            nowMillis: Int64) throws {
-        guard !keys.isEmpty else { return }
-        let merged = try enrich(db, scope: scope, subject: subject, keys: keys)
-        let ids = merged.filter { keys.contains($0.key) }
-        guard !ids.isEmpty, merged.count > 1 else { return }
+    /// What linking `subject` stores: the subject merged with what its identifiers are already linked to, and the
+    /// identifiers to store it under (sorted by key). Nil when there is nothing to link (no identifier, or nothing
+    /// but one value).
+    public static func linkage(_ subject: [String: String], keys: Set<String>,
+                               linked: (String, String) throws -> [String: String]?) rethrows
+        -> (subject: [String: String], identifiers: [(key: String, value: String)])? {
+        guard !keys.isEmpty else { return nil }
+        let merged = try enrich(subject, keys: keys, linked: linked)
+        let ids = merged.filter { keys.contains($0.key) }.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
+        guard !ids.isEmpty, merged.count > 1 else { return nil }
+        return (merged, ids)
+    }
+
+    /// A subject as stored: a JSON object of strings (keys sorted).
+    public static func encode(_ subject: [String: String]) -> String {
         var json = ""
-        JSONValue.object(merged.mapValues(JSONValue.string)).write(to: &json)
-        let s = try db.statement("""
-            INSERT INTO correlations (scope, key, value, subject, updated_at) VALUES (?, ?, ?, ?, ?)
-            ON CONFLICT (scope, key, value) DO UPDATE SET subject = excluded.subject, updated_at = excluded.updated_at
-            WHERE correlations.subject <> excluded.subject
-            """)
-        for (k, v) in ids.sorted(by: { $0.key < $1.key }) {
-            s.reset()
-            try s.bind(1, scope)
-            try s.bind(2, k)
-            try s.bind(3, v)
-            try s.bind(4, json)
-            try s.bind(5, nowMillis)
-            try s.step()
-        }
-        s.reset()
+        JSONValue.object(subject.mapValues(JSONValue.string)).write(to: &json)
+        return json
+    }
+
+    /// A stored subject; nil when the text is not a JSON object.
+    public static func decode(_ json: String) -> [String: String]? {
+        (try? JSONParser.parse(Array(json.utf8)).objectValue)?.compactMapValues(\.stringValue)
     }
 }

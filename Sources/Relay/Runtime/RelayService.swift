@@ -8,7 +8,7 @@ public final class RelayService: Sendable {
     private let current: Locked<RelayConfig>
     public var currentConfig: RelayConfig { current.value }
     public let log: Logger
-    public let store: SQLiteStore
+    public let store: any RelayStore
     /// Counters and histograms (`GET /metrics` on the admin listener).
     public let metrics = Metrics()
     let server: HTTPServer
@@ -18,11 +18,13 @@ public final class RelayService: Sendable {
     let client: HTTPClient?
     let dispatcher: Dispatcher?
 
-    public init(config: RelayConfig, log: Logger) throws {
+    /// A relay on `store`, which the caller opened for `config.store` (`RelaySQLite`, `RelayPostgres`); the
+    /// service closes it at shutdown.
+    public init(config: RelayConfig, log: Logger, store: any RelayStore) throws {
         self.config = config
         current = Locked(config)
         self.log = log
-        store = try SQLiteStore(options: config.store, log: log)
+        self.store = store
         if config.destinations.isEmpty {
             client = nil
             dispatcher = nil
@@ -32,14 +34,15 @@ public final class RelayService: Sendable {
             dispatcher = Dispatcher(store: store, client: client, destinations: config.destinations.values.map {
                 Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy,
                                        correlationScope: $0.correlationScope, auth: $0.auth, clientTLS: $0.clientTLS)
-            }, log: log, correlationKeys: config.store.correlationKeys, sourceScopes: config.store.correlationScopes,
-               metrics: metrics)
+            }, log: log, correlation: config.correlation, metrics: metrics)
         }
         let dispatcher = self.dispatcher
-        // The dispatcher's cue: once per durable batch with new deliveries (see SQLiteStore.onNewDeliveries).
-        if let dispatcher { store.onNewDeliveries = { dispatcher.wake() } }
-        let ingest = Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log,
-                            metrics: metrics)
+        // The dispatcher's cue: once per durable batch with new deliveries, from this relay or (a shared store)
+        // another one.
+        if let dispatcher {
+            store.signals.observe(newDeliveries: { dispatcher.wake() }, changed: { dispatcher.storeChanged() })
+        }
+        let ingest = Self.ingest(config, store: store, log: log, metrics: metrics)
         let box = Locked(ingest)
         ingestBox = box
         server = HTTPServer(options: config.server.http,
@@ -59,15 +62,20 @@ public final class RelayService: Sendable {
         }
     }
 
+    static func ingest(_ config: RelayConfig, store: any EventStore, log: Logger, metrics: Metrics) -> Ingest {
+        Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log, metrics: metrics,
+               disciplines: config.destinations.mapValues { $0.policy.discipline }, correlation: config.correlation)
+    }
+
     public func start() throws {
-        try dispatcher?.start()
+        dispatcher?.start()
         try server.start()
         if let adminServer {
             try adminServer.start()
             log.info("admin API listening", ["address": "\(config.admin!.http.host):\(adminServer.port)",
                                              "token": config.admin!.token == nil ? "none (loopback)" : "required"])
         }
-        log.info("relay listening", ["address": "\(config.server.http.host):\(server.port)", "store": config.store.path,
+        log.info("relay listening", ["address": "\(config.server.http.host):\(server.port)", "store": store.summary,
                                      "sources": config.sources.keys.sorted().joined(separator: ","),
                                      "threads": String(config.server.http.threads)])
     }
@@ -99,11 +107,9 @@ public final class RelayService: Sendable {
         let old = currentConfig
         if new.server.http.host != old.server.http.host || new.server.http.port != old.server.http.port
             || new.server.http.threads != old.server.http.threads { notes.append("server: needs a restart") }
-        if new.store.path != old.store.path || new.store.synchronous != old.store.synchronous { notes.append("store: needs a restart") }
+        if new.store != old.store { notes.append("store: needs a restart") }
         if (new.admin?.http.host, new.admin?.http.port) != (old.admin?.http.host, old.admin?.http.port)
             || new.admin?.token?.value != old.admin?.token?.value { notes.append("admin: needs a restart") }
-        if new.store.correlationKeys != old.store.correlationKeys { notes.append("correlation.keys: needs a restart") }
-        if new.store.correlationScopes != old.store.correlationScopes { notes.append("correlationScope: needs a restart") }
         var applied = new
         applied.server = old.server
         applied.store = old.store
@@ -113,15 +119,13 @@ public final class RelayService: Sendable {
             dispatcher.replaceDestinations(new.destinations.values.map {
                 Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy,
                                        correlationScope: $0.correlationScope, auth: $0.auth, clientTLS: $0.clientTLS)
-            })
+            }, correlation: new.correlation)
         } else if !new.destinations.isEmpty {
             notes.append("destinations: the relay started without any; adding the first needs a restart")
             applied.destinations = [:]
             applied.routes = new.routes.map { RouteSettings(from: $0.from, to: [], when: $0.when) }
         }
-        let ingest = Ingest(sources: applied.sources, router: Router(routes: applied.routes), store: store, log: log,
-                            metrics: metrics)
-        ingestBox.value = ingest
+        ingestBox.value = Self.ingest(applied, store: store, log: log, metrics: metrics)
         current.value = applied
         log.info("configuration reloaded", ["sources": applied.sources.keys.sorted().joined(separator: ","),
                                             "destinations": applied.destinations.keys.sorted().joined(separator: ","),
@@ -137,7 +141,7 @@ public final class RelayService: Sendable {
     @discardableResult
     public func runUntilSignalled(reload source: (@Sendable () -> Result<RelayConfig, ConfigError>)? = nil) -> Int32 {
         let stop = DispatchSemaphore(value: 0)
-        store.onFailure = { _ in stop.signal() }
+        store.signals.observe(failed: { _ in stop.signal() })
         var onHangup: (@Sendable () -> Void)?
         if let source {
             onHangup = { [self] in

@@ -45,4 +45,7 @@ public final class Monitor: @unchecked Sendable {
 
     /// Wakes a waiter of condition 0 or 1; the mutex should be held.
     public func signal(_ condition: Int) { pthread_cond_signal(conditions + condition) }
+
+    /// Wakes every waiter of condition 0 or 1; the mutex should be held.
+    public func broadcast(_ condition: Int) { pthread_cond_broadcast(conditions + condition) }
 }

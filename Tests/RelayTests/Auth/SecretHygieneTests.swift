@@ -2,6 +2,7 @@ import Adapters
 import Crypto
 import Foundation
 @testable import Relay
+@testable import RelaySQLite
 import Testing
 
 #if canImport(Glibc)

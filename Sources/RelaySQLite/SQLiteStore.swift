@@ -1,29 +1,7 @@
 import CSQLite
 import Foundation
+import Relay
 import Synchronization
-
-/// Settings of the embedded SQLite store.
-public struct SQLiteStoreOptions: Sendable {
-    public enum Sync: String, Sendable { case full, normal }
-    public var path: String
-    /// `full` (default): every commit is fsynced before anyone is answered. `normal`: survives a crash of the
-    /// relay but not of the machine.
-    public var synchronous: Sync = .full
-    /// Most events written in one transaction.
-    public var maxBatch: Int = 1024
-    /// Under load (the previous batch held more than one event), how long the writer may wait for more events to
-    /// join a batch: fewer, larger transactions and flushes for a little latency. 0 writes at once.
-    public var commitDelay: Double = 0.0005
-    /// Refuse new events (503) once the file would grow past this size.
-    public var maxSizeBytes: Int64?
-    /// Subject keys that identify one subject (an order, a transaction): an event naming several of them links
-    /// them (see `Correlation`). Empty: no correlation.
-    public var correlationKeys: Set<String> = Correlation.defaultKeys
-    /// Each source's correlation scope, when it is not the source's name.
-    public var correlationScopes: [String: String] = [:]
-
-    public init(path: String) { self.path = path }
-}
 
 /// The embedded store: SQLite in WAL mode with group commit.
 ///
@@ -35,7 +13,7 @@ public struct SQLiteStoreOptions: Sendable {
 /// event is on disk: an acknowledged event is in the WAL (synced by us) or, once checkpointed, in the database
 /// file (SQLite syncs the WAL before and the database after every checkpoint in NORMAL mode).
 /// Readers use their own connection under a lock.
-public final class SQLiteStore: EventStore, @unchecked Sendable {
+public final class SQLiteStore: RelayStore, @unchecked Sendable {
     /// A queued write: an accepted event (with its deliveries), or other work for the writer's transaction.
     private enum Pending {
         case event(EventWrite)
@@ -52,18 +30,20 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     /// A class: a queued write is handed from the caller to the writer to the syncer, and copying a struct of this
     /// size (the event's strings, dictionaries, body, closure) retained and released every field at each step.
     private final class EventWrite {
-        init(event: CanonicalEvent, json: String, body: [UInt8], destinations: [String],
+        init(event: CanonicalEvent, json: String, body: [UInt8], deliveries: [PlannedDelivery], link: CorrelationScope?,
              completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
             self.event = event
             self.json = json
             self.body = body
-            self.destinations = destinations
+            self.deliveries = deliveries
+            self.link = link
             self.completion = completion
         }
         let event: CanonicalEvent
         let json: String
         let body: [UInt8]
-        let destinations: [String]
+        let deliveries: [PlannedDelivery]
+        let link: CorrelationScope?
         let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
     }
 
@@ -130,17 +110,14 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
     private var walFD: Int32 = -1               // the syncer thread's own descriptor of the -wal file
     private var walInode: UInt64 = 0
 
-    private let log: Logger?
+    let log: Logger?
+    /// Who claims: this process (one relay per file).
+    public let instanceID = "relay-" + EventID.make(prefix: "")
 
-    /// Counters of the write path, for `GET /metrics` and the benchmarks: how many transactions and WAL flushes
-    /// the events took (events per transaction is what group commit buys).
-    public final class Stats: Sendable {
-        public let transactions = Atomic<Int>(0)
-        public let events = Atomic<Int>(0)
-        public let flushes = Atomic<Int>(0)
-        public let flushNanoseconds = Atomic<Int>(0)
-    }
-    public let stats = Stats()
+    public let stats = StoreStats()
+    public let signals = StoreSignals()
+    public var summary: String { "sqlite \(options.path)" }
+    public let leaseMillis: Int64 = 120_000
 
     public init(options: SQLiteStoreOptions, log: Logger? = nil) throws {
         self.options = options
@@ -274,13 +251,30 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
                 COMMIT;
                 """)
         }
+        if version < 5 {
+            // Claims are fenced by a token (a finish for a claim that is no longer current changes nothing); circuit
+            // breakers outlive a restart.
+            try db.execute("""
+                BEGIN IMMEDIATE;
+                ALTER TABLE deliveries ADD COLUMN claim_token INTEGER;
+                CREATE TABLE IF NOT EXISTS circuits (
+                    destination     TEXT PRIMARY KEY,
+                    state           TEXT NOT NULL,     -- closed, open, half-open
+                    failures        INTEGER NOT NULL,
+                    reopens_at      INTEGER,           -- ms since 1970, while open
+                    updated_at      INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                PRAGMA user_version = 5;
+                COMMIT;
+                """)
+        }
     }
 
-    public func commit(_ event: CanonicalEvent, deliveries destinations: [String],
+    public func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                        completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         // Encode on the caller's thread: the writer thread only writes.
         enqueue(.event(EventWrite(event: event, json: event.jsonText(includeRaw: false), body: event.raw?.bytes ?? [],
-                                  destinations: destinations, completion: completion)))
+                                  deliveries: deliveries, link: link, completion: completion)))
     }
 
     /// Runs `work` on the writer's connection inside the next group-commit transaction (in a savepoint of its own:
@@ -348,12 +342,9 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         for p in queued { p.fail(.unavailable(reason)) }
         if first {
             log?.error("store failed: refusing every write from now on", ["reason": reason])
-            onFailure?(reason)
+            signals.failed(reason)
         }
     }
-
-    /// Told once when the store has failed for good (see `fail`).
-    public nonisolated(unsafe) var onFailure: (@Sendable (String) -> Void)?
 
     /// Why the store refuses everything, if it does.
     public var failure: String? {
@@ -486,24 +477,22 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         return nil
     }
 
-    /// Answers a durable batch, then tells `onNewDeliveries` once if it holds any new event with deliveries.
+    /// Answers a durable batch, then signals `newDeliveries` once if it holds any new event with deliveries.
     private func complete(_ batch: [Pending], _ outcomes: [Outcome]) {
         var newDeliveries = false
         for (p, outcome) in zip(batch, outcomes) {
             switch (p, outcome) {
             case (.event(let e), .event(let o)):
-                if case .inserted = o, !e.destinations.isEmpty { newDeliveries = true }
+                if case .inserted = o, !e.deliveries.isEmpty { newDeliveries = true }
                 e.completion(.success(o))
             case (.work(let w), .work(let r)): w.completion(r)
             default: p.fail(.unavailable("internal: outcome does not match its write"))
             }
         }
-        if newDeliveries { onNewDeliveries?() }
+        // Once per durable batch rather than once per event, so that a busy ingest does not wake the dispatcher
+        // thirty times per flush.
+        if newDeliveries { signals.newDeliveries() }
     }
-
-    /// Called once per durable batch that holds new deliveries (the dispatcher's cue): once per batch rather than
-    /// once per event, so that a busy ingest does not wake the dispatcher thirty times per flush.
-    public nonisolated(unsafe) var onNewDeliveries: (@Sendable () -> Void)?
 
     private func write(_ batch: [Pending]) {
         var outcomes: [Outcome] = []
@@ -618,23 +607,21 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
             return .duplicate(id)
         }
         let seq = writer.lastInsertRowID
-        if !options.correlationKeys.isEmpty && e.subject.count > 1 {
-            try Correlation.link(writer, scope: options.correlationScopes[e.source] ?? e.source, subject: e.subject,
-                                 keys: options.correlationKeys,
-                                 nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        if let link = p.link {
+            try SQLiteCorrelations.link(writer, scope: link.scope, subject: e.subject, keys: link.keys, nowMillis: now)
         }
-        if !p.destinations.isEmpty {
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
+        if !p.deliveries.isEmpty {
             let delivery = try statement(&insertDelivery, """
                 INSERT INTO deliveries (id, event_seq, event_id, destination, subject_key, state, next_attempt_at, created_at)
                 VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
                 """)
-            for d in p.destinations {
+            for d in p.deliveries {
                 delivery.reset()
                 try delivery.bind(1, EventID.make(prefix: "dlv_"))
                 try delivery.bind(2, seq)
                 try delivery.bind(3, e.id)
-                try delivery.bind(4, d)
+                try delivery.bind(4, d.destination)
                 try delivery.bind(5, e.subjectKey)
                 try delivery.bind(6, now)
                 try delivery.bind(7, now)
@@ -644,57 +631,9 @@ public final class SQLiteStore: EventStore, @unchecked Sendable {
         return .inserted(e.id)
     }
 
-    // MARK: reading
-
-    /// The deliveries of an event, in the order they were created.
-    public func deliveries(eventID: String) throws -> [DeliveryRecord] {
-        try reader.withLock { db in
-            let s = try db.statement("""
-                SELECT id, event_id, destination, subject_key, state, attempts FROM deliveries
-                WHERE event_seq = (SELECT seq FROM events WHERE id = ?) ORDER BY rowid
-                """)
-            defer { s.reset() }
-            try s.bind([eventID])
-            var out: [DeliveryRecord] = []
-            while try s.step() {
-                out.append(DeliveryRecord(id: s.text(0) ?? "", eventID: s.text(1) ?? "", destination: s.text(2) ?? "",
-                                          subjectKey: s.text(3) ?? "", state: s.text(4) ?? "", attempts: Int(s.int(5))))
-            }
-            return out
-        }
-    }
-
-    public func event(id: String) throws -> CanonicalEvent? {
-        try reader.withLock { db in
-            let s = try db.statement("SELECT event, content_type, body FROM events WHERE id = ?")
-            defer { s.reset() }
-            try s.bind([id])
-            guard try s.step(), let json = s.text(0) else { return nil }
-            var event = try JSONDecoder().decode(CanonicalEvent.self, from: Data(json.utf8))
-            event.raw = RawPayload(contentType: s.text(1) ?? "", bytes: s.blob(2))
-            return event
-        }
-    }
-
     /// Runs `body` on the reader connection (reads only; writes go through `perform`).
-    public func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws -> T {
+    func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws -> T {
         try reader.withLock { db in try body(db) }
-    }
-
-    public func eventCount() throws -> Int {
-        try reader.withLock { db in Int(try db.scalarText("SELECT count(*) FROM events") ?? "0") ?? 0 }
-    }
-
-    /// Event ids of a source, oldest first (tests and tools).
-    public func eventIDs(source: String) throws -> [String] {
-        try reader.withLock { db in
-            let s = try db.statement("SELECT id FROM events WHERE source = ? ORDER BY seq")
-            defer { s.reset() }
-            try s.bind([source])
-            var ids: [String] = []
-            while try s.step() { if let id = s.text(0) { ids.append(id) } }
-            return ids
-        }
     }
 }
 

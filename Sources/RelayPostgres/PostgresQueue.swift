@@ -1,0 +1,420 @@
+import Crypto
+import Foundation
+import Relay
+import Synchronization
+
+// MARK: - DeliveryQueueStore: on the queue connection, on the caller's thread.
+//
+// Claims take `FOR UPDATE SKIP LOCKED` on pending rows, so relays claiming at once never take the same delivery
+// and never wait for each other. With per-subject order, a delivery is claimed only while no earlier delivery of
+// its (destination, subject) is pending or in flight: whichever relay claims, at most one delivery of a subject is
+// in flight and it is the oldest. (A relay's statement sees the earlier delivery pending or in flight in either
+// case: it is only finished once its attempt is recorded.)
+
+extension PostgresStore {
+    static func newToken() -> Int64 { Int64(bitPattern: SecureRandom.uint64() & 0x7fff_ffff_ffff_ffff) | 1 }
+
+    /// Claims of relays that are gone (lease run out, or no heartbeat for `heartbeat`) go back to the queue; this
+    /// relay's heartbeat is written first, so its own claims are never taken for a dead relay's.
+    public func recoverClaims() throws -> Int {
+        try onQueue { c in
+            try c.query("""
+                INSERT INTO relay_instances (id, host, pid, started_at, seen_at) VALUES ($1, $2, $3, \(Schema.nowMillis), \(Schema.nowMillis))
+                ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
+                """, [instanceID, ProcessInfo.processInfo.hostName, String(getpid())])
+            return try c.query("""
+                UPDATE deliveries d SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL
+                WHERE d.state = 'in_flight' AND (d.lease_until <= \(Schema.nowMillis) OR NOT EXISTS (
+                    SELECT 1 FROM relay_instances i WHERE i.id = d.claimed_by AND i.seen_at > \(Schema.nowMillis) - $1))
+                """, [String(Int64(options.heartbeat * 1000))]).affected
+        }
+    }
+
+    public func prepareLanes(_ disciplines: [String: QueueDiscipline]) throws {}
+
+    public func claim(_ lanes: [LaneRequest], nowMillis: Int64, correlation: CorrelationSettings) throws -> [String: ClaimedLane] {
+        try onQueue { c in
+            try c.transaction {
+                let paused = Set(try c.query("SELECT name FROM paused_destinations", name: "paused").rows.map { $0.text(0) })
+                var out: [String: ClaimedLane] = [:]
+                for lane in lanes where !paused.contains(lane.destination) {
+                    let ordered = lane.discipline.perSubject
+                    if lane.discipline.coalesce {
+                        try c.query("""
+                            UPDATE deliveries d SET state = 'superseded', last_error = 'superseded by a newer status', finished_at = $2
+                            WHERE d.state = 'pending' AND d.destination = $1 AND d.step = 0 AND EXISTS (
+                                SELECT 1 FROM deliveries n WHERE n.destination = d.destination AND n.subject_key = d.subject_key
+                                AND n.seq > d.seq AND n.state = 'pending')
+                            """, [lane.destination, String(nowMillis)], name: "supersede")
+                    }
+                    let token = Self.newToken()
+                    let order = ordered ? """
+                         AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
+                                         AND e.subject_key = d.subject_key AND e.seq < d.seq AND e.state IN ('pending', 'in_flight'))
+                        """ : ""
+                    let rows = try c.query("""
+                        WITH due AS (
+                            SELECT d.seq FROM deliveries d
+                            WHERE d.state = 'pending' AND d.destination = $1 AND d.next_attempt_at <= $2\(order)
+                            ORDER BY d.next_attempt_at, d.seq LIMIT $3
+                            FOR UPDATE SKIP LOCKED)
+                        UPDATE deliveries SET state = 'in_flight', lease_until = \(Schema.nowMillis) + $4, claimed_by = $5, claim_token = $6
+                        FROM due WHERE deliveries.seq = due.seq
+                        RETURNING deliveries.id, deliveries.event_seq, deliveries.destination, deliveries.subject_key,
+                                  deliveries.attempts, deliveries.step, deliveries.context, deliveries.seq
+                        """, [lane.destination, String(nowMillis), String(lane.limit), String(leaseMillis), instanceID,
+                              String(token)], name: ordered ? "claim_ordered" : "claim")
+                    let claims = rows.rows.sorted { $0.int(7) < $1.int(7) }.map { r in
+                        ClaimedDelivery(id: r.text(0), eventSeq: r.int(1), destination: r.text(2), subjectKey: r.text(3),
+                                        attempts: Int(r.int(4)), step: Int(r.int(5)),
+                                        values: r[6].flatMap(Correlation.decode) ?? [:], claimToken: token)
+                    }
+                    let events = try Self.events(c, seqs: claims.map(\.eventSeq), correlation: correlation)
+                    var next: Int64?
+                    if claims.count < lane.limit {
+                        next = try c.query("""
+                            SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.state = 'pending' AND d.destination = $1\(order)
+                            """, [lane.destination], name: ordered ? "next_due_ordered" : "next_due").first?.optionalInt(0)
+                    }
+                    out[lane.destination] = ClaimedLane(claims: claims, events: events, nextDueMillis: next)
+                }
+                return out
+            }
+        }
+    }
+
+    static func events(_ c: Connection, seqs: [Int64], correlation: CorrelationSettings) throws -> [Int64: CanonicalEvent] {
+        guard !seqs.isEmpty else { return [:] }
+        let rows = try c.query("SELECT seq, event, content_type, body FROM events WHERE seq = ANY($1::bigint[])",
+                               [PGText.array(Array(Set(seqs)).map { Optional($0) })], name: "claim_events")
+        var out: [Int64: CanonicalEvent] = [:]
+        let decoder = JSONDecoder()
+        for r in rows.rows {
+            var event = try decoder.decode(CanonicalEvent.self, from: Data(r.text(1).utf8))
+            event.raw = RawPayload(contentType: r.text(2), bytes: PGText.bytes(fromHex: r.text(3)))
+            if !correlation.keys.isEmpty && !event.subject.isEmpty {
+                event.subject = try PGCorrelations.enrich(c, scope: correlation.scope(ofSource: event.source),
+                                                          subject: event.subject, keys: correlation.keys)
+            }
+            out[r.int(0)] = event
+        }
+        return out
+    }
+
+    public func release(_ claims: [ClaimedDelivery], completion: @escaping @Sendable (Result<Void, StoreError>) -> Void) {
+        guard !claims.isEmpty else { return completion(.success(())) }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        completion(Result {
+            try onQueue { c in
+                try c.query("""
+                    UPDATE deliveries d SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL,
+                           next_attempt_at = least(d.next_attempt_at, $3)
+                    FROM unnest($1::text[], $2::bigint[]) AS t (id, token)
+                    WHERE d.id = t.id AND d.claim_token = t.token AND d.state = 'in_flight'
+                    """, [PGText.array(claims.map(\.id)), PGText.array(claims.map { Optional($0.claimToken) }), String(now)])
+                try c.query("SELECT pg_notify('relay_wake', '')")
+            }
+        }.mapError(Self.storeError))
+    }
+
+    static func storeError(_ e: any Error) -> StoreError {
+        (e as? StoreError) ?? .unavailable("\(e)")
+    }
+
+    public func saveProgress(_ claim: ClaimedDelivery, _ progress: StepProgress,
+                             completion: @escaping @Sendable (Result<Void, StoreError>) -> Void) {
+        completion(Result {
+            try onQueue { c in
+                let n = try c.query("""
+                    UPDATE deliveries SET step = $3, context = $4 WHERE id = $1 AND claim_token = $2 AND state = 'in_flight'
+                    """, [claim.id, String(claim.claimToken), String(progress.step),
+                          progress.values.isEmpty ? nil : Correlation.encode(progress.values)], name: "progress").affected
+                guard n == 1 else { throw StoreError.unavailable("delivery \(claim.id) was claimed again: its lease ran out") }
+            }
+        }.mapError(Self.storeError))
+    }
+
+    public func finish(_ deliveries: [FinishedDelivery], links: [CorrelationLink], keys: Set<String>, nowMillis: Int64,
+                       completion: @escaping @Sendable (Result<FinishReport, StoreError>) -> Void) {
+        completion(Result {
+            try onQueue { c in
+                try c.transaction {
+                    // A lost finish means one more attempt (at-least-once), so it need not wait for the WAL flush;
+                    // a delivery's progress between steps does (saveProgress).
+                    try c.query("SET LOCAL synchronous_commit = off")
+                    var stale: [String] = []
+                    if !deliveries.isEmpty {
+                        var ids: [String?] = [], tokens: [Int64?] = [], states: [String?] = [], next: [Int64?] = []
+                        var statuses: [Int64?] = [], lastErrors: [String?] = [], finished: [Int64?] = [], steps: [Int64?] = []
+                        var contexts: [String?] = [], started: [Int64?] = [], latency: [Int64?] = [], errors: [String?] = []
+                        var responses: [String?] = []
+                        for f in deliveries {
+                            ids.append(f.claim.id)
+                            tokens.append(f.claim.claimToken)
+                            states.append(f.result.state.rawValue)
+                            var at = nowMillis
+                            if case .retry(let t) = f.result { at = t }
+                            next.append(at)
+                            statuses.append(f.attempt.status.map(Int64.init))
+                            switch f.result {
+                            case .dead(let reason), .skipped(let reason): lastErrors.append(reason)
+                            default: lastErrors.append(f.attempt.error)
+                            }
+                            if case .retry = f.result { finished.append(nil) } else { finished.append(nowMillis) }
+                            steps.append(Int64(f.progress?.step ?? 0))
+                            contexts.append(f.progress.flatMap { $0.values.isEmpty ? nil : Correlation.encode($0.values) })
+                            started.append(f.attempt.startedAt)
+                            latency.append(f.attempt.latencyMillis)
+                            errors.append(f.attempt.error)
+                            responses.append(f.attempt.response)
+                        }
+                        let done = try c.query("""
+                            WITH f AS (
+                                SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::integer[], $6::text[],
+                                                     $7::bigint[], $8::integer[], $9::text[], $10::bigint[], $11::bigint[],
+                                                     $12::text[], $13::text[])
+                                    AS f (id, token, state, next_at, status, last_error, finished_at, step, context,
+                                          started_at, latency, error, response)),
+                            u AS (
+                                UPDATE deliveries d SET state = f.state, attempts = d.attempts + 1, next_attempt_at = f.next_at,
+                                       lease_until = NULL, claimed_by = NULL, claim_token = NULL, last_status = f.status,
+                                       last_error = f.last_error, finished_at = f.finished_at, step = f.step, context = f.context
+                                FROM f WHERE d.id = f.id AND d.claim_token = f.token AND d.state = 'in_flight'
+                                RETURNING d.id, d.attempts)
+                            INSERT INTO attempts (delivery_id, n, started_at, latency_ms, status, error, response)
+                            SELECT u.id, u.attempts, f.started_at, f.latency, f.status, f.error, f.response
+                            FROM u JOIN f ON f.id = u.id
+                            RETURNING delivery_id
+                            """, [PGText.array(ids), PGText.array(tokens), PGText.array(states), PGText.array(next),
+                                  PGText.array(statuses), PGText.array(lastErrors), PGText.array(finished), PGText.array(steps),
+                                  PGText.array(contexts), PGText.array(started), PGText.array(latency), PGText.array(errors),
+                                  PGText.array(responses)], name: "finish")
+                        let recorded = Set(done.rows.map { $0.text(0) })
+                        stale = deliveries.map(\.claim.id).filter { !recorded.contains($0) }
+                        // A finished delivery may free its subject's next one, which another relay may be waiting for.
+                        if deliveries.contains(where: { $0.discipline.perSubject && $0.result.state.isFinished }) {
+                            try c.query("SELECT pg_notify('relay_wake', '')")
+                        }
+                    }
+                    for link in links {
+                        try PGCorrelations.link(c, scope: link.scope, subject: link.subject, keys: keys, nowMillis: nowMillis)
+                    }
+                    return FinishReport(stale: stale)
+                }
+            }
+        }.mapError(Self.storeError))
+    }
+
+    public func releaseExpiredLeases(nowMillis: Int64) throws -> Int {
+        try onQueue { c in
+            try c.query("""
+                UPDATE deliveries SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL
+                WHERE state = 'in_flight' AND lease_until <= $1
+                """, [String(nowMillis)]).affected
+        }
+    }
+
+    /// Every relay dispatches every destination it is configured for; the queue's claims keep them apart.
+    public func assignLanes(_ destinations: Set<String>) {}
+    public var heldLanes: Set<String>? { nil }
+
+    public func pausedDestinations() throws -> Set<String> {
+        try onQueue { c in Set(try c.query("SELECT name FROM paused_destinations").rows.map { $0.text(0) }) }
+    }
+
+    public func setPaused(_ destination: String, _ paused: Bool, nowMillis: Int64) throws {
+        try onQueue { c in
+            if paused {
+                try c.query("INSERT INTO paused_destinations (name, since) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                            [destination, String(nowMillis)])
+            } else {
+                try c.query("DELETE FROM paused_destinations WHERE name = $1", [destination])
+            }
+            try c.query("SELECT pg_notify('relay_changed', '')")
+        }
+    }
+
+    public func circuits() throws -> [String: CircuitSnapshot] {
+        try onQueue { c in
+            var out: [String: CircuitSnapshot] = [:]
+            for r in try c.query("SELECT destination, state, failures, reopens_at FROM circuits").rows {
+                guard let state = CircuitBreaker.State(rawValue: r.text(1)) else { continue }
+                out[r.text(0)] = CircuitSnapshot(state: state, consecutiveFailures: Int(r.int(2)), reopensAtMillis: r.optionalInt(3))
+            }
+            return out
+        }
+    }
+
+    public func saveCircuit(_ destination: String, _ snapshot: CircuitSnapshot) {
+        do {
+            try onQueue { c in
+                try c.query("""
+                    INSERT INTO circuits (destination, state, failures, reopens_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+                    ON CONFLICT (destination) DO UPDATE SET state = excluded.state, failures = excluded.failures,
+                        reopens_at = excluded.reopens_at, updated_at = excluded.updated_at
+                    """, [destination, snapshot.state.rawValue, String(snapshot.consecutiveFailures),
+                          snapshot.reopensAtMillis.map(String.init), String(Int64(Date().timeIntervalSince1970 * 1000))])
+                try c.query("SELECT pg_notify('relay_changed', '')")
+            }
+        } catch {
+            log?.warn("cannot save a circuit breaker's state", ["destination": destination, "error": "\(error)"])
+        }
+    }
+}
+
+// MARK: - AdminStore: on the admin pool.
+
+extension PostgresStore {
+    public func ping() throws {
+        try onAdmin { c in _ = try c.query("SELECT 1") }
+    }
+
+    public func event(id: String) throws -> CanonicalEvent? {
+        try onAdmin { c in
+            guard let r = try c.query("SELECT event, content_type, body FROM events WHERE id = $1", [id]).first else { return nil }
+            var event = try JSONDecoder().decode(CanonicalEvent.self, from: Data(r.text(0).utf8))
+            event.raw = RawPayload(contentType: r.text(1), bytes: PGText.bytes(fromHex: r.text(2)))
+            return event
+        }
+    }
+
+    public func events(_ q: EventQuery) throws -> [EventRow] {
+        var clauses: [String] = []
+        var args: [String?] = []
+        func arg(_ v: String) -> String { args.append(v); return "$\(args.count)" }
+        if let v = q.source { clauses.append("source = \(arg(v))") }
+        if let v = q.type { clauses.append("type = \(arg(v))") }
+        if let v = q.status { clauses.append("status = \(arg(v))") }
+        if let (k, v) = q.subject { clauses.append("(event::jsonb -> 'subject' ->> \(arg(k))) = \(arg(v))") }
+        if let v = q.since { clauses.append("received_at >= \(arg(v))") }
+        if let v = q.until { clauses.append("received_at < \(arg(v))") }
+        if let c = q.before { clauses.append("seq < \(arg(String(c)))::bigint") }
+        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+        let limit = arg(String(q.limit))
+        let bound = args
+        return try onAdmin { c in
+            try c.query("SELECT seq, event FROM events \(whereSQL) ORDER BY seq DESC LIMIT \(limit)::bigint", bound).rows.map {
+                EventRow(cursor: $0.int(0), json: $0.text(1))
+            }
+        }
+    }
+
+    public func eventCount() throws -> Int {
+        try onAdmin { c in Int(try c.query("SELECT count(*) FROM events").first?.int(0) ?? 0) }
+    }
+
+    public func eventIDs(source: String) throws -> [String] {
+        try onAdmin { c in try c.query("SELECT id FROM events WHERE source = $1 ORDER BY seq", [source]).rows.map { $0.text(0) } }
+    }
+
+    static let deliveryColumns = """
+        seq, id, event_id, destination, subject_key, state, attempts, next_attempt_at, last_status, last_error,
+        finished_at, step, claimed_by
+        """
+
+    static func deliveryInfo(_ r: [String?]) -> DeliveryInfo {
+        DeliveryInfo(id: r.text(1), eventID: r.text(2), destination: r.text(3), subjectKey: r.text(4), state: r.text(5),
+                     attempts: Int(r.int(6)), nextAttemptAt: r.int(7), lastStatus: r.optionalInt(8).map(Int.init),
+                     lastError: r[9], finishedAt: r.optionalInt(10), step: Int(r.int(11)), claimedBy: r[12], cursor: r.int(0))
+    }
+
+    public func deliveries(eventID: String) throws -> [DeliveryInfo] {
+        try onAdmin { c in
+            try c.query("""
+                SELECT \(Self.deliveryColumns) FROM deliveries WHERE event_seq = (SELECT seq FROM events WHERE id = $1) ORDER BY seq
+                """, [eventID]).rows.map(Self.deliveryInfo)
+        }
+    }
+
+    public func delivery(id: String) throws -> DeliveryInfo? {
+        try onAdmin { c in
+            try c.query("SELECT \(Self.deliveryColumns) FROM deliveries WHERE id = $1", [id]).rows.first.map(Self.deliveryInfo)
+        }
+    }
+
+    public func deliveries(_ q: DeliveryQuery) throws -> [DeliveryInfo] {
+        var clauses: [String] = []
+        var args: [String?] = []
+        func arg(_ v: String) -> String { args.append(v); return "$\(args.count)" }
+        if let v = q.state { clauses.append("state = \(arg(v.rawValue))") }
+        if let v = q.destination { clauses.append("destination = \(arg(v))") }
+        if let c = q.before { clauses.append("seq < \(arg(String(c)))::bigint") }
+        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+        let limit = arg(String(q.limit))
+        let bound = args
+        return try onAdmin { c in
+            try c.query("SELECT \(Self.deliveryColumns) FROM deliveries \(whereSQL) ORDER BY seq DESC LIMIT \(limit)::bigint",
+                        bound).rows.map(Self.deliveryInfo)
+        }
+    }
+
+    public func attempts(deliveryID: String) throws -> [AttemptInfo] {
+        try onAdmin { c in
+            try c.query("""
+                SELECT n, started_at, latency_ms, status, error, response FROM attempts WHERE delivery_id = $1 ORDER BY n
+                """, [deliveryID]).rows.map { r in
+                AttemptInfo(n: Int(r.int(0)), startedAt: r.int(1), latencyMillis: r.int(2), status: r.optionalInt(3).map(Int.init),
+                            error: r[4], response: r[5])
+            }
+        }
+    }
+
+    public func queueStats() throws -> [QueueStat] {
+        try onAdmin { c in
+            try c.query("""
+                SELECT destination, count(*) FILTER (WHERE state IN ('pending', 'in_flight')),
+                       min(created_at) FILTER (WHERE state IN ('pending', 'in_flight')), count(*) FILTER (WHERE state = 'dead')
+                FROM deliveries WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY destination
+                """).rows.map { r in
+                QueueStat(destination: r.text(0), waiting: Int(r.int(1)), oldestQueuedAt: r.optionalInt(2), dead: Int(r.int(3)))
+            }
+        }
+    }
+
+    public func replay(deliveryID id: String, destinations: [String: QueueDiscipline], nowMillis: Int64) throws -> ReplayOutcome {
+        try onAdmin { c in
+            try c.transaction { () throws -> ReplayOutcome in
+                guard let r = try c.query("SELECT state, destination FROM deliveries WHERE id = $1 FOR UPDATE", [id]).first else {
+                    return .notFound
+                }
+                let state = r.text(0), destination = r.text(1)
+                guard state != "pending" && state != "in_flight" else { return .unfinished(state: state) }
+                guard destinations[destination] != nil else { return .unconfigured(destination: destination) }
+                try c.query("""
+                    UPDATE deliveries SET state = 'pending', next_attempt_at = $2, finished_at = NULL, lease_until = NULL,
+                           claimed_by = NULL, claim_token = NULL WHERE id = $1
+                    """, [id, String(nowMillis)])
+                try c.query("SELECT pg_notify('relay_wake', '')")
+                return .replayed(from: state)
+            }
+        }
+    }
+
+    public func replay(_ f: ReplayFilter, dryRun: Bool, nowMillis: Int64) throws -> Int {
+        let configured = f.destinations.keys.sorted()
+        guard !configured.isEmpty else { return 0 }
+        var clauses: [String] = []
+        var args: [String?] = []
+        func arg(_ v: String) -> String { args.append(v); return "$\(args.count)" }
+        clauses.append("state = \(arg(f.state.rawValue))")
+        clauses.append("destination = ANY(\(arg(PGText.array(configured.map { Optional($0) })))::text[])")
+        if let d = f.destination { clauses.append("destination = \(arg(d))") }
+        if let v = f.finishedSince { clauses.append("finished_at >= \(arg(String(v)))::bigint") }
+        if let v = f.finishedUntil { clauses.append("finished_at < \(arg(String(v)))::bigint") }
+        let clause = clauses.joined(separator: " AND ")
+        let bound = args
+        return try onAdmin { c in
+            if dryRun {
+                return Int(try c.query("SELECT count(*) FROM deliveries WHERE \(clause)", bound).first?.int(0) ?? 0)
+            }
+            return try c.transaction {
+                let n = try c.query("""
+                    UPDATE deliveries SET state = 'pending', next_attempt_at = \(nowMillis), finished_at = NULL,
+                           lease_until = NULL, claimed_by = NULL, claim_token = NULL WHERE \(clause)
+                    """, bound).affected
+                if n > 0 { try c.query("SELECT pg_notify('relay_wake', '')") }
+                return n
+            }
+        }
+    }
+}

@@ -1,0 +1,488 @@
+import CPostgres
+import Crypto
+import Foundation
+import Relay
+import Synchronization
+
+/// The shared store: one PostgreSQL database for any number of relays.
+///
+/// Threads and connections (each connection belongs to one of them, or to a lock):
+/// - `writers` writer threads, each with its own connection, take the queued events together (group commit: one
+///   transaction, one multi-row insert per table, one WAL flush for everything queued while the previous batch was
+///   being written) and answer each sender only after `COMMIT` returned;
+/// - the coordinator thread holds the control connection: it runs the migrations, `LISTEN`s for other relays'
+///   wake-ups (`relay_wake`: new or replayed deliveries; `relay_changed`: pauses and circuits), writes this relay's
+///   heartbeat, renews its leases and returns to the queue the leases of relays that are gone;
+/// - the dispatcher's queue operations run on the caller's thread on the queue connection (under a lock);
+/// - admin reads take a connection from a pool of `pool`.
+///
+/// The database going away is not a failure of the store: commits are refused at once (503, with Retry-After, to
+/// senders) while it is unreachable, every connection is opened again on its next use, and the coordinator says
+/// in the log when it is back. Nothing is answered 2xx that was not committed.
+public final class PostgresStore: RelayStore, @unchecked Sendable {
+    public let options: PostgresStoreOptions
+    /// Who claims: this process, unique among every relay that ever shared the database.
+    public let instanceID: String
+    public let signals = StoreSignals()
+    public let stats = StoreStats()
+    public let leaseMillis: Int64
+    public let summary: String
+    /// A shared store does not fail for good: while the database is unreachable it is unavailable.
+    public var failure: String? { nil }
+
+    let conninfo: String
+    let log: Logger?
+    private let heartbeatMillis: Int64
+
+    // MARK: the write queue (under `monitor`)
+
+    final class EventWrite {
+        init(event: CanonicalEvent, json: String, body: [UInt8], deliveries: [PlannedDelivery], link: CorrelationScope?,
+             completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
+            self.event = event
+            self.json = json
+            self.body = body
+            self.deliveries = deliveries
+            self.link = link
+            self.completion = completion
+        }
+        let event: CanonicalEvent
+        let json: String
+        let body: [UInt8]
+        let deliveries: [PlannedDelivery]
+        let link: CorrelationScope?
+        let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
+    }
+
+    private struct State {
+        var items: [EventWrite] = []
+        var closing = false
+        var writersRunning = 0
+        /// Why the database cannot be used now (nil: it can). Commits are refused at once meanwhile.
+        var down: String? = "not connected yet"
+    }
+    private let monitor = Monitor()
+    private var state = State()
+    private let writersDone = DispatchSemaphore(value: 0)
+    private let coordinatorDone = DispatchSemaphore(value: 0)
+    private let coordinatorStop = Atomic<Bool>(false)
+
+    private let queueConnection = Mutex<Connection?>(nil)
+    private let adminPool: Mutex<[Connection]>
+    private let adminSlots: DispatchSemaphore
+
+    /// Opens the store. It does not wait for the database: if it is unreachable, the relay starts anyway, refuses
+    /// commits (503) and keeps trying; the log says why. Throws only when `options.url` cannot be a connection
+    /// string at all.
+    public init(options: PostgresStoreOptions, log: Logger? = nil) throws {
+        if let problem = PostgresURL.problem(options.url.value) {
+            throw StoreError.unavailable("store.postgres.url: \(problem)")
+        }
+        self.options = options
+        self.log = log
+        conninfo = options.url.value
+        summary = PostgresURL.display(options.url.value)
+        leaseMillis = Int64(options.lease * 1000)
+        heartbeatMillis = Int64(options.heartbeat * 1000)
+        instanceID = "relay-" + (ProcessInfo.processInfo.hostName.prefix(40)) + "-\(getpid())-" + EventID.make(prefix: "").suffix(6)
+        adminPool = Mutex([])
+        adminSlots = DispatchSemaphore(value: options.pool)
+        state.writersRunning = options.writers
+        let coordinator = Thread { [self] in coordinatorLoop() }
+        coordinator.name = "relay-pg-coord"
+        coordinator.start()
+        for i in 0..<options.writers {
+            let t = Thread { [self] in writerLoop(i) }
+            t.name = "relay-pg-writer"
+            t.start()
+        }
+    }
+
+    deinit { close() }
+
+    func connect(_ role: String) throws -> Connection {
+        let c = try Connection(conninfo, connectTimeout: options.connectTimeout, applicationName: "relay \(role)")
+        // A statement that runs away (a lock held by a stuck session) must not hold a sender or the dispatcher.
+        try c.query("SET statement_timeout = '30s'")
+        return c
+    }
+
+    /// Marks the database unreachable (commits are refused from now on) and logs it once.
+    func markDown(_ reason: String) {
+        monitor.lock()
+        let was = state.down
+        state.down = reason
+        let queued = state.items
+        state.items.removeAll()
+        monitor.unlock()
+        for w in queued { w.completion(.failure(.unavailable("database unreachable: \(reason)"))) }
+        if was == nil {
+            log?.error("database unreachable: refusing webhooks (503) until it is back", ["store": summary, "error": reason])
+        }
+    }
+
+    private func markUp() {
+        monitor.lock()
+        let was = state.down
+        state.down = nil
+        monitor.unlock()
+        if was != nil { log?.info("database reachable", ["store": summary, "instance": instanceID]) }
+    }
+
+    /// Why the database cannot be used now; nil once it is reachable and migrated.
+    public var unavailableReason: String? {
+        monitor.lock()
+        defer { monitor.unlock() }
+        return state.down
+    }
+
+    /// Waits (up to `timeout` seconds) until the database is reachable and its schema migrated. True when it is.
+    @discardableResult
+    public func waitUntilReady(timeout: Double) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while unavailableReason != nil {
+            if Date() > end { return false }
+            usleep(20_000)
+        }
+        return true
+    }
+
+    // MARK: EventStore
+
+    public func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
+                       completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
+        let write = EventWrite(event: event, json: event.jsonText(includeRaw: false), body: event.raw?.bytes ?? [],
+                               deliveries: deliveries, link: link, completion: completion)
+        monitor.lock()
+        if state.closing {
+            monitor.unlock()
+            completion(.failure(.closed))
+            return
+        }
+        if let down = state.down {
+            monitor.unlock()
+            completion(.failure(.unavailable("database unreachable: \(down)")))
+            return
+        }
+        state.items.append(write)
+        monitor.signal(0)
+        monitor.unlock()
+    }
+
+    private func writerLoop(_ index: Int) {
+        nameThisThread("relay-pg-writer")
+        var connection: Connection?
+        while true {
+            monitor.lock()
+            while state.items.isEmpty && !state.closing { monitor.wait(0) }
+            if state.items.isEmpty {
+                state.writersRunning -= 1
+                let last = state.writersRunning == 0
+                monitor.unlock()
+                if last { writersDone.signal() }
+                return
+            }
+            let n = min(state.items.count, options.maxBatch)
+            let batch = Array(state.items.prefix(n))
+            state.items.removeFirst(n)
+            if !state.items.isEmpty { monitor.signal(0) }   // another writer takes the rest at once
+            monitor.unlock()
+            do {
+                if connection == nil { connection = try connect("writer \(index + 1)") }
+                let outcomes = try write(batch, on: connection!)
+                for (w, o) in zip(batch, outcomes) { w.completion(.success(o)) }
+                if zip(batch, outcomes).contains(where: { w, o in
+                    if case .inserted = o { return !w.deliveries.isEmpty }
+                    return false
+                }) {
+                    signals.newDeliveries()
+                }
+            } catch let e as PostgresError where e.connectionLost {
+                connection = nil
+                // The outcome of a COMMIT cut off is unknown: the sender is told to retry, and a retry that finds
+                // the event is answered as a duplicate. Never a 2xx for what may not be there.
+                for w in batch { w.completion(.failure(.unavailable("database unreachable: \(e.message)"))) }
+                markDown(e.message)
+            } catch {
+                if batch.count > 1 {
+                    // One event that cannot be written must not sink the others: one by one.
+                    for w in batch {
+                        do {
+                            let o = try write([w], on: connection!)[0]
+                            w.completion(.success(o))
+                            if case .inserted = o, !w.deliveries.isEmpty { signals.newDeliveries() }
+                        } catch {
+                            if let pe = error as? PostgresError, pe.connectionLost { connection = nil; markDown(pe.message) }
+                            w.completion(.failure(.unavailable("\(error)")))
+                            if connection == nil { break }
+                        }
+                    }
+                } else {
+                    if let pe = error as? PostgresError, pe.connectionLost { connection = nil }
+                    for w in batch { w.completion(.failure(.unavailable("\(error)"))) }
+                }
+            }
+        }
+    }
+
+    /// Writes a batch in one transaction: events (`ON CONFLICT DO NOTHING`: duplicates found after), the new
+    /// events' deliveries, their correlation links, one wake-up for every relay. Retried once on a deadlock.
+    private func write(_ batch: [EventWrite], on c: Connection) throws -> [CommitOutcome] {
+        var tries = 0
+        while true {
+            do {
+                let started = DispatchTime.now().uptimeNanoseconds
+                let outcomes = try c.transaction { try insert(batch, on: c) }
+                stats.transactions.add(1, ordering: .relaxed)
+                stats.flushes.add(1, ordering: .relaxed)
+                stats.flushNanoseconds.add(Int(DispatchTime.now().uptimeNanoseconds - started), ordering: .relaxed)
+                stats.events.add(outcomes.filter { if case .inserted = $0 { return true } else { return false } }.count,
+                                 ordering: .relaxed)
+                return outcomes
+            } catch let e as PostgresError where e.isRetryable && tries < 3 {
+                tries += 1
+            }
+        }
+    }
+
+    private func insert(_ batch: [EventWrite], on c: Connection) throws -> [CommitOutcome] {
+        let inserted = try c.query("""
+            INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
+            SELECT id, source, key, type, status, received_at, event, content_type, decode(body, 'hex')
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+                 AS t (id, source, key, type, status, received_at, event, content_type, body)
+            ON CONFLICT (source, idempotency_key) DO NOTHING
+            RETURNING id, seq
+            """, [PGText.array(batch.map { $0.event.id }), PGText.array(batch.map { $0.event.source }),
+                  PGText.array(batch.map { $0.event.idempotencyKey }), PGText.array(batch.map { $0.event.type }),
+                  PGText.array(batch.map { $0.event.status?.rawValue }), PGText.array(batch.map { $0.event.receivedAt }),
+                  PGText.array(batch.map { $0.json }), PGText.array(batch.map { $0.event.raw?.contentType }),
+                  PGText.array(batch.map { PGText.hex($0.body) })], name: "insert_events")
+        var seqs: [String: Int64] = [:]
+        for row in inserted.rows { seqs[row.text(0)] = row.int(1) }
+        var existing: [String: String] = [:]   // "source\u{1f}key" -> id
+        let dups = batch.filter { seqs[$0.event.id] == nil }
+        if !dups.isEmpty {
+            let found = try c.query("""
+                SELECT e.source, e.idempotency_key, e.id FROM events e
+                JOIN unnest($1::text[], $2::text[]) AS t (source, key) ON e.source = t.source AND e.idempotency_key = t.key
+                """, [PGText.array(dups.map { $0.event.source }), PGText.array(dups.map { $0.event.idempotencyKey })],
+                name: "find_duplicates")
+            for row in found.rows { existing[row.text(0) + "\u{1f}" + row.text(1)] = row.text(2) }
+        }
+        var outcomes: [CommitOutcome] = []
+        var dIDs: [String?] = [], dSeqs: [Int64?] = [], dEvents: [String?] = [], dDest: [String?] = [], dSubjects: [String?] = []
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        for w in batch {
+            guard let seq = seqs[w.event.id] else {
+                guard let id = existing[w.event.source + "\u{1f}" + w.event.idempotencyKey] else {
+                    throw PostgresError(message: "conflicting event not found", sqlState: nil, connectionLost: false)
+                }
+                outcomes.append(.duplicate(id))
+                continue
+            }
+            outcomes.append(.inserted(w.event.id))
+            for d in w.deliveries {
+                dIDs.append(EventID.make(prefix: "dlv_"))
+                dSeqs.append(seq)
+                dEvents.append(w.event.id)
+                dDest.append(d.destination)
+                dSubjects.append(w.event.subjectKey)
+            }
+            if let link = w.link {
+                try PGCorrelations.link(c, scope: link.scope, subject: w.event.subject, keys: link.keys, nowMillis: now)
+            }
+        }
+        if !dIDs.isEmpty {
+            try c.query("""
+                INSERT INTO deliveries (id, event_seq, event_id, destination, subject_key, state, next_attempt_at, created_at)
+                SELECT id, seq, event_id, destination, subject, 'pending', $6, $6
+                FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS t (id, seq, event_id, destination, subject)
+                """, [PGText.array(dIDs), PGText.array(dSeqs), PGText.array(dEvents), PGText.array(dDest),
+                      PGText.array(dSubjects), String(now)], name: "insert_deliveries")
+            try c.query("SELECT pg_notify('relay_wake', '')", name: "notify_wake")
+        }
+        return outcomes
+    }
+
+    // MARK: the coordinator
+
+    private func coordinatorLoop() {
+        nameThisThread("relay-pg-coord")
+        var control: Connection?
+        var backoff = 1.0
+        var lastRenew: Double = 0
+        var firstFailureLogged = false
+        while !coordinatorStop.load(ordering: .acquiring) {
+            if control == nil {
+                do {
+                    let c = try connect("coordinator")
+                    let (from, to) = try Schema.migrate(c)
+                    if from != to { log?.info("database schema migrated", ["from": String(from), "to": String(to)]) }
+                    try c.query("LISTEN relay_wake")
+                    try c.query("LISTEN relay_changed")
+                    try heartbeat(c)
+                    control = c
+                    backoff = 1
+                    firstFailureLogged = false
+                    markUp()
+                    signals.changed()         // pauses and circuits may have changed while we were away
+                    signals.newDeliveries()   // and so may the queue
+                } catch {
+                    let reason = (error as? PostgresError)?.message ?? "\(error)"
+                    markDown(reason)
+                    if !firstFailureLogged {
+                        log?.error("cannot reach the database: retrying", ["store": summary, "error": reason])
+                        firstFailureLogged = true
+                    }
+                    sleepUnlessStopped(backoff)
+                    backoff = min(backoff * 2, 10)
+                    continue
+                }
+            }
+            guard let c = control else { continue }
+            // Wait up to a second for a notification.
+            var fds = pollfd(fd: c.socket, events: Int16(POLLIN), revents: 0)
+            _ = poll(&fds, 1, 1000)
+            guard c.consumeInput() else {
+                markDown(Connection.message(c.handle))
+                control = nil
+                continue
+            }
+            var wake = false, changed = false
+            for channel in c.notifications() {
+                if channel == "relay_wake" { wake = true } else if channel == "relay_changed" { changed = true }
+            }
+            if wake { signals.newDeliveries() }
+            if changed { signals.changed() }
+            let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+            if now - lastRenew >= min(1, options.lease / 3) {
+                lastRenew = now
+                do {
+                    try heartbeat(c)
+                    let released = try sweep(c)
+                    if released > 0 {
+                        log?.info("leases of relays that are gone returned to the queue", ["count": String(released)])
+                        try c.query("SELECT pg_notify('relay_wake', '')")
+                        signals.newDeliveries()
+                    }
+                } catch let e as PostgresError where e.connectionLost {
+                    markDown(e.message)
+                    control = nil
+                } catch {
+                    log?.warn("heartbeat failed", ["error": "\(error)"])
+                }
+            }
+        }
+        if let c = control {
+            // What this relay still holds goes back to the queue now rather than when its lease runs out.
+            let released = (try? c.query("""
+                UPDATE deliveries SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL
+                WHERE state = 'in_flight' AND claimed_by = $1
+                """, [instanceID]).affected) ?? 0
+            if released > 0 { _ = try? c.query("SELECT pg_notify('relay_wake', '')") }
+            _ = try? c.query("DELETE FROM relay_instances WHERE id = $1", [instanceID])
+        }
+        coordinatorDone.signal()
+    }
+
+    private func sleepUnlessStopped(_ seconds: Double) {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end && !coordinatorStop.load(ordering: .acquiring) { usleep(50_000) }
+    }
+
+    /// This relay is alive; its leases are renewed.
+    private func heartbeat(_ c: Connection) throws {
+        try c.query("""
+            INSERT INTO relay_instances (id, host, pid, started_at, seen_at) VALUES ($1, $2, $3, \(Schema.nowMillis), \(Schema.nowMillis))
+            ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
+            """, [instanceID, ProcessInfo.processInfo.hostName, String(getpid())], name: "heartbeat")
+        try c.query("""
+            UPDATE deliveries SET lease_until = \(Schema.nowMillis) + $2 WHERE state = 'in_flight' AND claimed_by = $1
+            """, [instanceID, String(leaseMillis)], name: "renew")
+    }
+
+    /// Returns to the queue every claim whose lease ran out or whose relay has not been seen for `heartbeat`.
+    private func sweep(_ c: Connection) throws -> Int {
+        try c.query("""
+            UPDATE deliveries d SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL
+            WHERE d.state = 'in_flight' AND (d.lease_until <= \(Schema.nowMillis) OR NOT EXISTS (
+                SELECT 1 FROM relay_instances i WHERE i.id = d.claimed_by AND i.seen_at > \(Schema.nowMillis) - $1))
+            """, [String(heartbeatMillis)], name: "sweep").affected
+    }
+
+    // MARK: connections for the dispatcher and the admin API
+
+    /// Runs `body` on the queue connection (connecting first if need be). A lost connection is dropped (the next
+    /// call connects again) and reported as `StoreError.unavailable`.
+    func onQueue<T>(_ body: (Connection) throws -> T) throws -> T {
+        try queueConnection.withLock { slot in
+            do {
+                if slot == nil { slot = try connect("dispatcher") }
+                return try body(slot!)
+            } catch let e as PostgresError {
+                if e.connectionLost || !(slot?.isOK ?? false) { slot = nil }
+                throw StoreError.unavailable(e.description)
+            }
+        }
+    }
+
+    /// Runs `body` on a pooled admin connection.
+    func onAdmin<T>(_ body: (Connection) throws -> T) throws -> T {
+        adminSlots.wait()
+        defer { adminSlots.signal() }
+        var c = adminPool.withLock { $0.popLast() }
+        do {
+            if c == nil { c = try connect("admin") }
+            let value = try body(c!)
+            let keep = c!
+            adminPool.withLock { $0.append(keep) }
+            return value
+        } catch let e as PostgresError {
+            if let c, c.isOK, !e.connectionLost { adminPool.withLock { $0.append(c) } }
+            throw StoreError.unavailable(e.description)
+        }
+    }
+
+    public func close() {
+        monitor.lock()
+        let already = state.closing
+        state.closing = true
+        monitor.broadcast(0)
+        monitor.unlock()
+        if already { return }
+        writersDone.wait()
+        coordinatorStop.store(true, ordering: .releasing)
+        coordinatorDone.wait()
+        queueConnection.withLock { $0 = nil }
+        adminPool.withLock { $0.removeAll() }
+    }
+}
+
+/// Correlation links in PostgreSQL; the rules are `Correlation`'s.
+enum PGCorrelations {
+    static func lookup(_ c: Connection, scope: String) -> (String, String) throws -> [String: String]? {
+        { key, value in
+            let rows = try c.query("SELECT subject FROM correlations WHERE scope = $1 AND key = $2 AND value = $3",
+                                   [scope, key, value], name: "correlation_lookup")
+            return rows.first.flatMap { $0[0] }.flatMap(Correlation.decode)
+        }
+    }
+
+    static func enrich(_ c: Connection, scope: String, subject: [String: String], keys: Set<String>) throws -> [String: String] {
+        guard !keys.isEmpty, !subject.isEmpty else { return subject }
+        return try Correlation.enrich(subject, keys: keys, linked: lookup(c, scope: scope))
+    }
+
+    static func link(_ c: Connection, scope: String, subject: [String: String], keys: Set<String>, nowMillis: Int64) throws {
+        guard let (merged, ids) = try Correlation.linkage(subject, keys: keys, linked: lookup(c, scope: scope)) else { return }
+        let json = Correlation.encode(merged)
+        for (k, v) in ids {
+            try c.query("""
+                INSERT INTO correlations (scope, key, value, subject, updated_at) VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (scope, key, value) DO UPDATE SET subject = excluded.subject, updated_at = excluded.updated_at
+                WHERE correlations.subject <> excluded.subject
+                """, [scope, k, v, json, String(nowMillis)], name: "correlation_link")
+        }
+    }
+}
