@@ -11,6 +11,8 @@
 #                    what each provider received (a table)
 #   make interop     pytest Tests/interop against .build/debug/relay (or $RELAY_BINARY, then no build)
 #   make crash-test  Tests/crash/run: SIGKILLs the relay while webhooks arrive; every 2xx must be delivered
+#   make multi-test  Tests/multi/run beside a throwaway PostgreSQL (Tests/pg/with-postgres): 3 relays on one database,
+#                    SIGKILLs, cut connections, a database crash; every 2xx delivered, per-subject order kept
 #   make container-check  Tests/container/check-libs: release build (.build-container/) as the Dockerfile does it;
 #                    every library ldd shows must come from the Dockerfile's runtime packages; static Swift stdlib
 #   make bench       bench/run (about 8 minutes): ingest beside nginx and adnanh/webhook under wrk, then
@@ -53,7 +55,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: deps build run demo test test-deps swift-test interop crash-test container-check bench bench-deliveries clean distclean
+.PHONY: deps build run demo test test-deps swift-test interop crash-test multi-test container-check bench bench-deliveries clean distclean
 
 deps:
 	@$(call apt_ensure,$(APT_DEPS))
@@ -102,6 +104,11 @@ interop: test-deps $(if $(RELAY_BINARY),,build)
 crash-test: test-deps $(if $(RELAY_BINARY),,build)
 	cd "$(ROOT)" && RELAY_BINARY="$(or $(RELAY_BINARY),$(ROOT)/.build/debug/relay)" "$(VENV_PY)" Tests/crash/run </dev/null
 
+# Three relays on one throwaway PostgreSQL database under load: SIGKILLs, cut connections, a PostgreSQL crash; fails
+# if an acknowledged webhook is lost, a subject's order breaks or a claim stays held (about 30 s).
+multi-test: test-deps $(if $(RELAY_BINARY),,build)
+	cd "$(ROOT)" && RELAY_BINARY="$(or $(RELAY_BINARY),$(ROOT)/.build/debug/relay)" Tests/pg/with-postgres Tests/multi/run </dev/null
+
 # The Docker image's runtime stage against the release binary's ldd (Docker itself is not needed): builds
 # `swift build -c release --static-swift-stdlib --product relay` in .build-container/, maps every library to its
 # Debian package, fails on one the runtime stage does not install or on a dynamically linked Swift stdlib.
@@ -114,6 +121,7 @@ test: deps test-deps build
 	$(MAKE) -C "$(ROOT)" swift-test || rc=1; \
 	$(MAKE) -C "$(ROOT)" interop RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
 	$(MAKE) -C "$(ROOT)" crash-test RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
+	$(MAKE) -C "$(ROOT)" multi-test RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
 	$(MAKE) -C "$(ROOT)" container-check || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc

@@ -33,6 +33,21 @@ extension PostgresStore {
     public func prepareLanes(_ disciplines: [String: QueueDiscipline]) throws {}
 
     public func claim(_ lanes: [LaneRequest], nowMillis: Int64, correlation: CorrelationSettings) throws -> [String: ClaimedLane] {
+        // A claim whose connection is lost may still have committed (the COMMIT reached the server, its answer did
+        // not): the caller holds nothing, yet the rows are in_flight for this live relay, whose heartbeat would renew
+        // them for ever. Their tokens are kept and released once the connection is back (`onQueue`).
+        let tokens = Mutex<[Int64]>([])
+        do {
+            return try claimLanes(lanes, nowMillis: nowMillis, correlation: correlation) { t in tokens.withLock { $0.append(t) } }
+        } catch {
+            let sent = tokens.withLock { $0 }
+            if !sent.isEmpty { uncertainClaims.withLock { $0.append(contentsOf: sent) } }
+            throw error
+        }
+    }
+
+    private func claimLanes(_ lanes: [LaneRequest], nowMillis: Int64, correlation: CorrelationSettings,
+                            noteToken: (Int64) -> Void) throws -> [String: ClaimedLane] {
         try onQueue { c in
             try c.transaction {
                 let paused = Set(try c.query("SELECT name FROM paused_destinations", name: "paused").rows.map { $0.text(0) })
@@ -48,6 +63,7 @@ extension PostgresStore {
                             """, [lane.destination, String(nowMillis)], name: "supersede")
                     }
                     let token = Self.newToken()
+                    noteToken(token)
                     let order = ordered ? """
                          AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
                                          AND e.subject_key = d.subject_key AND e.seq < d.seq AND e.state IN ('pending', 'in_flight'))

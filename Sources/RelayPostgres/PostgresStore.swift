@@ -66,8 +66,12 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
     private let writersDone = DispatchSemaphore(value: 0)
     private let coordinatorDone = DispatchSemaphore(value: 0)
     private let coordinatorStop = Atomic<Bool>(false)
+    /// Set once the coordinator has connected and migrated the schema; queue and admin calls wait for it first.
+    private let schemaReady = Atomic<Bool>(false)
 
     private let queueConnection = Mutex<Connection?>(nil)
+    /// Claim tokens of claims that failed with a lost connection (they may have committed); released by `onQueue`.
+    let uncertainClaims = Mutex<[Int64]>([])
     private let adminPool: Mutex<[Connection]>
     private let adminSlots: DispatchSemaphore
 
@@ -126,6 +130,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         let was = state.down
         state.down = nil
         monitor.unlock()
+        schemaReady.store(true, ordering: .releasing)
         if was != nil { log?.info("database reachable", ["store": summary, "instance": instanceID]) }
     }
 
@@ -310,7 +315,9 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
     private func coordinatorLoop() {
         nameThisThread("relay-pg-coord")
         var control: Connection?
-        var backoff = 1.0
+        // Reconnect quickly: while the database is away every webhook is refused (503), so a relay must not sleep
+        // long after it is back. A refused connection costs next to nothing.
+        var backoff = 0.25
         var lastRenew: Double = 0
         var firstFailureLogged = false
         while !coordinatorStop.load(ordering: .acquiring) {
@@ -323,7 +330,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                     try c.query("LISTEN relay_changed")
                     try heartbeat(c)
                     control = c
-                    backoff = 1
+                    backoff = 0.25
                     firstFailureLogged = false
                     markUp()
                     signals.changed()         // pauses and circuits may have changed while we were away
@@ -336,7 +343,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                         firstFailureLogged = true
                     }
                     sleepUnlessStopped(backoff)
-                    backoff = min(backoff * 2, 10)
+                    backoff = min(backoff * 2, 1)
                     continue
                 }
             }
@@ -402,9 +409,12 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
             """, [instanceID, String(leaseMillis)], name: "renew")
     }
 
-    /// Returns to the queue every claim whose lease ran out or whose relay has not been seen for `heartbeat`.
+    /// Returns to the queue every claim whose lease ran out or whose relay has not been seen for `heartbeat`, and
+    /// forgets relays not seen for three heartbeats (killed ones; one that comes back registers again).
     private func sweep(_ c: Connection) throws -> Int {
-        try c.query("""
+        try c.query("DELETE FROM relay_instances WHERE seen_at < \(Schema.nowMillis) - 3 * $1::bigint",
+                    [String(heartbeatMillis)], name: "forget_gone")
+        return try c.query("""
             UPDATE deliveries d SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL
             WHERE d.state = 'in_flight' AND (d.lease_until <= \(Schema.nowMillis) OR NOT EXISTS (
                 SELECT 1 FROM relay_instances i WHERE i.id = d.claimed_by AND i.seen_at > \(Schema.nowMillis) - $1))
@@ -416,9 +426,21 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
     /// Runs `body` on the queue connection (connecting first if need be). A lost connection is dropped (the next
     /// call connects again) and reported as `StoreError.unavailable`.
     func onQueue<T>(_ body: (Connection) throws -> T) throws -> T {
-        try queueConnection.withLock { slot in
+        try awaitSchema()
+        return try queueConnection.withLock { slot in
             do {
                 if slot == nil { slot = try connect("dispatcher") }
+                let uncertain = uncertainClaims.withLock { $0 }
+                if !uncertain.isEmpty {
+                    let n = try slot!.query("""
+                        UPDATE deliveries SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL
+                        WHERE state = 'in_flight' AND claim_token = ANY($1::bigint[])
+                        """, [PGText.array(uncertain.map { Optional($0) })]).affected
+                    uncertainClaims.withLock { $0.removeAll { uncertain.contains($0) } }
+                    if n > 0 {
+                        log?.warn("claims whose answer was lost with the connection returned to the queue", ["count": String(n)])
+                    }
+                }
                 return try body(slot!)
             } catch let e as PostgresError {
                 if e.connectionLost || !(slot?.isOK ?? false) { slot = nil }
@@ -427,8 +449,16 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         }
     }
 
+    /// Before the first migration has run, a query would find no tables: wait for it (briefly; a database that is
+    /// down at start is reported as unavailable and the caller retries).
+    private func awaitSchema() throws {
+        if schemaReady.load(ordering: .acquiring) { return }
+        if !waitUntilReady(timeout: 2) { throw StoreError.unavailable(unavailableReason ?? "not connected yet") }
+    }
+
     /// Runs `body` on a pooled admin connection.
     func onAdmin<T>(_ body: (Connection) throws -> T) throws -> T {
+        try awaitSchema()
         adminSlots.wait()
         defer { adminSlots.signal() }
         var c = adminPool.withLock { $0.popLast() }

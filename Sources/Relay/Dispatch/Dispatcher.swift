@@ -97,6 +97,18 @@ public final class Dispatcher: @unchecked Sendable {
     /// nothing, and retries every second (a database that is down at start).
     private var prepared = false                     // the loop thread's
     private var lastClaimError: (message: String, at: Double)?   // the loop thread's: repeated failures are logged once a minute
+
+    /// Outcomes and releases the store could not take (it was unavailable: a lost database connection, a full
+    /// disk). They are kept and offered again about every second until the store takes them: the outcome of an
+    /// attempt is known and must not be forgotten, and a claim must not be left held (a live PostgreSQL relay renews
+    /// its leases, so an orphaned claim would block its subject for as long as the relay runs).
+    private struct Unrecorded: Sendable {
+        var finishes: [(records: [FinishedDelivery], links: [CorrelationLink], keys: Set<String>, nowMillis: Int64)] = []
+        var releases: [[ClaimedDelivery]] = []
+        var isEmpty: Bool { finishes.isEmpty && releases.isEmpty }
+    }
+    private let unrecorded = Mutex(Unrecorded())
+    private var unrecordedRetryAt: Double = 0                   // the loop thread's
     private var lanes: [String: Lane] = [:]          // the loop thread's
     private let inbox = Mutex(Inbox())
     /// Destinations an operator paused: nothing is claimed for them until resumed (kept in the store too).
@@ -287,10 +299,11 @@ public final class Dispatcher: @unchecked Sendable {
             }
             if woken { for name in lanes.keys { lanes[name]!.nextDue = 0 } }
             if !finished.isEmpty { record(finished, stopping: stopping) }
+            let allRecorded = retryUnrecorded(now: Self.clock())
             let inFlight = lanes.values.reduce(0) { $0 + $1.inFlight }
             if stopping {
                 if stopDeadline == nil { stopDeadline = Self.clock() + stopTimeout }
-                if inFlight == 0 || Self.clock() > stopDeadline! { break }
+                if (inFlight == 0 && allRecorded) || Self.clock() > stopDeadline! { break }
                 _ = signal.wait(timeout: .now() + .milliseconds(50))
                 continue
             }
@@ -443,10 +456,7 @@ public final class Dispatcher: @unchecked Sendable {
         if groups.count > budget {
             let back = groups[budget...].flatMap { $0.members.map(\.0) }
             groups.removeSubrange(budget...)
-            let log = self.log
-            store.release(back) { result in
-                if case .failure(let e) = result { log.error("cannot return claimed deliveries", ["error": e.description]) }
-            }
+            storeRelease(back, retry: false)
         }
         for group in groups {
             count += 1
@@ -708,16 +718,58 @@ public final class Dispatcher: @unchecked Sendable {
             }
         }
         guard !records.isEmpty || !links.isEmpty else { return }
+        storeFinish(records, links: links, keys: correlation.keys, nowMillis: nowMillis, retry: false)
+    }
+
+    private func storeFinish(_ records: [FinishedDelivery], links: [CorrelationLink], keys: Set<String>, nowMillis: Int64,
+                             retry: Bool) {
         let log = self.log
-        store.finish(records, links: links, keys: correlation.keys, nowMillis: nowMillis) { result in
+        store.finish(records, links: links, keys: keys, nowMillis: nowMillis) { [self] result in
             switch result {
             case .failure(let e):
-                log.error("cannot record delivery attempts", ["error": e.description])
-            case .success(let report) where !report.stale.isEmpty:
-                log.warn("attempts not recorded: their lease ran out and the deliveries were claimed again",
-                         ["deliveryIds": report.stale.joined(separator: ",")])
-            default: break
+                if !retry {
+                    log.error("cannot record delivery attempts: kept, and offered to the store again every second",
+                              ["error": e.description, "count": String(records.count)])
+                }
+                unrecorded.withLock { $0.finishes.append((records, links, keys, nowMillis)) }
+            case .success(let report):
+                if retry {
+                    log.info("delivery attempts recorded after the store came back", ["count": String(records.count)])
+                }
+                if !report.stale.isEmpty {
+                    log.warn("attempts not recorded: their lease ran out and the deliveries were claimed again",
+                             ["deliveryIds": report.stale.joined(separator: ",")])
+                }
             }
         }
+    }
+
+    private func storeRelease(_ claims: [ClaimedDelivery], retry: Bool) {
+        let log = self.log
+        store.release(claims) { [self] result in
+            if case .failure(let e) = result {
+                if !retry {
+                    log.error("cannot return claimed deliveries: offered to the store again every second",
+                              ["error": e.description, "count": String(claims.count)])
+                }
+                unrecorded.withLock { $0.releases.append(claims) }
+            }
+        }
+    }
+
+    /// Offers what the store could not take to it again (the loop, about once a second while there is any).
+    /// True when nothing is left over.
+    @discardableResult
+    private func retryUnrecorded(now: Double) -> Bool {
+        if unrecorded.withLock({ $0.isEmpty }) { return true }
+        guard now >= unrecordedRetryAt else { return false }
+        unrecordedRetryAt = now + 1
+        let pending = unrecorded.withLock { box -> Unrecorded in
+            defer { box = Unrecorded() }
+            return box
+        }
+        for f in pending.finishes { storeFinish(f.records, links: f.links, keys: f.keys, nowMillis: f.nowMillis, retry: true) }
+        for r in pending.releases { storeRelease(r, retry: true) }
+        return unrecorded.withLock { $0.isEmpty }
     }
 }
