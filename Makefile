@@ -33,8 +33,8 @@ SWIFT ?= swift
 PYTHON ?= python3
 VENV := $(ROOT)/.venv
 VENV_PY := $(VENV)/bin/python
-PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis svix oauthlib
-PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis,svix,oauthlib
+PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis svix oauthlib PyYAML
+PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis,svix,oauthlib,yaml
 
 APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libssl-dev libsqlite3-dev libpq-dev pkg-config
 APT_TEST_DEPS := openssl postgresql
@@ -96,8 +96,9 @@ swift-test: deps
 	cd "$(ROOT)" && Tests/pg/with-postgres $(SWIFT) test </dev/null
 
 # With RELAY_BINARY set, that binary is tested as it is and nothing is built.
+# Beside a throwaway PostgreSQL, for the tests that run relays on it (test_deploy.py).
 interop: test-deps $(if $(RELAY_BINARY),,build)
-	cd "$(ROOT)" && "$(VENV_PY)" -m pytest Tests/interop
+	cd "$(ROOT)" && Tests/pg/with-postgres "$(VENV_PY)" -m pytest Tests/interop </dev/null
 
 # The crash test: webhooks posted while the relay is SIGKILLed and restarted three times (debug build, about 10 s);
 # fails if a webhook that got a 2xx never reaches the sink. With RELAY_BINARY set, that binary is tested, no build.

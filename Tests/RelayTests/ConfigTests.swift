@@ -93,6 +93,63 @@ struct ConfigTests {
         #expect(reader.problems.isEmpty)
     }
 
+    @Test("store.postgres: the URL from a secret reference; a password inline, SQLite keys beside it, bad values refused")
+    func postgresStore() throws {
+        func parse(_ store: String, env: [String: String] = [:]) throws -> RelayConfig {
+            try RelayConfig.parse(Data("""
+                { store: \(store), sources: { a: { adapter: "generic", verify: { none: true } } } }
+                """.utf8), registry: BuiltinAdapters.registry, environment: env)
+        }
+        func problems(_ store: String, env: [String: String] = [:]) -> [ConfigProblem] {
+            do { _ = try parse(store, env: env); return [] } catch let e as ConfigError { return e.problems } catch { return [] }
+        }
+        let url = "postgresql://relay:s3cr3t-pw@db.internal:5432/relay?sslmode=require"
+        let config = try parse(#"{ postgres: { url: "${env:RELAY_DATABASE_URL}", pool: 4, lease: "20s", heartbeat: "5s" } }"#,
+                               env: ["RELAY_DATABASE_URL": url])
+        guard case .postgres(let o) = config.store else { Issue.record("not a postgres store: \(config.store)"); return }
+        #expect(o.url.value == url && o.pool == 4 && o.lease == 20 && o.heartbeat == 5 && o.writers == 2)
+        #expect(!"\(config.store)".contains("s3cr3t-pw"))
+        // Without a password (PGPASSWORD, ~/.pgpass or a client certificate do that part), inline is fine.
+        let open = try parse(#"{ postgres: { url: "host=/run/postgresql dbname=relay" } }"#)
+        if case .postgres(let o2) = open.store { #expect(o2.url.value == "host=/run/postgresql dbname=relay") }
+
+        let inline = problems(#"{ postgres: { url: "postgres://relay:hunter2@db/relay" } }"#)
+        #expect(inline.contains { $0.path == "store.postgres.url" && $0.message.contains("holds a password") }, "\(inline)")
+        #expect(!inline.description.contains("hunter2"))
+        let kv = problems(#"{ postgres: { url: "host=db password=hunter2" } }"#)
+        #expect(kv.contains { $0.path == "store.postgres.url" && $0.message.contains("holds a password") }, "\(kv)")
+        let mixed = problems(#"{ sqlite: "x.db", postgres: { url: "${env:U}", pool: 0, heartbeat: "1s", lease: "soon", colour: 1 } }"#,
+                             env: ["U": "host=db"])
+        for (path, text) in [("store.sqlite", "belongs to the SQLite store"), ("store.postgres.pool", "at least 1"),
+                             ("store.postgres.heartbeat", "at least 2s"), ("store.postgres.lease", "not a duration"),
+                             ("store.postgres.colour", "unknown key")] {
+            #expect(mixed.contains { $0.path == path && $0.message.contains(text) }, "no \(path) in \(mixed)")
+        }
+        let missing = problems(#"{ postgres: { url: "${env:RELAY_TEST_NO_SUCH_URL}" } }"#)
+        #expect(missing.contains { $0.path == "store.postgres.url" && $0.message.contains("is not set") }, "\(missing)")
+    }
+
+    @Test("relay check: a PostgreSQL URL libpq cannot read is named, without its password")
+    func checkPostgresURL() throws {
+        let dir = try TempDir("relay-check")
+        defer { dir.remove() }
+        let path = try dir.write("relay.json5", """
+            { store: { postgres: { url: "${env:RELAY_DATABASE_URL}" } },
+              sources: { a: { adapter: "generic", verify: { none: true } } } }
+            """)
+        let (status, stdout, stderr) = try RelayProcess.run(["check", "--config", path],
+                                                             environment: ["RELAY_DATABASE_URL": "postgresql://u:pw-xyz-123@db/relay?sslmod=require"],
+                                                             dir: dir)
+        #expect(status == 2, "stdout: \(stdout)\nstderr: \(stderr)")
+        #expect(stderr.contains("store.postgres.url") && stderr.contains("sslmod"), "\(stderr)")
+        #expect(!(stdout + stderr).contains("pw-xyz-123"))
+        let (ok, out, err) = try RelayProcess.run(["check", "--config", path],
+                                                  environment: ["RELAY_DATABASE_URL": "postgresql://u:pw-xyz-123@db/relay?sslmode=require"],
+                                                  dir: dir)
+        #expect(ok == 0, "stdout: \(out)\nstderr: \(err)")
+        #expect(!(out + err).contains("pw-xyz-123"))
+    }
+
     @Test("relay check lists every problem with its key path, exits 2 and prints no secret")
     func checkBroken() throws {
         let dir = try TempDir("relay-check")

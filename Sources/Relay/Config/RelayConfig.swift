@@ -121,8 +121,9 @@ public struct RelayConfig: Sendable {
                 o.lease = max(1, v)
             }
             if let v = r.duration(p, "heartbeat", path) {
-                if v < 1 { r.problem(path + ".heartbeat", "must be at least 1s") }
-                o.heartbeat = max(1, v)
+                // Heartbeats are written every second at most; a shorter window would count live relays as gone.
+                if v < 2 { r.problem(path + ".heartbeat", "must be at least 2s (a relay writes its heartbeat every second)") }
+                o.heartbeat = max(2, v)
             }
             if let v = r.duration(p, "connectTimeout", path) { o.connectTimeout = max(1, Int(v.rounded(.up))) }
             return .postgres(o)
