@@ -46,75 +46,77 @@ extension PostgresStore {
         }
     }
 
+    /// One statement per lane, in autocommit (one round trip): the paused check, the claim and the events' rows. The
+    /// dispatcher's connection commits without waiting for the WAL flush (`onQueue`): a claim lost in a database crash
+    /// only means the delivery is claimed again.
     private func claimLanes(_ lanes: [LaneRequest], nowMillis: Int64, correlation: CorrelationSettings,
                             noteToken: (Int64) -> Void) throws -> [String: ClaimedLane] {
         try onQueue { c in
-            try c.transaction {
-                let paused = Set(try c.query("SELECT name FROM paused_destinations", name: "paused").rows.map { $0.text(0) })
-                var out: [String: ClaimedLane] = [:]
-                for lane in lanes where !paused.contains(lane.destination) {
-                    let ordered = lane.discipline.perSubject
-                    if lane.discipline.coalesce {
-                        try c.query("""
-                            UPDATE deliveries d SET state = 'superseded', last_error = 'superseded by a newer status', finished_at = $2
-                            WHERE d.state = 'pending' AND d.destination = $1 AND d.step = 0 AND EXISTS (
-                                SELECT 1 FROM deliveries n WHERE n.destination = d.destination AND n.subject_key = d.subject_key
-                                AND n.seq > d.seq AND n.state = 'pending')
-                            """, [lane.destination, String(nowMillis)], name: "supersede")
-                    }
-                    let token = Self.newToken()
-                    noteToken(token)
-                    let order = ordered ? """
-                         AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
-                                         AND e.subject_key = d.subject_key AND e.seq < d.seq AND e.state IN ('pending', 'in_flight'))
-                        """ : ""
-                    let rows = try c.query("""
-                        WITH due AS (
-                            SELECT d.seq FROM deliveries d
-                            WHERE d.state = 'pending' AND d.destination = $1 AND d.next_attempt_at <= $2\(order)
-                            ORDER BY d.next_attempt_at, d.seq LIMIT $3
-                            FOR UPDATE SKIP LOCKED)
+            var out: [String: ClaimedLane] = [:]
+            let decoder = JSONDecoder()
+            for lane in lanes {
+                let ordered = lane.discipline.perSubject
+                if lane.discipline.coalesce {
+                    try c.query("""
+                        UPDATE deliveries d SET state = 'superseded', last_error = 'superseded by a newer status', finished_at = $2
+                        WHERE d.state = 'pending' AND d.destination = $1 AND d.step = 0 AND EXISTS (
+                            SELECT 1 FROM deliveries n WHERE n.destination = d.destination AND n.subject_key = d.subject_key
+                            AND n.seq > d.seq AND n.state = 'pending')
+                        """, [lane.destination, String(nowMillis)], name: "supersede")
+                }
+                let token = Self.newToken()
+                noteToken(token)
+                let order = ordered ? """
+                     AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
+                                     AND e.subject_key = d.subject_key AND e.seq < d.seq AND e.state IN ('pending', 'in_flight'))
+                    """ : ""
+                let rows = try c.query("""
+                    WITH due AS (
+                        SELECT d.seq FROM deliveries d
+                        WHERE d.state = 'pending' AND d.destination = $1 AND d.next_attempt_at <= $2\(order)
+                          AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)
+                        ORDER BY d.next_attempt_at, d.seq LIMIT $3
+                        FOR UPDATE SKIP LOCKED),
+                    claimed AS (
                         UPDATE deliveries SET state = 'in_flight', lease_until = \(Schema.nowMillis) + $4, claimed_by = $5, claim_token = $6
                         FROM due WHERE deliveries.seq = due.seq
                         RETURNING deliveries.id, deliveries.event_seq, deliveries.destination, deliveries.subject_key,
-                                  deliveries.attempts, deliveries.step, deliveries.context, deliveries.seq
-                        """, [lane.destination, String(nowMillis), String(lane.limit), String(leaseMillis), instanceID,
-                              String(token)], name: ordered ? "claim_ordered" : "claim")
-                    let claims = rows.rows.sorted { $0.int(7) < $1.int(7) }.map { r in
-                        ClaimedDelivery(id: r.text(0), eventSeq: r.int(1), destination: r.text(2), subjectKey: r.text(3),
-                                        attempts: Int(r.int(4)), step: Int(r.int(5)),
-                                        values: r[6].flatMap(Correlation.decode) ?? [:], claimToken: token)
+                                  deliveries.attempts, deliveries.step, deliveries.context, deliveries.seq)
+                    SELECT c.id, c.event_seq, c.destination, c.subject_key, c.attempts, c.step, c.context, c.seq,
+                           e.event, e.content_type, e.body
+                    FROM claimed c JOIN events e ON e.seq = c.event_seq
+                    """, [lane.destination, String(nowMillis), String(lane.limit), String(leaseMillis), instanceID,
+                          String(token)], name: ordered ? "claim_ordered" : "claim")
+                var claims: [(seq: Int64, claim: ClaimedDelivery)] = []
+                var events: [Int64: CanonicalEvent] = [:]
+                for r in rows.rows {
+                    let claim = ClaimedDelivery(id: r.text(0), eventSeq: r.int(1), destination: r.text(2), subjectKey: r.text(3),
+                                                attempts: Int(r.int(4)), step: Int(r.int(5)),
+                                                values: r[6].flatMap(Correlation.decode) ?? [:], claimToken: token)
+                    claims.append((r.int(7), claim))
+                    if events[claim.eventSeq] == nil {
+                        var event = try decoder.decode(CanonicalEvent.self, from: Data(r.text(8).utf8))
+                        event.raw = RawPayload(contentType: r.text(9), bytes: PGText.bytes(fromHex: r.text(10)))
+                        events[claim.eventSeq] = event
                     }
-                    let events = try Self.events(c, seqs: claims.map(\.eventSeq), correlation: correlation)
-                    var next: Int64?
-                    if claims.count < lane.limit {
-                        next = try c.query("""
-                            SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.state = 'pending' AND d.destination = $1\(order)
-                            """, [lane.destination], name: ordered ? "next_due_ordered" : "next_due").first?.optionalInt(0)
-                    }
-                    out[lane.destination] = ClaimedLane(claims: claims, events: events, nextDueMillis: next)
                 }
-                return out
+                if !correlation.keys.isEmpty {
+                    for (seq, event) in events where !event.subject.isEmpty {
+                        events[seq]!.subject = try PGCorrelations.enrich(c, scope: correlation.scope(ofSource: event.source),
+                                                                          subject: event.subject, keys: correlation.keys)
+                    }
+                }
+                var next: Int64?
+                if claims.count < lane.limit {
+                    next = try c.query("""
+                        SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.state = 'pending' AND d.destination = $1\(order)
+                        """, [lane.destination], name: ordered ? "next_due_ordered" : "next_due").first?.optionalInt(0)
+                }
+                out[lane.destination] = ClaimedLane(claims: claims.sorted { $0.seq < $1.seq }.map(\.claim), events: events,
+                                                    nextDueMillis: next)
             }
+            return out
         }
-    }
-
-    static func events(_ c: Connection, seqs: [Int64], correlation: CorrelationSettings) throws -> [Int64: CanonicalEvent] {
-        guard !seqs.isEmpty else { return [:] }
-        let rows = try c.query("SELECT seq, event, content_type, body FROM events WHERE seq = ANY($1::bigint[])",
-                               [PGText.array(Array(Set(seqs)).map { Optional($0) })], name: "claim_events")
-        var out: [Int64: CanonicalEvent] = [:]
-        let decoder = JSONDecoder()
-        for r in rows.rows {
-            var event = try decoder.decode(CanonicalEvent.self, from: Data(r.text(1).utf8))
-            event.raw = RawPayload(contentType: r.text(2), bytes: PGText.bytes(fromHex: r.text(3)))
-            if !correlation.keys.isEmpty && !event.subject.isEmpty {
-                event.subject = try PGCorrelations.enrich(c, scope: correlation.scope(ofSource: event.source),
-                                                          subject: event.subject, keys: correlation.keys)
-            }
-            out[r.int(0)] = event
-        }
-        return out
     }
 
     public func release(_ claims: [ClaimedDelivery], completion: @escaping @Sendable (Result<Void, StoreError>) -> Void) {
@@ -126,7 +128,7 @@ extension PostgresStore {
                     UPDATE deliveries d SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL,
                            next_attempt_at = least(d.next_attempt_at, $3)
                     FROM unnest($1::text[], $2::bigint[]) AS t (id, token)
-                    WHERE d.id = t.id AND d.claim_token = t.token AND d.state = 'in_flight'
+                    WHERE d.id = t.id AND d.claim_token = t.token
                     """, [PGText.array(claims.map(\.id)), PGText.array(claims.map { Optional($0.claimToken) }), String(now)])
                 try c.query("SELECT pg_notify('relay_wake', '')")
             }
@@ -141,84 +143,109 @@ extension PostgresStore {
                              completion: @escaping @Sendable (Result<Void, StoreError>) -> Void) {
         completion(Result {
             try onQueue { c in
-                let n = try c.query("""
-                    UPDATE deliveries SET step = $3, context = $4 WHERE id = $1 AND claim_token = $2 AND state = 'in_flight'
-                    """, [claim.id, String(claim.claimToken), String(progress.step),
-                          progress.values.isEmpty ? nil : Correlation.encode(progress.values)], name: "progress").affected
+                // Durable (unlike claims and finishes): a step that has been done must not be done again.
+                let n = try c.transaction {
+                    try c.query("SET LOCAL synchronous_commit = on")
+                    return try c.query("""
+                        UPDATE deliveries SET step = $3, context = $4 WHERE id = $1 AND claim_token = $2
+                        """, [claim.id, String(claim.claimToken), String(progress.step),
+                              progress.values.isEmpty ? nil : Correlation.encode(progress.values)], name: "progress").affected
+                }
                 guard n == 1 else { throw StoreError.unavailable("delivery \(claim.id) was claimed again: its lease ran out") }
             }
         }.mapError(Self.storeError))
     }
 
+    /// Queued for the finisher thread (`PostgresStore.finisherLoop`): the dispatcher's loop does not wait for it.
+    /// Outcomes queued while one batch is written go in the next, as one statement.
     public func finish(_ deliveries: [FinishedDelivery], links: [CorrelationLink], keys: Set<String>, nowMillis: Int64,
                        completion: @escaping @Sendable (Result<FinishReport, StoreError>) -> Void) {
-        completion(Result {
-            try onQueue { c in
-                try c.transaction {
-                    // A lost finish means one more attempt (at-least-once), so it need not wait for the WAL flush;
-                    // a delivery's progress between steps does (saveProgress).
-                    try c.query("SET LOCAL synchronous_commit = off")
-                    var stale: [String] = []
-                    if !deliveries.isEmpty {
-                        var ids: [String?] = [], tokens: [Int64?] = [], states: [String?] = [], next: [Int64?] = []
-                        var statuses: [Int64?] = [], lastErrors: [String?] = [], finished: [Int64?] = [], steps: [Int64?] = []
-                        var contexts: [String?] = [], started: [Int64?] = [], latency: [Int64?] = [], errors: [String?] = []
-                        var responses: [String?] = []
-                        for f in deliveries {
-                            ids.append(f.claim.id)
-                            tokens.append(f.claim.claimToken)
-                            states.append(f.result.state.rawValue)
-                            var at = nowMillis
-                            if case .retry(let t) = f.result { at = t }
-                            next.append(at)
-                            statuses.append(f.attempt.status.map(Int64.init))
-                            switch f.result {
-                            case .dead(let reason), .skipped(let reason): lastErrors.append(reason)
-                            default: lastErrors.append(f.attempt.error)
-                            }
-                            if case .retry = f.result { finished.append(nil) } else { finished.append(nowMillis) }
-                            steps.append(Int64(f.progress?.step ?? 0))
-                            contexts.append(f.progress.flatMap { $0.values.isEmpty ? nil : Correlation.encode($0.values) })
-                            started.append(f.attempt.startedAt)
-                            latency.append(f.attempt.latencyMillis)
-                            errors.append(f.attempt.error)
-                            responses.append(f.attempt.response)
-                        }
-                        let done = try c.query("""
-                            WITH f AS (
-                                SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::integer[], $6::text[],
-                                                     $7::bigint[], $8::integer[], $9::text[], $10::bigint[], $11::bigint[],
-                                                     $12::text[], $13::text[])
-                                    AS f (id, token, state, next_at, status, last_error, finished_at, step, context,
-                                          started_at, latency, error, response)),
-                            u AS (
-                                UPDATE deliveries d SET state = f.state, attempts = d.attempts + 1, next_attempt_at = f.next_at,
-                                       lease_until = NULL, claimed_by = NULL, claim_token = NULL, last_status = f.status,
-                                       last_error = f.last_error, finished_at = f.finished_at, step = f.step, context = f.context
-                                FROM f WHERE d.id = f.id AND d.claim_token = f.token AND d.state = 'in_flight'
-                                RETURNING d.id, d.attempts)
-                            INSERT INTO attempts (delivery_id, n, started_at, latency_ms, status, error, response)
-                            SELECT u.id, u.attempts, f.started_at, f.latency, f.status, f.error, f.response
-                            FROM u JOIN f ON f.id = u.id
-                            RETURNING delivery_id
-                            """, [PGText.array(ids), PGText.array(tokens), PGText.array(states), PGText.array(next),
-                                  PGText.array(statuses), PGText.array(lastErrors), PGText.array(finished), PGText.array(steps),
-                                  PGText.array(contexts), PGText.array(started), PGText.array(latency), PGText.array(errors),
-                                  PGText.array(responses)], name: "finish")
-                        let recorded = Set(done.rows.map { $0.text(0) })
-                        stale = deliveries.map(\.claim.id).filter { !recorded.contains($0) }
-                        // A finished delivery may free its subject's next one, which another relay may be waiting for.
-                        if deliveries.contains(where: { $0.discipline.perSubject && $0.result.state.isFinished }) {
-                            try c.query("SELECT pg_notify('relay_wake', '')")
-                        }
-                    }
-                    for link in links {
-                        try PGCorrelations.link(c, scope: link.scope, subject: link.subject, keys: keys, nowMillis: nowMillis)
-                    }
-                    return FinishReport(stale: stale)
-                }
+        enqueueFinish(FinishJob(deliveries: deliveries, links: links, keys: keys, nowMillis: nowMillis, completion: completion))
+    }
+
+    /// Records outcomes and their attempts in one statement (autocommit on a connection that does not wait for the
+    /// WAL flush: a lost finish means one more attempt, at-least-once). Returns the ids whose claim was no longer
+    /// theirs (fenced off by the claim token).
+    static func writeFinishes(_ c: Connection, _ items: [(FinishedDelivery, Int64)]) throws -> Set<String> {
+        guard !items.isEmpty else { return [] }
+        var ids: [String?] = [], tokens: [Int64?] = [], states: [String?] = [], next: [Int64?] = []
+        var statuses: [Int64?] = [], lastErrors: [String?] = [], finished: [Int64?] = [], steps: [Int64?] = []
+        var contexts: [String?] = [], started: [Int64?] = [], latency: [Int64?] = [], errors: [String?] = []
+        var responses: [String?] = []
+        for (f, nowMillis) in items {
+            ids.append(f.claim.id)
+            tokens.append(f.claim.claimToken)
+            states.append(f.result.state.rawValue)
+            var at = nowMillis
+            if case .retry(let t) = f.result { at = t }
+            next.append(at)
+            statuses.append(f.attempt.status.map(Int64.init))
+            switch f.result {
+            case .dead(let reason), .skipped(let reason): lastErrors.append(reason)
+            default: lastErrors.append(f.attempt.error)
             }
-        }.mapError(Self.storeError))
+            if case .retry = f.result { finished.append(nil) } else { finished.append(nowMillis) }
+            steps.append(Int64(f.progress?.step ?? 0))
+            contexts.append(f.progress.flatMap { $0.values.isEmpty ? nil : Correlation.encode($0.values) })
+            started.append(f.attempt.startedAt)
+            latency.append(f.attempt.latencyMillis)
+            errors.append(f.attempt.error)
+            responses.append(f.attempt.response)
+        }
+        // A finished delivery may free its subject's next one, which another relay may be waiting for: wake them
+        // (PostgreSQL folds the notifications of one transaction into one).
+        let wake = items.contains { $0.0.discipline.perSubject && $0.0.result.state.isFinished }
+        let done = try c.query("""
+            WITH f AS (
+                SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::integer[], $6::text[],
+                                     $7::bigint[], $8::integer[], $9::text[], $10::bigint[], $11::bigint[],
+                                     $12::text[], $13::text[])
+                    AS f (id, token, state, next_at, status, last_error, finished_at, step, context,
+                          started_at, latency, error, response)),
+            u AS (
+                UPDATE deliveries d SET state = f.state, attempts = d.attempts + 1, next_attempt_at = f.next_at,
+                       lease_until = NULL, claimed_by = NULL, claim_token = NULL, last_status = f.status,
+                       last_error = f.last_error, finished_at = f.finished_at, step = f.step, context = f.context
+                -- The token alone fences: it is set by a claim and cleared by every way out of in_flight. (No state
+                -- test here: it would steer the planner to the in_flight index instead of the id's.)
+                FROM f WHERE d.id = f.id AND d.claim_token = f.token
+                RETURNING d.id, d.attempts),
+            a AS (
+                INSERT INTO attempts (delivery_id, n, started_at, latency_ms, status, error, response)
+                SELECT u.id, u.attempts, f.started_at, f.latency, f.status, f.error, f.response
+                FROM u JOIN f ON f.id = u.id
+                RETURNING delivery_id)
+            SELECT delivery_id, CASE WHEN $14::boolean THEN pg_notify('relay_wake', '') END FROM a
+            """, [PGText.array(ids), PGText.array(tokens), PGText.array(states), PGText.array(next),
+                  PGText.array(statuses), PGText.array(lastErrors), PGText.array(finished), PGText.array(steps),
+                  PGText.array(contexts), PGText.array(started), PGText.array(latency), PGText.array(errors),
+                  PGText.array(responses), wake ? "true" : "false"], name: "finish")
+        let recorded = Set(done.rows.map { $0.text(0) })
+        return Set(items.map(\.0.claim.id).filter { !recorded.contains($0) })
+    }
+
+    /// One finisher batch: the jobs without correlation links in one statement, each with links in a transaction
+    /// of its own (the links and the outcome together).
+    func writeFinishJobs(_ c: Connection, _ jobs: [FinishJob]) throws -> [[String]] {
+        let plain = jobs.indices.filter { jobs[$0].links.isEmpty }
+        let stalePlain = try Self.writeFinishes(c, plain.flatMap { i in jobs[i].deliveries.map { ($0, jobs[i].nowMillis) } })
+        var out = [[String]](repeating: [], count: jobs.count)
+        for i in jobs.indices {
+            let job = jobs[i]
+            if job.links.isEmpty {
+                out[i] = job.deliveries.map(\.claim.id).filter { stalePlain.contains($0) }
+            } else {
+                let stale = try c.transaction {
+                    let stale = try Self.writeFinishes(c, job.deliveries.map { ($0, job.nowMillis) })
+                    for link in job.links {
+                        try PGCorrelations.link(c, scope: link.scope, subject: link.subject, keys: job.keys, nowMillis: job.nowMillis)
+                    }
+                    return stale
+                }
+                out[i] = job.deliveries.map(\.claim.id).filter { stale.contains($0) }
+            }
+        }
+        return out
     }
 
     public func releaseExpiredLeases(nowMillis: Int64) throws -> Int {
@@ -240,13 +267,16 @@ extension PostgresStore {
 
     public func setPaused(_ destination: String, _ paused: Bool, nowMillis: Int64) throws {
         try onQueue { c in
-            if paused {
-                try c.query("INSERT INTO paused_destinations (name, since) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                            [destination, String(nowMillis)])
-            } else {
-                try c.query("DELETE FROM paused_destinations WHERE name = $1", [destination])
+            try c.transaction {
+                try c.query("SET LOCAL synchronous_commit = on")   // an operator's pause is kept
+                if paused {
+                    try c.query("INSERT INTO paused_destinations (name, since) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                                [destination, String(nowMillis)])
+                } else {
+                    try c.query("DELETE FROM paused_destinations WHERE name = $1", [destination])
+                }
+                try c.query("SELECT pg_notify('relay_changed', '')")
             }
-            try c.query("SELECT pg_notify('relay_changed', '')")
         }
     }
 

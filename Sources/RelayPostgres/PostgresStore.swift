@@ -13,12 +13,24 @@ import Synchronization
 /// - the coordinator thread holds the control connection: it runs the migrations, `LISTEN`s for other relays'
 ///   wake-ups (`relay_wake`: new or replayed deliveries; `relay_changed`: pauses and circuits), writes this relay's
 ///   heartbeat, renews its leases and returns to the queue the leases of relays that are gone;
-/// - the dispatcher's queue operations run on the caller's thread on the queue connection (under a lock);
+/// - the dispatcher's claims and other queue operations run on the caller's thread on the queue connection (under a
+///   lock);
+/// - the finisher thread writes the dispatcher's outcomes (`finish`) on a connection of its own, so that the
+///   dispatcher's loop goes on claiming and sending meanwhile; what queues up while it writes goes in one statement;
 /// - admin reads take a connection from a pool of `pool`.
 ///
 /// The database going away is not a failure of the store: commits are refused at once (503, with Retry-After, to
 /// senders) while it is unreachable, every connection is opened again on its next use, and the coordinator says
 /// in the log when it is back. Nothing is answered 2xx that was not committed.
+/// Outcomes handed to `finish`, waiting for the finisher thread.
+struct FinishJob: Sendable {
+    let deliveries: [FinishedDelivery]
+    let links: [CorrelationLink]
+    let keys: Set<String>
+    let nowMillis: Int64
+    let completion: @Sendable (Result<FinishReport, StoreError>) -> Void
+}
+
 public final class PostgresStore: RelayStore, @unchecked Sendable {
     public let options: PostgresStoreOptions
     /// Who claims: this process, unique among every relay that ever shared the database.
@@ -70,6 +82,10 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
     private let schemaReady = Atomic<Bool>(false)
 
     private let queueConnection = Mutex<Connection?>(nil)
+    private let finishConnection = Mutex<Connection?>(nil)
+    private let finishQueue = Mutex<(jobs: [FinishJob], stopping: Bool)>(([], false))
+    private let finishWake = DispatchSemaphore(value: 0)
+    private let finisherDone = DispatchSemaphore(value: 0)
     /// Claim tokens of claims that failed with a lost connection (they may have committed); released by `onQueue`.
     let uncertainClaims = Mutex<[Int64]>([])
     private let adminPool: Mutex<[Connection]>
@@ -95,6 +111,9 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         let coordinator = Thread { [self] in coordinatorLoop() }
         coordinator.name = "relay-pg-coord"
         coordinator.start()
+        let finisher = Thread { [self] in finisherLoop() }
+        finisher.name = "relay-pg-finish"
+        finisher.start()
         for i in 0..<options.writers {
             let t = Thread { [self] in writerLoop(i) }
             t.name = "relay-pg-writer"
@@ -398,14 +417,16 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         while Date() < end && !coordinatorStop.load(ordering: .acquiring) { usleep(50_000) }
     }
 
-    /// This relay is alive; its leases are renewed.
+    /// This relay is alive; its leases are renewed (those past half their time: an attempt of a few milliseconds is
+    /// never rewritten for it).
     private func heartbeat(_ c: Connection) throws {
         try c.query("""
             INSERT INTO relay_instances (id, host, pid, started_at, seen_at) VALUES ($1, $2, $3, \(Schema.nowMillis), \(Schema.nowMillis))
             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
             """, [instanceID, ProcessInfo.processInfo.hostName, String(getpid())], name: "heartbeat")
         try c.query("""
-            UPDATE deliveries SET lease_until = \(Schema.nowMillis) + $2 WHERE state = 'in_flight' AND claimed_by = $1
+            UPDATE deliveries SET lease_until = \(Schema.nowMillis) + $2
+            WHERE state = 'in_flight' AND claimed_by = $1 AND lease_until < \(Schema.nowMillis) + $2 / 2
             """, [instanceID, String(leaseMillis)], name: "renew")
     }
 
@@ -426,10 +447,21 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
     /// Runs `body` on the queue connection (connecting first if need be). A lost connection is dropped (the next
     /// call connects again) and reported as `StoreError.unavailable`.
     func onQueue<T>(_ body: (Connection) throws -> T) throws -> T {
+        try onDispatch(queueConnection, role: "dispatcher", body)
+    }
+
+    private func onDispatch<T>(_ connection: borrowing Mutex<Connection?>, role: String, _ body: (Connection) throws -> T) throws -> T {
         try awaitSchema()
-        return try queueConnection.withLock { slot in
+        return try connection.withLock { slot in
             do {
-                if slot == nil { slot = try connect("dispatcher") }
+                if slot == nil {
+                    let c = try connect(role)
+                    // Claims, finishes and releases commit without waiting for the WAL flush: losing the last of them
+                    // in a database crash means deliveries are sent again (at-least-once), never lost. What must be
+                    // kept (an operator's pause, a step's progress) sets synchronous_commit back on for itself.
+                    try c.query("SET synchronous_commit = off")
+                    slot = c
+                }
                 let uncertain = uncertainClaims.withLock { $0 }
                 if !uncertain.isEmpty {
                     let n = try slot!.query("""
@@ -474,6 +506,43 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         }
     }
 
+    // MARK: the finisher
+
+    func enqueueFinish(_ job: FinishJob) {
+        let refused = finishQueue.withLock { q -> Bool in
+            if q.stopping { return true }
+            q.jobs.append(job)
+            return false
+        }
+        if refused { return job.completion(.failure(.unavailable("the store is closed"))) }
+        finishWake.signal()
+    }
+
+    private func finisherLoop() {
+        nameThisThread("relay-pg-finish")
+        var stop = false
+        while true {
+            if !stop { finishWake.wait() }
+            let (jobs, stopping) = finishQueue.withLock { q -> ([FinishJob], Bool) in
+                defer { q.jobs.removeAll() }
+                return (q.jobs, q.stopping)
+            }
+            stop = stopping
+            if jobs.isEmpty {
+                if stop { break }
+                continue
+            }
+            do {
+                let stale: [[String]] = try onDispatch(finishConnection, role: "finisher") { c in try writeFinishJobs(c, jobs) }
+                for (job, ids) in zip(jobs, stale) { job.completion(.success(FinishReport(stale: ids))) }
+            } catch {
+                let e: StoreError = (error as? StoreError) ?? .unavailable("\(error)")
+                for job in jobs { job.completion(.failure(e)) }
+            }
+        }
+        finisherDone.signal()
+    }
+
     public func close() {
         monitor.lock()
         let already = state.closing
@@ -481,10 +550,15 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         monitor.broadcast(0)
         monitor.unlock()
         if already { return }
+        // Outcomes already handed over are written first (while the database answers).
+        finishQueue.withLock { $0.stopping = true }
+        finishWake.signal()
+        finisherDone.wait()
         writersDone.wait()
         coordinatorStop.store(true, ordering: .releasing)
         coordinatorDone.wait()
         queueConnection.withLock { $0 = nil }
+        finishConnection.withLock { $0 = nil }
         adminPool.withLock { $0.removeAll() }
     }
 }
