@@ -16,9 +16,11 @@
 #   make container-check  Tests/container/check-libs: release build (.build-container/) as the Dockerfile does it;
 #                    every library ldd shows must come from the Dockerfile's runtime packages; static Swift stdlib
 #   make bench       bench/run (about 8 minutes): ingest beside nginx and adnanh/webhook under wrk, then
-#                    bench/deliveries (delivery rate, latency, memory with a million queued), start-up time and the
+#                    bench/deliveries (delivery rate, latency, memory with a million queued), bench/postgres (1 and 2
+#                    relays on one PostgreSQL database), start-up time and the
 #                    latency plot; rewrites docs/benchmarks.md (and benchmarks-delivery.md, benchmarks-latency.png)
 #   make bench-deliveries   bench/deliveries alone (BENCH_BIG=1: also drains the million-delivery queue)
+#   make bench-postgres     bench/postgres alone: ingest and deliveries/s with 1 and 2 relays on a throwaway PostgreSQL
 #   make clean       removes .build/ and test/bench leftovers (.venv stays; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -55,7 +57,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: deps build run demo test test-deps swift-test interop crash-test multi-test container-check bench bench-deliveries clean distclean
+.PHONY: deps build run demo test test-deps swift-test interop crash-test multi-test container-check bench bench-deliveries bench-postgres clean distclean
 
 deps:
 	@$(call apt_ensure,$(APT_DEPS))
@@ -134,6 +136,11 @@ bench: deps
 
 bench-deliveries: deps
 	cd "$(ROOT)" && bench/deliveries
+
+# bench/postgres alone, beside a throwaway PostgreSQL: ingest and deliveries/s with 1 and 2 relays on one database.
+bench-postgres: deps
+	@$(call apt_ensure,$(APT_TEST_DEPS) wrk nginx-light)
+	cd "$(ROOT)" && swift build -c release && RELAY_BINARY="$(ROOT)/.build/release/relay" Tests/pg/with-postgres bench/postgres </dev/null
 
 clean:
 	cd "$(ROOT)" && rm -rf .build .build-container .pytest_cache bench/out

@@ -191,6 +191,43 @@ def test_two_relays_serve_the_documented_config_on_one_database(tmp_path):
             events = requests.get(f"http://127.0.0.1:{admin}/v1/events", timeout=5,
                                   headers={"Authorization": f"Bearer {token}"}).json()["events"]
             assert len(events) == len(states)
+        # Operations act on the shared store, whichever relay is asked.
+        auth = {"Authorization": f"Bearer {token}"}
+        sink_url = f"http://127.0.0.1:{sink_port}"
+
+        def delivered_ns():
+            got = requests.get(f"{sink_url}/_sink/requests?path=/webhooks/relay", timeout=5).json()
+            return [json.loads(q["body"])["order"]["n"] for q in got["requests"] if q["status"] == 200]
+
+        def wait_for(pred, what, timeout=15):
+            deadline = time.time() + timeout
+            while not pred():
+                assert time.time() < deadline, what
+                time.sleep(0.1)
+
+        # Paused through relay A: relay B delivers nothing either; resumed through B: it goes out.
+        r = requests.post(f"http://127.0.0.1:{aa}/v1/destinations/demo-sink/pause", headers=auth, timeout=5)
+        assert r.status_code == 200, r.text
+        assert github_post(pb, secret, {"order": {"id": "O-8", "state": "PLACED", "n": 100}}).status_code == 202
+        time.sleep(2)
+        assert 100 not in delivered_ns(), "delivered while paused through the other relay"
+        r = requests.post(f"http://127.0.0.1:{ab}/v1/destinations/demo-sink/resume", headers=auth, timeout=5)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: 100 in delivered_ns(), "not delivered after the resume")
+        # A dead letter made through one relay is seen, and replayed, through the other.
+        requests.post(f"{sink_url}/_sink/faults", json=[{"path": "/webhooks/relay", "times": 1, "action": "status",
+                                                         "status": 422}], timeout=5).raise_for_status()
+        event = github_post(pa, secret, {"order": {"id": "O-9", "state": "PLACED", "n": 101}}).json()["eventId"]
+        def dead():
+            return requests.get(f"http://127.0.0.1:{ab}/v1/deliveries?state=dead", headers=auth, timeout=5).json()["deliveries"]
+        wait_for(lambda: any(d["eventId"] == event for d in dead()), "no dead letter seen through relay B")
+        metrics = requests.get(f"http://127.0.0.1:{ab}/metrics", headers=auth, timeout=5).text
+        assert 'relay_deliveries_dead{destination="demo-sink"} 1' in metrics
+        dead_id = next(d["id"] for d in dead() if d["eventId"] == event)
+        r = requests.post(f"http://127.0.0.1:{aa}/v1/deliveries/{dead_id}/replay", headers=auth, timeout=5)
+        assert r.status_code == 202, r.text
+        wait_for(lambda: delivered_ns().count(101) >= 1, "the replayed dead letter was not delivered")
+
         errors = [stop_relay(proc) for proc, _, _ in relays]
         relays = []
         for err in errors:
