@@ -18,19 +18,10 @@ extension PostgresStore {
     /// relay's heartbeat is written first, so its own claims are never taken for a dead relay's.
     public func recoverClaims() throws -> Int {
         try onQueue { c in
-            try c.query("""
-                INSERT INTO relay_instances (id, host, pid, started_at, seen_at) VALUES ($1, $2, $3, \(Schema.nowMillis), \(Schema.nowMillis))
-                ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
-                """, [instanceID, ProcessInfo.processInfo.hostName, String(getpid())])
-            return try c.query("""
-                UPDATE deliveries d SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL
-                WHERE d.state = 'in_flight' AND (d.lease_until <= \(Schema.nowMillis) OR NOT EXISTS (
-                    SELECT 1 FROM relay_instances i WHERE i.id = d.claimed_by AND i.seen_at > \(Schema.nowMillis) - $1))
-                """, [String(Int64(options.heartbeat * 1000))]).affected
+            try heartbeat(c)
+            return try sweep(c)
         }
     }
-
-    public func prepareLanes(_ disciplines: [String: QueueDiscipline]) throws {}
 
     public func claim(_ lanes: [LaneRequest], nowMillis: Int64, correlation: CorrelationSettings) throws -> [String: ClaimedLane] {
         // A claim whose connection is lost may still have committed (the COMMIT reached the server, its answer did
@@ -96,7 +87,7 @@ extension PostgresStore {
                     claims.append((r.int(7), claim))
                     if events[claim.eventSeq] == nil {
                         var event = try decoder.decode(CanonicalEvent.self, from: Data(r.text(8).utf8))
-                        event.raw = RawPayload(contentType: r.text(9), bytes: PGText.bytes(fromHex: r.text(10)))
+                        event.raw = RawPayload(contentType: r.text(9), bytes: try PGText.bytes(bytea: r.text(10)))
                         events[claim.eventSeq] = event
                     }
                 }
@@ -257,10 +248,6 @@ extension PostgresStore {
         }
     }
 
-    /// Every relay dispatches every destination it is configured for; the queue's claims keep them apart.
-    public func assignLanes(_ destinations: Set<String>) {}
-    public var heldLanes: Set<String>? { nil }
-
     public func pausedDestinations() throws -> Set<String> {
         try onQueue { c in Set(try c.query("SELECT name FROM paused_destinations").rows.map { $0.text(0) }) }
     }
@@ -319,7 +306,7 @@ extension PostgresStore {
         try onAdmin { c in
             guard let r = try c.query("SELECT event, content_type, body FROM events WHERE id = $1", [id]).first else { return nil }
             var event = try JSONDecoder().decode(CanonicalEvent.self, from: Data(r.text(0).utf8))
-            event.raw = RawPayload(contentType: r.text(1), bytes: PGText.bytes(fromHex: r.text(2)))
+            event.raw = RawPayload(contentType: r.text(1), bytes: try PGText.bytes(bytea: r.text(2)))
             return event
         }
     }

@@ -48,26 +48,8 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
 
     // MARK: the write queue (under `monitor`)
 
-    final class EventWrite {
-        init(event: CanonicalEvent, json: String, body: [UInt8], deliveries: [PlannedDelivery], link: CorrelationScope?,
-             completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
-            self.event = event
-            self.json = json
-            self.body = body
-            self.deliveries = deliveries
-            self.link = link
-            self.completion = completion
-        }
-        let event: CanonicalEvent
-        let json: String
-        let body: [UInt8]
-        let deliveries: [PlannedDelivery]
-        let link: CorrelationScope?
-        let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
-    }
-
     private struct State {
-        var items: [EventWrite] = []
+        var items: [PendingCommit] = []
         var closing = false
         var writersRunning = 0
         /// Why the database cannot be used now (nil: it can). Commits are refused at once meanwhile.
@@ -175,8 +157,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
 
     public func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                        completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
-        let write = EventWrite(event: event, json: event.jsonText(includeRaw: false), body: event.raw?.bytes ?? [],
-                               deliveries: deliveries, link: link, completion: completion)
+        let write = PendingCommit(event: event, deliveries: deliveries, link: link, completion: completion)
         monitor.lock()
         if state.closing {
             monitor.unlock()
@@ -215,12 +196,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                 if connection == nil { connection = try connect("writer \(index + 1)") }
                 let outcomes = try write(batch, on: connection!)
                 for (w, o) in zip(batch, outcomes) { w.completion(.success(o)) }
-                if zip(batch, outcomes).contains(where: { w, o in
-                    if case .inserted = o { return !w.deliveries.isEmpty }
-                    return false
-                }) {
-                    signals.newDeliveries()
-                }
+                if zip(batch, outcomes).contains(where: Self.queuedDeliveries) { signals.newDeliveries() }
             } catch let e as PostgresError where e.connectionLost {
                 connection = nil
                 // The outcome of a COMMIT cut off is unknown: the sender is told to retry, and a retry that finds
@@ -234,7 +210,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                         do {
                             let o = try write([w], on: connection!)[0]
                             w.completion(.success(o))
-                            if case .inserted = o, !w.deliveries.isEmpty { signals.newDeliveries() }
+                            if Self.queuedDeliveries(w, o) { signals.newDeliveries() }
                         } catch {
                             if let pe = error as? PostgresError, pe.connectionLost { connection = nil; markDown(pe.message) }
                             w.completion(.failure(.unavailable("\(error)")))
@@ -249,9 +225,15 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         }
     }
 
+    /// Whether a commit put new deliveries in the queue (the dispatchers are then woken).
+    private static func queuedDeliveries(_ w: PendingCommit, _ o: CommitOutcome) -> Bool {
+        if case .inserted = o { return !w.deliveries.isEmpty }
+        return false
+    }
+
     /// Writes a batch in one transaction: events (`ON CONFLICT DO NOTHING`: duplicates found after), the new
     /// events' deliveries, their correlation links, one wake-up for every relay. Retried once on a deadlock.
-    private func write(_ batch: [EventWrite], on c: Connection) throws -> [CommitOutcome] {
+    private func write(_ batch: [PendingCommit], on c: Connection) throws -> [CommitOutcome] {
         var tries = 0
         while true {
             do {
@@ -269,7 +251,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         }
     }
 
-    private func insert(_ batch: [EventWrite], on c: Connection) throws -> [CommitOutcome] {
+    private func insert(_ batch: [PendingCommit], on c: Connection) throws -> [CommitOutcome] {
         let inserted = try c.query("""
             INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
             SELECT id, source, key, type, status, received_at, event, content_type, decode(body, 'hex')
@@ -281,7 +263,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                   PGText.array(batch.map { $0.event.idempotencyKey }), PGText.array(batch.map { $0.event.type }),
                   PGText.array(batch.map { $0.event.status?.rawValue }), PGText.array(batch.map { $0.event.receivedAt }),
                   PGText.array(batch.map { $0.json }), PGText.array(batch.map { $0.event.raw?.contentType }),
-                  PGText.array(batch.map { PGText.hex($0.body) })], name: "insert_events")
+                  PGText.array(batch.map { ByteEncoding.hex($0.body) })], name: "insert_events")
         var seqs: [String: Int64] = [:]
         for row in inserted.rows { seqs[row.text(0)] = row.int(1) }
         var existing: [String: String] = [:]   // "source\u{1f}key" -> id
@@ -419,7 +401,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
 
     /// This relay is alive; its leases are renewed (those past half their time: an attempt of a few milliseconds is
     /// never rewritten for it).
-    private func heartbeat(_ c: Connection) throws {
+    func heartbeat(_ c: Connection) throws {
         try c.query("""
             INSERT INTO relay_instances (id, host, pid, started_at, seen_at) VALUES ($1, $2, $3, \(Schema.nowMillis), \(Schema.nowMillis))
             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
@@ -432,7 +414,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
 
     /// Returns to the queue every claim whose lease ran out or whose relay has not been seen for `heartbeat`, and
     /// forgets relays not seen for three heartbeats (killed ones; one that comes back registers again).
-    private func sweep(_ c: Connection) throws -> Int {
+    func sweep(_ c: Connection) throws -> Int {
         try c.query("DELETE FROM relay_instances WHERE seen_at < \(Schema.nowMillis) - 3 * $1::bigint",
                     [String(heartbeatMillis)], name: "forget_gone")
         return try c.query("""

@@ -1,4 +1,5 @@
 import Foundation
+import Crypto
 
 /// The PostgreSQL schema, versioned in `relay_schema`. Every relay runs `migrate` at start (and after the database
 /// comes back) under one advisory lock, so relays starting together apply each migration once, in order.
@@ -135,37 +136,12 @@ enum PGText {
         "{" + values.map { $0.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"
     }
 
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
-    static func hex(_ bytes: [UInt8]) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(hexDigits[Int(b >> 4)])
-            out.append(hexDigits[Int(b & 0xf)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
     /// bytea's hex output (`\x0a1b...`) back to bytes.
-    static func bytes(fromHex text: String) -> [UInt8] {
-        var utf8 = Array(text.utf8)
-        if utf8.starts(with: [0x5c, 0x78]) { utf8.removeFirst(2) }   // \x
-        func nibble(_ c: UInt8) -> UInt8 {
-            switch c {
-            case 0x30...0x39: return c - 0x30
-            case 0x61...0x66: return c - 0x61 + 10
-            case 0x41...0x46: return c - 0x41 + 10
-            default: return 0
-            }
+    static func bytes(bytea text: String) throws -> [UInt8] {
+        let hex = text.hasPrefix("\\x") ? String(text.dropFirst(2)) : text
+        guard let bytes = ByteEncoding.fromHex(hex) else {
+            throw PostgresError(message: "a bytea value that is not hex", sqlState: nil, connectionLost: false)
         }
-        var out = [UInt8]()
-        out.reserveCapacity(utf8.count / 2)
-        var i = 0
-        while i + 1 < utf8.count {
-            out.append(nibble(utf8[i]) << 4 | nibble(utf8[i + 1]))
-            i += 2
-        }
-        return out
+        return bytes
     }
 }

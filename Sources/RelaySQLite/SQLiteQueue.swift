@@ -254,9 +254,6 @@ extension SQLiteStore {
         try performAndWait { db in try DeliveryQueue.releaseExpiredLeases(db, nowMillis: Int64.max) }
     }
 
-    /// Nothing to do: an unordered destination's claim does not look at earlier deliveries of the subject.
-    public func prepareLanes(_ disciplines: [String: QueueDiscipline]) throws {}
-
     public func claim(_ lanes: [LaneRequest], nowMillis: Int64, correlation: CorrelationSettings) throws -> [String: ClaimedLane] {
         let lease = leaseMillis, owner = instanceID
         return try performAndWait(durable: false) { db in
@@ -309,10 +306,6 @@ extension SQLiteStore {
     public func releaseExpiredLeases(nowMillis: Int64) throws -> Int {
         try performAndWait(durable: false) { db in try DeliveryQueue.releaseExpiredLeases(db, nowMillis: nowMillis) }
     }
-
-    /// One relay per file: it dispatches every destination.
-    public func assignLanes(_ destinations: Set<String>) {}
-    public var heldLanes: Set<String>? { nil }
 
     public func pausedDestinations() throws -> Set<String> {
         try read { db in try DeliveryQueue.pausedNames(db) }

@@ -16,7 +16,7 @@ import Synchronization
 public final class SQLiteStore: RelayStore, @unchecked Sendable {
     /// A queued write: an accepted event (with its deliveries), or other work for the writer's transaction.
     private enum Pending {
-        case event(EventWrite)
+        case event(PendingCommit)
         case work(Work)
 
         func fail(_ error: StoreError) {
@@ -25,26 +25,6 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
             case .work(let w): w.completion(.failure(error))
             }
         }
-    }
-
-    /// A class: a queued write is handed from the caller to the writer to the syncer, and copying a struct of this
-    /// size (the event's strings, dictionaries, body, closure) retained and released every field at each step.
-    private final class EventWrite {
-        init(event: CanonicalEvent, json: String, body: [UInt8], deliveries: [PlannedDelivery], link: CorrelationScope?,
-             completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
-            self.event = event
-            self.json = json
-            self.body = body
-            self.deliveries = deliveries
-            self.link = link
-            self.completion = completion
-        }
-        let event: CanonicalEvent
-        let json: String
-        let body: [UInt8]
-        let deliveries: [PlannedDelivery]
-        let link: CorrelationScope?
-        let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
     }
 
     private final class Work {
@@ -272,9 +252,8 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
 
     public func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                        completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
-        // Encode on the caller's thread: the writer thread only writes.
-        enqueue(.event(EventWrite(event: event, json: event.jsonText(includeRaw: false), body: event.raw?.bytes ?? [],
-                                  deliveries: deliveries, link: link, completion: completion)))
+        // PendingCommit encodes the event here, on the caller's thread: the writer thread only writes.
+        enqueue(.event(PendingCommit(event: event, deliveries: deliveries, link: link, completion: completion)))
     }
 
     /// Runs `work` on the writer's connection inside the next group-commit transaction (in a savepoint of its own:
@@ -586,7 +565,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
     }
 
     /// Inserts an event and, when it is new, its deliveries; or finds the event it duplicates.
-    private func insert(_ p: EventWrite) throws -> CommitOutcome {
+    private func insert(_ p: PendingCommit) throws -> CommitOutcome {
         let e = p.event
         let insert = try statement(&insertEvent, """
             INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)

@@ -144,7 +144,6 @@ public final class Dispatcher: @unchecked Sendable {
     /// Starts the loop. It first takes back the claims no live dispatcher can finish (`recoverClaims`), reads the
     /// paused destinations and the stored circuit breakers; while the store cannot answer it retries every second.
     public func start() {
-        store.assignLanes(destinationNames.withLock { $0 })
         let t = Thread { [self] in self.loop() }
         t.name = "relay-dispatch"
         thread = t
@@ -156,7 +155,6 @@ public final class Dispatcher: @unchecked Sendable {
         do {
             let released = try store.recoverClaims()
             if released > 0 { log.info("deliveries returned to the queue", ["count": String(released)]) }
-            try store.prepareLanes(lanes.mapValues { $0.destination.policy.discipline })
             let pausedNames = try store.pausedDestinations()
             paused.withLock { $0 = pausedNames }
             for name in pausedNames.sorted() { log.warn("destination paused (by an operator, before this start)", ["destination": name]) }
@@ -216,7 +214,6 @@ public final class Dispatcher: @unchecked Sendable {
     public func replaceDestinations(_ destinations: [Destination], correlation: CorrelationSettings? = nil) {
         if let correlation { correlationBox.withLock { $0 = correlation } }
         destinationNames.withLock { $0 = Set(destinations.map(\.name)) }
-        store.assignLanes(Set(destinations.map(\.name)))
         inbox.withLock { $0.replacement = destinations; $0.wake = true }
         signal.signal()
     }
@@ -282,10 +279,7 @@ public final class Dispatcher: @unchecked Sendable {
                 box.refresh = false
                 return (f, w, box.stopping, box.stopTimeout, r, refresh)
             }
-            if let replacement {
-                applyReplacement(replacement)
-                if prepared { try? store.prepareLanes(lanes.mapValues { $0.destination.policy.discipline }) }
-            }
+            if let replacement { applyReplacement(replacement) }
             if refresh && prepared {
                 if let names = try? store.pausedDestinations() { paused.withLock { $0 = names } }
                 if let stored = try? store.circuits() { restoreCircuits(stored) }
@@ -320,7 +314,6 @@ public final class Dispatcher: @unchecked Sendable {
         var wanted: [LaneRequest] = []
         var requestRoom: [String: Int] = [:]   // requests that may start now, per lane (batches: fewer than claims)
         var nextWake = now + 1
-        let held = store.heldLanes
         for (name, var lane) in lanes {
             defer { lanes[name] = lane }
             let p = lane.destination.policy
@@ -330,7 +323,6 @@ public final class Dispatcher: @unchecked Sendable {
             }
             if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
             if lane.retired || paused.withLock({ $0.contains(name) }) { continue }
-            if let held, !held.contains(name) { continue }
             if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); continue }
             if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
                 // Due now: give the statuses queued together a moment to join one request.

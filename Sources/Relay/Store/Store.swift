@@ -78,6 +78,31 @@ public struct CorrelationScope: Sendable, Equatable {
     }
 }
 
+/// One event waiting for its group commit, as a store's writer takes it. Its JSON is encoded here, on the
+/// committing thread, so that the writer only writes. A class: a queued write is handed from the caller to the
+/// writer (and the syncer), and copying a struct of this size (the event's strings, dictionaries, body, closure)
+/// retained and released every field at each step.
+public final class PendingCommit: Sendable {
+    public let event: CanonicalEvent
+    /// The canonical event's JSON, without the raw body.
+    public let json: String
+    /// The raw body, byte for byte.
+    public let body: [UInt8]
+    public let deliveries: [PlannedDelivery]
+    public let link: CorrelationScope?
+    public let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
+
+    public init(event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
+                completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
+        self.event = event
+        json = event.jsonText(includeRaw: false)
+        body = event.raw?.bytes ?? []
+        self.deliveries = deliveries
+        self.link = link
+        self.completion = completion
+    }
+}
+
 /// The record of accepted events: durable commits, deduplicated by (source, idempotency key).
 ///
 /// `commit` queues the event and returns; commits from many threads share one transaction and one flush (group
@@ -296,18 +321,14 @@ public struct FinishReport: Sendable, Equatable {
 /// Ordering: with `perSubject`, at most one delivery per (destination, subject) is claimed at a time, the oldest
 /// unfinished one, so a later status never overtakes an earlier one, across every relay sharing the store.
 ///
-/// Lanes: a shared store divides the destinations among the relays that share it, so that each destination is
-/// dispatched by one relay at a time and its `maxInFlight`, rate limit and circuit breaker hold across relays.
-/// A relay says which destinations it is configured for (`assignLanes`) and dispatches only `heldLanes`.
+/// Every relay sharing a store dispatches every destination it is configured for; the claims keep them apart, so
+/// a destination's `maxInFlight` and rate limit hold per relay.
 public protocol DeliveryQueueStore: AnyObject, Sendable {
     /// The lease a claim takes, in milliseconds.
     var leaseMillis: Int64 { get }
     /// At a dispatcher's start: returns to the queue the claims no live dispatcher can finish (the embedded store:
     /// every claim, its one relay having restarted; a shared store: claims whose lease ran out). Returns how many.
     func recoverClaims() throws -> Int
-    /// Makes the queue agree with the destinations' disciplines (at start and after a reload): deliveries of a
-    /// destination that no longer orders per subject are no longer held back behind their subject's earlier ones.
-    func prepareLanes(_ disciplines: [String: QueueDiscipline]) throws
     /// Claims due deliveries (next attempt at or before `nowMillis`), oldest first, per lane; skips paused
     /// destinations. Events come back with their subjects completed from correlation (`correlation`).
     func claim(_ lanes: [LaneRequest], nowMillis: Int64, correlation: CorrelationSettings) throws -> [String: ClaimedLane]
@@ -324,11 +345,6 @@ public protocol DeliveryQueueStore: AnyObject, Sendable {
                 completion: @escaping @Sendable (Result<FinishReport, StoreError>) -> Void)
     /// Returns claims whose lease has run out by `nowMillis` to the queue. Returns how many.
     func releaseExpiredLeases(nowMillis: Int64) throws -> Int
-
-    /// The destinations this relay is configured to dispatch (at start and after each reload).
-    func assignLanes(_ destinations: Set<String>)
-    /// Of those, the ones this relay may dispatch now; nil: all of them (the store has one relay).
-    var heldLanes: Set<String>? { get }
 
     /// Destinations an operator paused: nothing is claimed for them until they are resumed.
     func pausedDestinations() throws -> Set<String>
