@@ -43,10 +43,10 @@ struct MigrationTests {
         let claimed = lane.claims
         let version = try store.read { db in try db.scalarText("PRAGMA user_version") }
         // A link made after the migration completes the old event's subject.
-        let done = DispatchSemaphore(value: 0)
-        store.finish([], links: [CorrelationLink(scope: "shop", subject: ["orderId": "O-1", "vendorOrderId": "V-1"])],
-                     keys: Correlation.defaultKeys, nowMillis: 1) { _ in done.signal() }
-        done.wait()
+        _ = try awaitCompletion {
+            store.finish([], links: [CorrelationLink(scope: "shop", subject: ["orderId": "O-1", "vendorOrderId": "V-1"])],
+                         keys: Correlation.defaultKeys, nowMillis: 1, completion: $0)
+        }
         let events = try store.read { db in try DeliveryQueue.events(db, seqs: claimed.map(\.eventSeq), correlation: settings) }
         #expect(version == "5")
         #expect(claimed.map(\.id) == ["dlv_1"])

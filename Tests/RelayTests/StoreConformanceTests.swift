@@ -109,14 +109,7 @@ struct StoreConformanceTests {
     @discardableResult
     static func commit(_ store: any RelayStore, _ e: CanonicalEvent, _ deliveries: [PlannedDelivery],
                        link: CorrelationScope? = nil) throws -> CommitOutcome {
-        let box = Mutex<Result<CommitOutcome, StoreError>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        store.commit(e, deliveries: deliveries, link: link) { r in
-            box.withLock { $0 = r }
-            done.signal()
-        }
-        done.wait()
-        return try box.withLock { $0! }.get()
+        try awaitCompletion { store.commit(e, deliveries: deliveries, link: link, completion: $0) }
     }
 
     static let ordered = QueueDiscipline(perSubject: true)
@@ -141,18 +134,12 @@ struct StoreConformanceTests {
     static func finish(_ store: any RelayStore, _ claim: ClaimedDelivery, _ result: DeliveryResult, status: Int? = 200,
                        progress: StepProgress? = nil, links: [CorrelationLink] = [],
                        keys: Set<String> = []) throws -> FinishReport {
-        let box = Mutex<Result<FinishReport, StoreError>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        store.finish([FinishedDelivery(claim: claim, attempt: AttemptRecord(startedAt: now, latencyMillis: 12, status: status,
-                                                                            error: status == 200 ? nil : "HTTP \(status ?? 0)",
-                                                                            response: "ok"),
-                                       result: result, progress: progress)],
-                     links: links, keys: keys, nowMillis: now) { r in
-            box.withLock { $0 = r }
-            done.signal()
+        let attempt = AttemptRecord(startedAt: now, latencyMillis: 12, status: status,
+                                    error: status == 200 ? nil : "HTTP \(status ?? 0)", response: "ok")
+        return try awaitCompletion {
+            store.finish([FinishedDelivery(claim: claim, attempt: attempt, result: result, progress: progress)],
+                         links: links, keys: keys, nowMillis: now, completion: $0)
         }
-        done.wait()
-        return try box.withLock { $0! }.get()
     }
 
     static func state(_ store: any RelayStore, _ e: CanonicalEvent, _ destination: String) throws -> String? {
@@ -304,9 +291,7 @@ struct StoreConformanceTests {
         #expect(try Self.state(t.store, events[0], "d1") == "delivered")
         // A release gives the claim back, due now.
         let rest = retaken.filter { $0.id != current.id }
-        let released = DispatchSemaphore(value: 0)
-        t.store.release(rest) { _ in released.signal() }
-        released.wait()
+        try awaitCompletion { t.store.release(rest, completion: $0) }
         #expect(try Self.claim(t.store, "d1").claims.count == 3)
     }
 
@@ -337,24 +322,16 @@ struct StoreConformanceTests {
         defer { t.remove() }
         _ = try Self.seed(t.store, .unordered)
         let c = try #require(try Self.claim(t.store, "d1", limit: 1).claims.first)
-        let saved = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<Void, StoreError>?>(nil)
-        t.store.saveProgress(c, StepProgress(step: 1, values: ["voucher": "V-9"])) { r in
-            result.withLock { $0 = r }
-            saved.signal()
+        #expect(throws: Never.self) {
+            try awaitCompletion { t.store.saveProgress(c, StepProgress(step: 1, values: ["voucher": "V-9"]), completion: $0) }
         }
-        saved.wait()
-        #expect(throws: Never.self) { try result.withLock { $0! }.get() }
         _ = try t.store.releaseExpiredLeases(nowMillis: Self.now + 3_600_000)
         let resumed = try #require(try Self.claim(t.store, "d1", limit: 1).claims.first)
         #expect(resumed.id == c.id && resumed.step == 1 && resumed.values == ["voucher": "V-9"])
         // The old claim can no longer record progress.
-        t.store.saveProgress(c, StepProgress(step: 2, values: [:])) { r in
-            result.withLock { $0 = r }
-            saved.signal()
+        #expect(throws: StoreError.self) {
+            try awaitCompletion { t.store.saveProgress(c, StepProgress(step: 2, values: [:]), completion: $0) }
         }
-        saved.wait()
-        #expect(throws: StoreError.self) { try result.withLock { $0! }.get() }
     }
 
     @Test("replay: one finished delivery, or all dead ones of a destination, queued again", arguments: StoreKind.available)

@@ -4,6 +4,7 @@ import Foundation
 import Relay
 import RelayPostgres
 import RelaySQLite
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -555,4 +556,17 @@ final class RelayProcess {
         guard reason == .exit else { throw TestFailure("relay \(arguments) died of signal \(status)") }
         return (status, p.stdout, p.stderr)
     }
+}
+
+/// Runs a store operation that answers through a completion (`commit`, `finish`, `release`, `saveProgress`) and
+/// waits for its result.
+func awaitCompletion<T: Sendable>(_ start: (@escaping @Sendable (Result<T, StoreError>) -> Void) -> Void) throws -> T {
+    let box = Mutex<Result<T, StoreError>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    start { r in
+        box.withLock { $0 = r }
+        done.signal()
+    }
+    done.wait()
+    return try box.withLock { $0! }.get()
 }
