@@ -299,17 +299,15 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
 
     public func close() {
         monitor.lock()
-        let already = state.closing
         state.closing = true
         monitor.signal(Self.writerCondition)
         monitor.unlock()
         finished.wait()      // every caller waits for the end of the writer...
         finished.signal()    // ... and passes the signal on to the next one
-        _ = already
     }
 
     /// Called when the disk has failed (a flush or a commit reported an I/O error): refuses everything from now on
-    /// and tells the owner (`onFailure`), who should stop the process so that a restart recovers from what is
+    /// and tells the owner (`signals.failed`), who should stop the process so that a restart recovers from what is
     /// really on disk.
     private func fail(_ reason: String) {
         monitor.lock()
