@@ -126,7 +126,7 @@ enum AdminCommands {
             guard let (_, v) = call(o, "GET", "/v1/events/\(Template.escape(o.positional[1], .url))") else { return 1 }
             if o.json { printJSON(v); return 0 }
             let e = v["event"] ?? .null
-            print("event    \(e["id"]?.stringValue ?? "")  \(e["type"]?.stringValue ?? "")  \(e["status"]?.stringValue ?? "-")")
+            print("event    \(e["id"]?.stringValue ?? "")  \(e["type"]?.stringValue ?? "")  \(statusText(e))")
             print("source   \(e["source"]?.stringValue ?? "")  received \(e["receivedAt"]?.stringValue ?? "")")
             print("subject  \(e["subject"]?.jsonString() ?? "{}")")
             var rows: [[String]] = []
@@ -152,12 +152,21 @@ enum AdminCommands {
         if o.json { printJSON(v); return 0 }
         let rows = (v["events"]?.arrayValue ?? []).map { e in
             [e["id"]?.stringValue ?? "", e["receivedAt"]?.stringValue ?? "", e["source"]?.stringValue ?? "",
-             e["type"]?.stringValue ?? "", e["status"]?.stringValue ?? "-",
+             e["type"]?.stringValue ?? "", statusText(e),
              (e["subject"]?.objectValue ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.scalarText ?? "")" }.joined(separator: " ")]
         }
         print(table(["EVENT", "RECEIVED", "SOURCE", "TYPE", "STATUS", "SUBJECT"], rows))
         if let next = v["nextCursor"]?.stringValue { print("(more: --cursor \(next))") }
         return 0
+    }
+
+    /// `shipped`, `packed (placed)` for an added status, `unmapped: LOST` for a provider status no map covers.
+    static func statusText(_ e: JSONValue) -> String {
+        if let s = e["status"]?.stringValue {
+            return e["statusFallback"]?.stringValue.map { "\(s) (\($0))" } ?? s
+        }
+        if e["statusUnmapped"] == .bool(true) { return "unmapped: \(e["providerStatus"]?["code"]?.stringValue ?? "?")" }
+        return "-"
     }
 
     static func deliveries(_ args: [String]) -> Int32 {
@@ -167,9 +176,11 @@ enum AdminCommands {
         if o.json { printJSON(v); return 0 }
         let rows = (v["deliveries"]?.arrayValue ?? []).map { d in
             [d["id"]?.stringValue ?? "", d["eventId"]?.stringValue ?? "", d["destination"]?.stringValue ?? "",
-             d["state"]?.stringValue ?? "", d["attempts"]?.scalarText ?? "", d["lastError"]?.stringValue ?? ""]
+             d["state"]?.stringValue ?? "", d["attempts"]?.scalarText ?? "",
+             (d["values"]?.objectValue ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.stringValue ?? "")" }.joined(separator: " "),
+             d["lastError"]?.stringValue ?? ""]
         }
-        print(table(["DELIVERY", "EVENT", "DESTINATION", "STATE", "ATTEMPTS", "LAST ERROR"], rows))
+        print(table(["DELIVERY", "EVENT", "DESTINATION", "STATE", "ATTEMPTS", "VALUES", "LAST ERROR"], rows))
         if let next = v["nextCursor"]?.stringValue { print("(more: --cursor \(next))") }
         return 0
     }

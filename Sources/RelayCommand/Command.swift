@@ -21,6 +21,12 @@ enum Command {
                      [--body-file F] [--nonce N --timestamp T]
                                         print the OAuth 1.0a Authorization header the relay would send
                                         (relay sign with no arguments lists every option)
+          relay send SOURCE --config FILE --body FILE
+                                        sign a test webhook with the source's own scheme and post it to the relay
+          relay translate --config FILE --destination NAME --event FILE
+                                        show the exact request a destination would be sent (credentials masked)
+          relay capillary export --config FILE --source NAME [--put --redemption-id ID --brand-id ID]
+                                        the vendor redemption Capillary should hold to call a relay source
           relay events [show ID] ...    events from the admin API (filters, --json)
           relay deliveries ...          deliveries by state or destination (--state dead)
           relay replay ID | --state dead [--yes]
@@ -103,7 +109,8 @@ enum Command {
         }
         let rest = Array(args.dropFirst())
         if rest.contains("--help") || rest.contains("-h") || verb == "help" || verb == "--help" || verb == "-h" {
-            print(verb == "simulate" ? simulateUsage : ["events", "deliveries", "replay"].contains(verb) ? AdminCommands.usage : usage)
+            let own = ["send": Try.sendUsage, "translate": Try.translateUsage, "capillary": CapillaryExport.usage]
+            print(own[verb] ?? (verb == "simulate" ? simulateUsage : ["events", "deliveries", "replay"].contains(verb) ? AdminCommands.usage : usage))
             return 0
         }
         switch verb {
@@ -127,6 +134,12 @@ enum Command {
             return simulate(rest)
         case "sign":
             return Sign.run(rest)
+        case "send":
+            return Try.send(rest)
+        case "translate":
+            return Try.translate(rest)
+        case "capillary":
+            return CapillaryExport.run(rest)
         case "events":
             return AdminCommands.events(rest)
         case "deliveries":

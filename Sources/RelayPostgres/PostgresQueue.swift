@@ -342,13 +342,15 @@ extension PostgresStore {
 
     static let deliveryColumns = """
         seq, id, event_id, destination, subject_key, state, attempts, next_attempt_at, last_status, last_error,
-        finished_at, step, claimed_by
+        finished_at, step, claimed_by, context
         """
 
     static func deliveryInfo(_ r: [String?]) -> DeliveryInfo {
-        DeliveryInfo(id: r.text(1), eventID: r.text(2), destination: r.text(3), subjectKey: r.text(4), state: r.text(5),
-                     attempts: Int(r.int(6)), nextAttemptAt: r.int(7), lastStatus: r.optionalInt(8).map(Int.init),
-                     lastError: r[9], finishedAt: r.optionalInt(10), step: Int(r.int(11)), claimedBy: r[12], cursor: r.int(0))
+        var d = DeliveryInfo(id: r.text(1), eventID: r.text(2), destination: r.text(3), subjectKey: r.text(4), state: r.text(5),
+                             attempts: Int(r.int(6)), nextAttemptAt: r.int(7), lastStatus: r.optionalInt(8).map(Int.init),
+                             lastError: r[9], finishedAt: r.optionalInt(10), step: Int(r.int(11)), claimedBy: r[12], cursor: r.int(0))
+        d.values = r[13].flatMap(Correlation.decode) ?? [:]
+        return d
     }
 
     public func deliveries(eventID: String) throws -> [DeliveryInfo] {

@@ -261,7 +261,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
             RETURNING id, seq
             """, [PGText.array(batch.map { $0.event.id }), PGText.array(batch.map { $0.event.source }),
                   PGText.array(batch.map { $0.event.idempotencyKey }), PGText.array(batch.map { $0.event.type }),
-                  PGText.array(batch.map { $0.event.status?.rawValue }), PGText.array(batch.map { $0.event.receivedAt }),
+                  PGText.array(batch.map { $0.event.storedStatus }), PGText.array(batch.map { $0.event.receivedAt }),
                   PGText.array(batch.map { $0.json }), PGText.array(batch.map { $0.event.raw?.contentType }),
                   PGText.array(batch.map { ByteEncoding.hex($0.body) })], name: "insert_events")
         var seqs: [String: Int64] = [:]

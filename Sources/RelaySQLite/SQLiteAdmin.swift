@@ -65,7 +65,7 @@ extension SQLiteStore {
 
     static let deliveryColumns = """
         rowid, id, event_id, destination, subject_key, state, attempts, next_attempt_at, last_status, last_error,
-        finished_at, step, claimed_by
+        finished_at, step, claimed_by, context
         """
 
     static func deliveryRows(_ db: Database, where clause: String, args: [String], limit: Int,
@@ -79,11 +79,13 @@ extension SQLiteStore {
         try s.bind(i, Int64(limit))
         var out: [DeliveryInfo] = []
         while try s.step() {
-            out.append(DeliveryInfo(id: s.text(1) ?? "", eventID: s.text(2) ?? "", destination: s.text(3) ?? "",
-                                    subjectKey: s.text(4) ?? "", state: s.text(5) ?? "", attempts: Int(s.int(6)),
-                                    nextAttemptAt: s.int(7), lastStatus: s.text(8).flatMap { Int($0) },
-                                    lastError: s.text(9), finishedAt: s.text(10).flatMap { Int64($0) },
-                                    step: Int(s.int(11)), claimedBy: s.text(12), cursor: s.int(0)))
+            var d = DeliveryInfo(id: s.text(1) ?? "", eventID: s.text(2) ?? "", destination: s.text(3) ?? "",
+                                 subjectKey: s.text(4) ?? "", state: s.text(5) ?? "", attempts: Int(s.int(6)),
+                                 nextAttemptAt: s.int(7), lastStatus: s.text(8).flatMap { Int($0) },
+                                 lastError: s.text(9), finishedAt: s.text(10).flatMap { Int64($0) },
+                                 step: Int(s.int(11)), claimedBy: s.text(12), cursor: s.int(0))
+            d.values = s.text(13).flatMap(Correlation.decode) ?? [:]
+            out.append(d)
         }
         return out
     }

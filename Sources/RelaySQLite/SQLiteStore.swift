@@ -569,7 +569,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
             INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, idempotency_key) DO NOTHING
             """)
-        try insert.bind([e.id, e.source, e.idempotencyKey, e.type, e.status?.rawValue, e.receivedAt, p.json,
+        try insert.bind([e.id, e.source, e.idempotencyKey, e.type, e.storedStatus, e.receivedAt, p.json,
                          e.raw?.contentType])
         try insert.bind(9, blob: p.body)
         try insert.step()

@@ -29,7 +29,7 @@ public struct CapillaryDestination: DestinationAdapter {
     public var url: String { basics.baseURL + Self.path + (skipValidation ? "?skip_validation=true" : "") }
 
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
-        let status = try statusMap.value(for: event.status)
+        let status = try statusMap.value(for: event)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(status)])
         let transaction = try transactionId.renderIdentifier(scope, field: "transactionId",
                                                              hint: "Capillary needs the reward transaction id")

@@ -66,12 +66,92 @@ public struct CapillarySimulator: SinkResponder {
 
     public func answer(_ request: HTTPRequest) -> HTTPResponse {
         if request.path.hasSuffix(Self.tokenPathSuffix) { return generateToken(request) }
+        if request.path.contains(Self.redemptionPathPart) { return vendorRedemption(request) }
         guard request.path.hasSuffix(Self.pathSuffix) else {
             return Self.error(404, 404, "No API at \(request.method) \(request.path) (PUT /api_gateway\(Self.pathSuffix))")
         }
         guard request.method == "PUT" else {
             return Self.error(405, 405, "Method \(request.method) not allowed: use PUT").adding(headers: [("Allow", "PUT")])
         }
+        if let refusal = unauthorized(request) { return refusal }
+        return updateTransactions(request)
+    }
+
+    static let redemptionPathPart = "/rewards/core/v1/vendor/redemption/"
+
+    /// `POST .../vendor/redemption/create` (needs `brandId`, `vendorId`) and
+    /// `PUT .../vendor/redemption/{id}/brand/{brandId}`: a vendor redemption's definition, checked as Capillary
+    /// documents it (`name`, `actions[]` with `name`, `execOrder`, `apiType`, `apiUrl`; `apiHeaders` an object,
+    /// `apiBody` a string, `contextKeys` an object of paths, `responseKeys` names of contextKeys).
+    func vendorRedemption(_ request: HTTPRequest) -> HTTPResponse {
+        let tail = request.path.components(separatedBy: Self.redemptionPathPart).last ?? ""
+        let parts = tail.split(separator: "/").map(String.init)
+        let create = parts == ["create"]
+        let update = parts.count == 3 && parts[1] == "brand" && Int(parts[0]) != nil && Int(parts[2]) != nil
+        guard create || update else {
+            return Self.error(404, 404, "No API at \(request.method) \(request.path) (POST .../vendor/redemption/create, PUT .../vendor/redemption/{id}/brand/{brandId})")
+        }
+        let method = create ? "POST" : "PUT"
+        guard request.method == method else {
+            return Self.error(405, 405, "Method \(request.method) not allowed: use \(method)").adding(headers: [("Allow", method)])
+        }
+        if let refusal = unauthorized(request) { return refusal }
+        guard Wire.mediaType(request) == "application/json", let body = Wire.json(request), var o = body.objectValue else {
+            return Self.error(400, 400, "Request body must be a JSON object (Content-Type: application/json)")
+        }
+        if create {
+            for key in ["brandId", "vendorId"] where o[key]?.scalarText?.isEmpty ?? true {
+                return Self.error(400, 400, "\(key) is required")
+            }
+        }
+        guard let name = o["name"]?.stringValue, !name.isEmpty else { return Self.error(400, 400, "name is required") }
+        guard let actions = o["actions"]?.arrayValue, !actions.isEmpty else {
+            return Self.error(400, 400, "actions must be a non-empty array")
+        }
+        var extracted = Set<String>()
+        for (i, a) in actions.enumerated() {
+            let at = "actions[\(i)]"
+            guard let action = a.objectValue else { return Self.error(400, 400, "\(at) must be an object") }
+            guard action["name"]?.stringValue?.isEmpty == false else { return Self.error(400, 400, "\(at).name is required") }
+            guard let order = action["execOrder"], Self.isWholeNumber(order) else {
+                return Self.error(400, 400, "\(at).execOrder must be a whole number")
+            }
+            guard let type = action["apiType"]?.stringValue, ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(type) else {
+                return Self.error(400, 400, "\(at).apiType must be GET, POST, PUT, PATCH or DELETE")
+            }
+            guard let url = action["apiUrl"]?.stringValue, url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                return Self.error(400, 400, "\(at).apiUrl must be an http(s) URL")
+            }
+            if let h = action["apiHeaders"], h.objectValue?.values.allSatisfy({ $0.stringValue != nil }) != true {
+                return Self.error(400, 400, "\(at).apiHeaders must be an object of header name -> text")
+            }
+            for key in ["apiBody", "apiBodyField"] where action[key] != nil && action[key]?.stringValue == nil {
+                return Self.error(400, 400, "\(at).\(key) must be a string (the body template)")
+            }
+            if let c = action["contextKeys"] {
+                guard let keys = c.objectValue, keys.values.allSatisfy({ $0.stringValue != nil }) else {
+                    return Self.error(400, 400, "\(at).contextKeys must be an object of name -> response path")
+                }
+                extracted.formUnion(keys.keys)
+            }
+        }
+        if let r = o["responseKeys"] {
+            guard let keys = r.arrayValue?.compactMap(\.stringValue), keys.count == r.arrayValue?.count else {
+                return Self.error(400, 400, "responseKeys must be an array of names")
+            }
+            if let missing = keys.first(where: { !extracted.contains($0) }) {
+                return Self.error(400, 400, "responseKeys: \"\(missing)\" is not one of the actions' contextKeys")
+            }
+        }
+        o["id"] = create ? .number(Double(40_000 + actions.count)) : .number(Double(parts[0])!)
+        if update { o["brandId"] = .number(Double(parts[2])!) }
+        return CapillaryEnvelope.answer(200, success: true, code: create ? 5010 : 5012,
+                                        create ? "Vendor redemption created successfully" : "Vendor redemption updated successfully",
+                                        extra: ["redemption": .object(o)])
+    }
+
+    /// Nil when the request carries Capillary's auth in a form it accepts; else the 401 to send.
+    func unauthorized(_ request: HTTPRequest) -> HTTPResponse? {
         let basic: Bool = {
             guard let auth = request.headers["Authorization"] else { return false }
             let parts = auth.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
@@ -85,6 +165,10 @@ public struct CapillarySimulator: SinkResponder {
         if !basic, tokens.issuedAny, !tokens.isValid(tokenText) {
             return Self.error(401, 401, "Unauthorized: the X-CAP-API-OAUTH-TOKEN is invalid or has expired")
         }
+        return nil
+    }
+
+    func updateTransactions(_ request: HTTPRequest) -> HTTPResponse {
         guard Wire.mediaType(request) == "application/json" else {
             return Self.error(400, 400, "Content-Type must be application/json")
         }

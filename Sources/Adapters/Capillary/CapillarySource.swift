@@ -34,6 +34,8 @@ public struct CapillarySource: SourceAdapter {
     public var statusPath: String
     /// Organisation status name -> canonical (exact, then case-insensitive; then a canonical name itself).
     public var statusMap: [String: CanonicalStatus]
+    /// The status names a value may be itself (case-insensitive), beside `statusMap`.
+    public var statuses = StatusVocabulary()
     /// Attribute -> JSON path (these replace what the `customfield_` keys give).
     public var attributes: [String: String]
     public var occurredAtPath: String?
@@ -65,7 +67,7 @@ public struct CapillarySource: SourceAdapter {
             event.providerStatus = ProviderStatus(code: code)
             event.status = statusMap[code]
                 ?? statusMap.first(where: { $0.key.lowercased() == code.lowercased() })?.value
-                ?? CanonicalStatus(rawValue: code.lowercased())
+                ?? statuses.status(named: code.lowercased())
         }
         if case .object(let o) = body {
             var fields: [String: JSONValue] = [:]
@@ -86,6 +88,7 @@ public struct CapillarySource: SourceAdapter {
         var s = CapillarySource(subject: defaultSubject, statusPath: "$.fulfillmentStatus", statusMap: [:],
                                 attributes: ["mobile": "$.mobile"], occurredAtPath: nil,
                                 statusChangedType: "redemption.status_changed", issuedType: "reward.issued")
+        s.statuses = r.statuses
         let mapPath = ConfigReader.join(path, "map")
         var ok = true
         if let m = r.object(config["map"], mapPath, keys: ["subject", "status", "attributes", "occurredAt"]) {

@@ -39,17 +39,23 @@ public struct GenericDestination: DestinationAdapter {
         /// Name -> where in the response: `response.a.b` / `$.a.b` (body), `response.headers.Name`.
         public var contextKeys: [(String, String)]
         public var responses: ResponseRules
+        /// False (Capillary's `retryAction: false`): a failure of this step is not retried but dead-lettered.
+        public var retry: Bool = true
     }
 
     public var steps: [Step]
     public var statusMap: StatusMap?
     /// Context keys stored as identifiers of the event's subject once learned.
     public var correlate: [String]
+    /// Context values the chain must yield, recorded with the delivery once delivered (Capillary's `responseKeys`).
+    public var responseKeys: [String] = []
+    /// Why every delivery is skipped (a vendor redemption with `enabled: false`), if so.
+    public var disabled: String?
 
     func scope(_ event: CanonicalEvent, _ context: DeliveryContext) throws(TranslateError) -> TemplateScope {
         var values: [String: JSONValue] = [:]
         if let statusMap {
-            values["mappedStatus"] = .string(try statusMap.value(for: event.status))
+            values["mappedStatus"] = .string(try statusMap.value(for: event))
         } else if let s = event.status {
             values["mappedStatus"] = .string(s.rawValue)
         }
@@ -57,6 +63,7 @@ public struct GenericDestination: DestinationAdapter {
     }
 
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
+        if let disabled { throw .skip(disabled) }
         guard context.step < steps.count else {
             throw TranslateError("step \(context.step + 1) does not exist (the destination has \(steps.count))")
         }
@@ -123,6 +130,8 @@ public struct GenericDestination: DestinationAdapter {
         var classification = step.responses.classify(response) ?? Self.classifyByStatus(response)
         switch classification {
         case .delivered: break
+        case .retry(let reason, _) where !step.retry:
+            classification = .terminal(reason: prefix(step) + reason + " (retryAction: false, so not retried)")
         case .retry(let reason, let after): classification = .retry(reason: prefix(step) + reason, after: after)
         case .terminal(let reason): classification = .terminal(reason: prefix(step) + reason)
         }
@@ -141,8 +150,23 @@ public struct GenericDestination: DestinationAdapter {
         for key in correlate {
             if let v = values[key] ?? context.values[key] { correlation[key] = v }
         }
-        return StepOutcome(.delivered, values: values, correlation: correlation, next: context.step + 1 < steps.count)
+        let next = context.step + 1 < steps.count
+        if !next && !responseKeys.isEmpty {
+            // The chain is done: what it must yield is recorded with the delivery.
+            let all = context.values.merging(values) { _, new in new }
+            var recorded: [String: String] = [:]
+            for key in responseKeys {
+                guard let v = all[key] else {
+                    return StepOutcome(.terminal(reason: prefix(step) + "the chain yielded no \(key) (responseKeys)"))
+                }
+                recorded[key] = v
+            }
+            return StepOutcome(.delivered, values: recorded, correlation: correlation, next: false)
+        }
+        return StepOutcome(.delivered, values: values, correlation: correlation, next: next)
     }
+
+    public func retries(step: Int) -> Bool { step < steps.count ? steps[step].retry : true }
 
     static func extract(_ path: String, response: OutboundResponse, json: JSONValue?) -> String? {
         var p = path
@@ -159,12 +183,33 @@ public struct GenericDestinationFactory: DestinationAdapterFactory {
     public init() {}
     public var name: String { "generic" }
     static let stepKeys = ["method", "url", "headers", "body", "form", "contentType", "contextKeys", "responses"]
-    public var destinationKeys: [String] { Self.stepKeys + ["statusMap", "correlate", "actions"] }
+    public var destinationKeys: [String] { Self.stepKeys + ["statusMap", "correlate", "actions", "vendorRedemption", "variables"] }
 
     public func makeDestination(name: String, config: [String: JSONValue], path: String,
                                 reader r: ConfigReader) -> (any DestinationAdapter)? {
         var steps: [Ordered] = []
-        if let actions = config["actions"], !actions.isNull {
+        var responseKeys: [String] = []
+        var disabled: String?
+        let redemption = config["vendorRedemption"].flatMap { $0.isNull ? nil : $0 }
+        var variables: [String: String] = [:]
+        let vp = ConfigReader.join(path, "variables")
+        for (k, v) in r.map(config["variables"], vp) ?? [:] {
+            if let t = v.stringValue { variables[k] = t } else {
+                r.problem(ConfigReader.join(vp, k), "expected a template such as \"${attributes.email?}\", found \(v.kindName)")
+            }
+        }
+        if config["variables"] != nil && redemption == nil {
+            r.problem(vp, "names Capillary variables: it needs vendorRedemption")
+        }
+        if let redemption {
+            for k in Self.stepKeys + ["actions"] where config[k] != nil {
+                r.problem(ConfigReader.join(path, k), "is given by vendorRedemption (its actions' apiUrl, apiType, apiHeaders, apiBody, contextKeys)")
+            }
+            guard let loaded = CapillaryRedemption.read(redemption, destination: path, variables: variables, reader: r) else { return nil }
+            steps = loaded.steps.enumerated().map { ($0.element, $0.offset) }
+            responseKeys = loaded.responseKeys
+            disabled = loaded.disabled
+        } else if let actions = config["actions"], !actions.isNull {
             let ap = ConfigReader.join(path, "actions")
             for k in Self.stepKeys where config[k] != nil {
                 r.problem(ConfigReader.join(path, k), "belongs inside each of actions[] when actions are given")
@@ -196,6 +241,11 @@ public struct GenericDestinationFactory: DestinationAdapterFactory {
                 if Template.isEventField(root) || ph.hasSuffix("?") { continue }
                 let name = root == "context" ? String(ph.split(separator: ".").dropFirst().first ?? "") : root
                 if !known.contains(name) {
+                    if redemption != nil {
+                        r.problem(ConfigReader.join(path, "vendorRedemption") + ".actions[name=\"\(s.name)\"]",
+                                  "${\(ph)} is not a Capillary variable the relay knows (\(CapillaryRedemption.variables.keys.sorted().joined(separator: ", ")), customfield_<Name>), an event field, nor a value an earlier action extracts (contextKeys); name it in the destination's variables: { \(ph): \"${attributes....}\" }")
+                        continue
+                    }
                     let where_ = config["actions"] != nil ? ConfigReader.join(ConfigReader.join(path, "actions"), i) : path
                     r.problem(where_, "${\(ph)} is not an event field nor a value an earlier step extracts (contextKeys)")
                 }
@@ -210,8 +260,9 @@ public struct GenericDestinationFactory: DestinationAdapterFactory {
         for (i, key) in correlate.enumerated() where !known.contains(key) {
             r.problem(ConfigReader.join(ConfigReader.join(path, "correlate"), i), "\"\(key)\" is not one of the contextKeys")
         }
-        guard !chain.isEmpty else { return nil }
-        return GenericDestination(steps: chain, statusMap: statusMap, correlate: correlate)
+        guard !chain.isEmpty || disabled != nil else { return nil }
+        return GenericDestination(steps: chain, statusMap: statusMap, correlate: correlate, responseKeys: responseKeys,
+                                  disabled: disabled)
     }
 
     private typealias Ordered = (GenericDestination.Step, Int)

@@ -16,6 +16,8 @@ public struct GenericSource: SourceAdapter {
     public var subject: [String: String]
     public var statusPath: String?
     public var statusMap: [String: CanonicalStatus]
+    /// A provider value that is itself a status name (case-insensitive) needs no entry in `statusMap`.
+    public var statuses = StatusVocabulary()
     public var occurredAtPath: String?
     public var attributes: [String: String]
 
@@ -39,7 +41,7 @@ public struct GenericSource: SourceAdapter {
             event.providerStatus = ProviderStatus(code: code)
             // A value with no mapping is kept as the provider's status only: accepted and stored (a sender that does
             // not retry a 4xx would lose it), never guessed; destinations that need a status skip it.
-            event.status = statusMap[code] ?? CanonicalStatus(rawValue: code.lowercased())
+            event.status = statusMap[code] ?? statuses.status(named: code.lowercased())
         }
         if let occurredAtPath, let at = body.value(atPath: occurredAtPath)?.scalarText { event.occurredAt = at }
         for (key, path) in attributes {
@@ -57,6 +59,7 @@ public struct GenericSourceFactory: SourceAdapterFactory {
     public func makeSource(name: String, config: [String: JSONValue], path: String, reader r: ConfigReader) -> (any SourceAdapter)? {
         var s = GenericSource(type: r.string(config, "type", path) ?? "passthrough", typePath: nil, subject: [:],
                               statusPath: nil, statusMap: [:], occurredAtPath: nil, attributes: [:])
+        s.statuses = r.statuses
         let mapPath = ConfigReader.join(path, "map")
         if let m = r.object(config["map"], mapPath, keys: ["type", "subject", "status", "occurredAt", "attributes"]) {
             s.typePath = r.string(m, "type", mapPath)
@@ -73,10 +76,10 @@ public struct GenericSourceFactory: SourceAdapterFactory {
         }
         let smPath = ConfigReader.join(path, "statusMap")
         for (code, v) in r.map(config["statusMap"], smPath) ?? [:] {
-            if let name = v.stringValue, let status = CanonicalStatus(rawValue: name) {
-                s.statusMap[code] = status
+            if let name = v.stringValue {
+                if let status = r.canonicalStatus(name, ConfigReader.join(smPath, code)) { s.statusMap[code] = status }
             } else {
-                r.problem(ConfigReader.join(smPath, code), "must be a canonical status (\(CanonicalStatus.allCases.map(\.rawValue).joined(separator: ", ")))")
+                r.problem(ConfigReader.join(smPath, code), "must be a canonical status (\(r.statuses.names))")
             }
         }
         if !s.statusMap.isEmpty && s.statusPath == nil {

@@ -30,7 +30,7 @@ public struct MastercardRedemptionsDestination: DestinationAdapter {
     public var backOrderDateFormat: String
 
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
-        let code = try statusMap.value(for: event.status)
+        let code = try statusMap.value(for: event)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(code)])
         let id = try redemptionId.renderIdentifier(scope, field: "redemptionId")
         var body: [String: JSONValue] = ["redemptionId": .string(id), "statusCode": .string(code)]

@@ -38,7 +38,7 @@ public struct MastercardFulfillmentDestination: BatchingDestinationAdapter {
     public var batching: BatchOptions
 
     public func batchItem(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> BatchItem {
-        let status = try statusMap.value(for: event.status)
+        let status = try statusMap.value(for: event)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(status)])
         let vendor = try vendorId.renderIdentifier(scope, field: "vendorId")
         return BatchItem(key: vendor, item: try item.render(scope))

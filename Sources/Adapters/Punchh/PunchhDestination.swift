@@ -41,10 +41,10 @@ public struct PunchhDestination: DestinationAdapter {
         self.responses = responses
     }
 
-    func action(for status: CanonicalStatus?) throws(TranslateError) -> Action {
-        let value = try statusMap.value(for: status)
+    func action(for event: CanonicalEvent) throws(TranslateError) -> Action {
+        let value = try statusMap.value(for: event)
         guard let action = Action(rawValue: value) else {
-            throw TranslateError("statusMap gives \"\(value)\" for status \"\(status?.rawValue ?? "")\": Punchh knows only process and void")
+            throw TranslateError("statusMap gives \"\(value)\" for status \"\(event.status?.rawValue ?? "")\": Punchh knows only process and void")
         }
         return action
     }
@@ -59,7 +59,7 @@ public struct PunchhDestination: DestinationAdapter {
     }
 
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
-        let action = try self.action(for: event.status)
+        let action = try self.action(for: event)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(action.rawValue)])
         let id = try redemptionCode(scope)
         let url = basics.baseURL + "/api/v1/redemption_codes/" + Template.escape(id, .url)
@@ -99,7 +99,7 @@ public struct PunchhDestination: DestinationAdapter {
         let text = json?["status"]?.scalarText.map { ": " + $0 } ?? ""
         let scope = TemplateScope(event: event, context: context)
         let id = (try? code.render(scope)) ?? "?"
-        let action = (try? self.action(for: event.status)) ?? .process
+        let action = (try? self.action(for: event)) ?? .process
         switch (action, category) {
         case (_, "invalid"), (_, "expired"):
             return StepOutcome(.terminal(reason: "redemption code \(id) is \(category)\(text)"))

@@ -28,7 +28,7 @@ public struct ReturningAIDestination: DestinationAdapter {
     public var url: String { basics.baseURL + Self.path }
 
     public func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest {
-        let statusId = try statusMap.value(for: event.status)
+        let statusId = try statusMap.value(for: event)
         let scope = TemplateScope(event: event, context: context, values: ["mappedStatus": .string(statusId)])
         let transaction = try transactionId.renderIdentifier(scope, field: "transactionId",
                                                              hint: "Returning.AI needs the redemption transaction id")
@@ -41,7 +41,7 @@ public struct ReturningAIDestination: DestinationAdapter {
             default:
                 throw TranslateError("attributes.refundCoins must be true or false, found \(given.jsonString())")
             }
-        } else if let status = event.status, refundCoinsOn.contains(status) {
+        } else if event.statusChain.contains(where: refundCoinsOn.contains) {
             body["refundCoins"] = .bool(true)
         }
         return Wire.json("PUT", url, headers: try basics.renderedHeaders(scope), body: .object(body))
@@ -108,10 +108,7 @@ public struct ReturningAIDestinationFactory: DestinationAdapterFactory {
             let p = ConfigReader.join(path, "refundCoinsOn")
             let isList = config["refundCoinsOn"]?.arrayValue != nil
             for (i, n) in names.enumerated() {
-                if let s = CanonicalStatus(rawValue: n) { refundCoinsOn.insert(s) } else {
-                    r.problem(isList ? ConfigReader.join(p, i) : p,
-                              "\"\(n)\" is not a canonical status (\(CanonicalStatus.allCases.map(\.rawValue).joined(separator: ", ")))")
-                }
+                if let s = r.canonicalStatus(n, isList ? ConfigReader.join(p, i) : p) { refundCoinsOn.insert(s) }
             }
         }
         guard let basics, let transactionId else { return nil }

@@ -168,7 +168,9 @@ public final class AdminAPI: Sendable {
         query.source = q["source"]
         query.type = q["type"]
         if let v = q["status"] {
-            guard CanonicalStatus(rawValue: v) != nil else { throw AdminError(status: 400, message: "status: \"\(v)\" is not a canonical status") }
+            guard v == "unmapped" || config.statuses.status(named: v) != nil else {
+                throw AdminError(status: 400, message: "status: \"\(v)\" is not a canonical status (\(config.statuses.names)) nor \"unmapped\" (events whose status no map covers)")
+            }
             query.status = v
         }
         if let v = q["subject"] {
@@ -341,6 +343,7 @@ public final class AdminAPI: Sendable {
         if let v = d.lastError { o["lastError"] = .string(v) }
         if let v = d.finishedAt { o["finishedAt"] = .string(Timestamp.iso8601(Date(timeIntervalSince1970: Double(v) / 1000))) }
         if d.step > 0 { o["step"] = .number(Double(d.step)) }
+        if !d.values.isEmpty { o["values"] = .object(d.values.mapValues { .string($0) }) }
         if withAttempts {
             let rows = try store.attempts(deliveryID: d.id).map { a -> JSONValue in
                 var o: [String: JSONValue] = ["n": .number(Double(a.n)),

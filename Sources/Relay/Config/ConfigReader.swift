@@ -36,6 +36,8 @@ public struct Secret: Sendable, CustomStringConvertible, CustomDebugStringConver
 public final class ConfigReader {
     public private(set) var problems: [ConfigProblem] = []
     public let environment: [String: String]
+    /// The status names this configuration knows (`statuses:`, read before any source or destination).
+    public var statuses = StatusVocabulary()
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.environment = environment

@@ -15,6 +15,29 @@ public struct SourceSettings: Sendable {
     public var verifier: any Verifier
     public var idempotency: IdempotencyRule?
     public var adapter: any SourceAdapter
+    /// What happens to a webhook whose status no map covers (`unmappedStatus`): kept (default) or refused.
+    public var unmappedStatus: UnmappedStatusPolicy = .keep
+    /// The vocabulary its statuses are named in (for the fallback of an added status).
+    public var statuses = StatusVocabulary()
+
+    public init(name: String, adapterName: String, verifier: any Verifier, idempotency: IdempotencyRule?,
+                adapter: any SourceAdapter, unmappedStatus: UnmappedStatusPolicy = .keep,
+                statuses: StatusVocabulary = StatusVocabulary()) {
+        self.name = name
+        self.adapterName = adapterName
+        self.verifier = verifier
+        self.idempotency = idempotency
+        self.adapter = adapter
+        self.unmappedStatus = unmappedStatus
+        self.statuses = statuses
+    }
+}
+
+/// A source's `unmappedStatus`: a webhook whose provider status no map covers is stored without a canonical
+/// status and marked (`keep`, the default: nothing is lost), or answered 422 so the sender keeps it (`refuse`).
+/// Either way it is logged (warn, with the raw value) and counted (`relay_unmapped_statuses_total{source}`).
+public enum UnmappedStatusPolicy: String, Sendable, CaseIterable {
+    case keep, refuse
 }
 
 public struct DestinationSettings: Sendable {
@@ -53,6 +76,8 @@ public struct RelayConfig: Sendable {
     public var sources: [String: SourceSettings] = [:]
     public var destinations: [String: DestinationSettings] = [:]
     public var routes: [RouteSettings] = []
+    /// The status names: the built-in ones and those `statuses:` adds.
+    public var statuses = StatusVocabulary()
     /// The admin API's listener and token (`admin:`, default 127.0.0.1:9090 without a token); nil (`admin: false`):
     /// no admin API.
     public var admin: AdminSettings? = AdminSettings()
@@ -142,9 +167,13 @@ public struct RelayConfig: Sendable {
 
     static func read(_ tree: JSONValue, reader r: ConfigReader, registry: AdapterRegistry) -> RelayConfig {
         var c = RelayConfig()
-        guard let root = r.object(tree, "", keys: ["server", "store", "log", "client", "correlation", "admin", "sources", "destinations", "routes"]) else {
+        guard let root = r.object(tree, "", keys: ["server", "store", "log", "client", "correlation", "admin", "statuses",
+                                                   "sources", "destinations", "routes"]) else {
             return c
         }
+        // Before any source, destination or route: they name statuses.
+        r.statusVocabulary(root["statuses"])
+        c.statuses = r.statuses
         if let s = r.object(root["server"], "server", keys: ["listen", "maxBodyBytes", "threads", "connectionLimit",
                                                               "idleTimeout", "requestTimeout", "shutdownTimeout", "publicURL"]) {
             if let listen = r.string(s, "listen", "server") {
@@ -264,7 +293,7 @@ public struct RelayConfig: Sendable {
                 r.problem(ConfigReader.join(path, "adapter"), "unknown adapter \(r.shown(o["adapter"], adapterName)) (known: \(registry.sources.keys.sorted().joined(separator: ", ")))")
             }
         }
-        let common = ["adapter", "verify", "idempotency", "publicURL", "description", "correlationScope"]
+        let common = ["adapter", "verify", "idempotency", "publicURL", "description", "correlationScope", "unmappedStatus"]
         if let factory {
             _ = r.object(value, path, keys: common + factory.sourceKeys)
         }
@@ -272,9 +301,11 @@ public struct RelayConfig: Sendable {
         let verifier = r.verifier(o["verify"], ConfigReader.join(path, "verify"), publicBaseURL: sourceURL)
         let idempotency = r.idempotency(o["idempotency"], ConfigReader.join(path, "idempotency"))
         let adapter = factory?.makeSource(name: name, config: o, path: path, reader: r)
+        let unmapped = r.choice(o, "unmappedStatus", path, UnmappedStatusPolicy.allCases.map(\.rawValue))
+            .flatMap(UnmappedStatusPolicy.init(rawValue:)) ?? .keep
         guard let adapterName, let verifier, let adapter else { return nil }
         return SourceSettings(name: name, adapterName: adapterName, verifier: verifier, idempotency: idempotency,
-                              adapter: adapter)
+                              adapter: adapter, unmappedStatus: unmapped, statuses: r.statuses)
     }
 
     /// "0.0.0.0:8080", "[::]:8080", ":8080" (all IPv4 interfaces), "localhost:8080".

@@ -85,10 +85,15 @@ public protocol DestinationAdapter: Sendable {
     func translate(_ event: CanonicalEvent, context: DeliveryContext) throws(TranslateError) -> OutboundRequest
     func classify(_ response: OutboundResponse) -> Classification
     func outcome(_ response: OutboundResponse, event: CanonicalEvent, context: DeliveryContext) -> StepOutcome
+    /// Whether a failure of `step` that could be retried (no answer, a 5xx) is retried; false dead-letters it
+    /// (Capillary's `retryAction: false`). Default true.
+    func retries(step: Int) -> Bool
 }
 
 extension DestinationAdapter {
     public func classify(_ response: OutboundResponse) -> Classification { Self.classifyByStatus(response) }
+
+    public func retries(step: Int) -> Bool { true }
 
     public func outcome(_ response: OutboundResponse, event: CanonicalEvent, context: DeliveryContext) -> StepOutcome {
         StepOutcome(classify(response))

@@ -607,6 +607,9 @@ public final class Dispatcher: @unchecked Sendable {
                         classification = outcome.classification
                         if case .retry = classification, context.step > 0 || !context.values.isEmpty {
                             progress = StepProgress(step: context.step, values: context.values)
+                        } else if classification == .delivered, !outcome.next, !outcome.values.isEmpty {
+                            // What the finished chain yielded (responseKeys), kept with the delivery.
+                            progress = StepProgress(step: 0, values: outcome.values)
                         }
                     } else {
                         classification = lane.destination.adapter.classify(r)
@@ -618,7 +621,11 @@ public final class Dispatcher: @unchecked Sendable {
                     }
                 case .failure(let e):
                     error = e.description
-                    classification = e.isRetryable ? .retry(reason: e.description, after: nil) : .terminal(reason: e.description)
+                    if e.isRetryable && !lane.destination.adapter.retries(step: f.context?.step ?? 0) {
+                        classification = .terminal(reason: e.description + " (the step is not retried)")
+                    } else {
+                        classification = e.isRetryable ? .retry(reason: e.description, after: nil) : .terminal(reason: e.description)
+                    }
                     if let context = f.context, context.step > 0 || !context.values.isEmpty {
                         progress = StepProgress(step: context.step, values: context.values)
                     }

@@ -142,20 +142,36 @@ public final class Ingest: Sendable {
             reject(error.status, "cannot normalise webhook", error.reason)
             return
         }
+        // A provider status that no map covers: seen (a warning with the raw value, a counter by source) and
+        // either kept, marked so that the admin API lists it (status=unmapped), or refused (unmappedStatus: refuse).
+        let unmapped = normalized.status == nil && normalized.providerStatus != nil
+        if unmapped, let raw = normalized.providerStatus?.code {
+            metrics?.increment("relay_unmapped_statuses_total", ["source": source.name])
+            if source.unmappedStatus == .refuse {
+                metrics?.increment("relay_webhooks_rejected_total", ["source": source.name, "reason": "unmapped_status"])
+                reject(422, "unmapped status", "the status \(Self.quoted(String(raw.prefix(200)))) is not in the source's statusMap (unmappedStatus: refuse)")
+                return
+            }
+            log.warn("unmapped status", ["requestId": requestID, "source": source.name, "providerStatus": raw,
+                                         "hint": "add it to the source's statusMap, or to statuses: { ... } with a fallback"])
+        }
         let key = Self.idempotencyKey(request: request, payload: payload, source: source, normalized: normalized,
                                       verified: verified)
         let event = CanonicalEvent(
             id: EventID.make(), source: source.name, type: normalized.type, subject: normalized.subject,
             status: normalized.status, providerStatus: normalized.providerStatus, occurredAt: normalized.occurredAt,
             receivedAt: Timestamp.iso8601(now), attributes: normalized.attributes, idempotencyKey: key,
-            raw: RawPayload(contentType: contentType, bytes: request.body))
+            raw: RawPayload(contentType: contentType, bytes: request.body),
+            statusFallback: normalized.status.flatMap { $0.isBuiltin ? nil : source.statuses.fallback(of: $0) },
+            statusUnmapped: unmapped ? true : nil)
         let log = self.log
         let destinations = router.destinations(for: event)
         // The completion runs on the store's flush thread, once per event: it captures only what it uses (not the
         // event, its body or the source's settings, which would all be retained and released there).
         let sourceName = source.name
         let info = log.enabled(.info)
-            ? (type: event.type, status: event.status?.rawValue ?? "", destinations: destinations.joined(separator: ","))
+            ? (type: event.type, status: event.status?.rawValue ?? (unmapped ? "unmapped" : ""),
+               destinations: destinations.joined(separator: ","))
             : nil
         let metrics = self.metrics
         let planned = destinations.map { PlannedDelivery($0, disciplines[$0] ?? .unordered) }

@@ -2,9 +2,52 @@ import Crypto
 import Foundation
 import Synchronization
 
-/// The canonical status vocabulary every provider's statuses are mapped to and from.
-public enum CanonicalStatus: String, Codable, Sendable, CaseIterable {
-    case placed, invoiced, backordered, sent, shipped, delivered, processed, cancelled, refunded, expired, failed, pending
+/// A status in the canonical vocabulary every provider's statuses are mapped to and from: one of the twelve
+/// built-in statuses, or a name the configuration adds (`statuses: { packed: { fallback: "placed" } }`), which
+/// falls back to a built-in one for destinations that do not map it (`StatusVocabulary`).
+public struct CanonicalStatus: RawRepresentable, Hashable, Codable, Sendable, CustomStringConvertible, Comparable {
+    public let rawValue: String
+
+    /// A built-in status; nil for any other name (an added one is made with `init(named:)`).
+    public init?(rawValue: String) {
+        guard Self.builtinNames.contains(rawValue) else { return nil }
+        self.rawValue = rawValue
+    }
+
+    /// Any status name, built-in or added by the configuration (`StatusVocabulary.status(named:)` checks it).
+    public init(named name: String) { self.rawValue = name }
+
+    public static let placed = CanonicalStatus(named: "placed")
+    public static let invoiced = CanonicalStatus(named: "invoiced")
+    public static let backordered = CanonicalStatus(named: "backordered")
+    public static let sent = CanonicalStatus(named: "sent")
+    public static let shipped = CanonicalStatus(named: "shipped")
+    public static let delivered = CanonicalStatus(named: "delivered")
+    public static let processed = CanonicalStatus(named: "processed")
+    public static let cancelled = CanonicalStatus(named: "cancelled")
+    public static let refunded = CanonicalStatus(named: "refunded")
+    public static let expired = CanonicalStatus(named: "expired")
+    public static let failed = CanonicalStatus(named: "failed")
+    public static let pending = CanonicalStatus(named: "pending")
+
+    /// The built-in statuses, in their documented order.
+    public static let builtin: [CanonicalStatus] = [.placed, .invoiced, .backordered, .sent, .shipped, .delivered,
+                                                   .processed, .cancelled, .refunded, .expired, .failed, .pending]
+    static let builtinNames: Set<String> = ["placed", "invoiced", "backordered", "sent", "shipped", "delivered",
+                                           "processed", "cancelled", "refunded", "expired", "failed", "pending"]
+
+    public var isBuiltin: Bool { Self.builtinNames.contains(rawValue) }
+    public var description: String { rawValue }
+    public static func < (a: CanonicalStatus, b: CanonicalStatus) -> Bool { a.rawValue < b.rawValue }
+
+    public init(from decoder: Decoder) throws {
+        self.init(named: try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
 }
 
 /// A provider's own status, kept beside the canonical one.
@@ -62,6 +105,11 @@ public struct CanonicalEvent: Codable, Sendable, Equatable {
     /// Identifiers of what the event is about (redemptionId, transactionId, orderId, vendorId...).
     public var subject: [String: String]
     public var status: CanonicalStatus?
+    /// For a status the configuration added (`statuses:`): the built-in status it falls back to, for destinations
+    /// that do not map it.
+    public var statusFallback: CanonicalStatus?
+    /// True when the provider sent a status that no map covers (kept in `providerStatus`, with no `status`).
+    public var statusUnmapped: Bool?
     public var providerStatus: ProviderStatus?
     /// When the provider says it happened (RFC 3339), when known.
     public var occurredAt: String?
@@ -75,8 +123,10 @@ public struct CanonicalEvent: Codable, Sendable, Equatable {
     public init(id: String, source: String, type: String, subject: [String: String] = [:],
                 status: CanonicalStatus? = nil, providerStatus: ProviderStatus? = nil, occurredAt: String? = nil,
                 receivedAt: String, attributes: [String: JSONValue] = [:], idempotencyKey: String,
-                raw: RawPayload? = nil) {
+                raw: RawPayload? = nil, statusFallback: CanonicalStatus? = nil, statusUnmapped: Bool? = nil) {
         self.id = id
+        self.statusFallback = statusFallback
+        self.statusUnmapped = statusUnmapped
         self.source = source
         self.type = type
         self.subject = subject
@@ -88,6 +138,23 @@ public struct CanonicalEvent: Codable, Sendable, Equatable {
         self.idempotencyKey = idempotencyKey
         self.raw = raw
     }
+}
+
+extension CanonicalEvent {
+    /// The statuses a destination's map is asked for, in order: the event's own, then the built-in one it falls
+    /// back to.
+    public var statusChain: [CanonicalStatus] {
+        var out: [CanonicalStatus] = []
+        if let status { out.append(status) }
+        if let statusFallback, statusFallback != status { out.append(statusFallback) }
+        return out
+    }
+
+    /// What the store's status column holds (the admin API's `status=` filter): the status, or `unmapped`.
+    public var storedStatus: String? { status?.rawValue ?? (statusUnmapped == true ? "unmapped" : nil) }
+
+    /// The built-in status this event stands for: its own when built-in, else its fallback.
+    public var builtinStatus: CanonicalStatus? { status?.isBuiltin == true ? status : statusFallback }
 }
 
 /// Time-sortable identifiers: 48 bits of milliseconds and 80 random bits in Crockford base32 (a ULID).
@@ -159,8 +226,14 @@ extension CanonicalEvent {
         out += ",\"source\":"
         JSONValue.appendQuoted(source, to: &out)
         if let status {
-            out += ",\"status\":\"\(status.rawValue)\""
+            out += ",\"status\":"
+            JSONValue.appendQuoted(status.rawValue, to: &out)
         }
+        if let statusFallback {
+            out += ",\"statusFallback\":"
+            JSONValue.appendQuoted(statusFallback.rawValue, to: &out)
+        }
+        if statusUnmapped == true { out += ",\"statusUnmapped\":true" }
         out += ",\"subject\":{"
         for (i, k) in subject.keys.sorted().enumerated() {
             if i > 0 { out += "," }

@@ -45,7 +45,8 @@ public struct RouteCondition: Sendable, Equatable {
     public func matches(_ event: CanonicalEvent, json: @autoclosure () -> JSONValue) -> Bool {
         if let types, !types.contains(event.type) { return false }
         if let statuses {
-            guard let status = event.status, statuses.contains(status) else { return false }
+            // An added status also matches the built-in status it falls back to.
+            guard event.statusChain.contains(where: statuses.contains) else { return false }
         }
         if match.isEmpty { return true }
         let tree = json()
@@ -100,12 +101,8 @@ extension ConfigReader {
         if let names = strings(o, "status", path) {
             var statuses: [CanonicalStatus] = []
             for (i, n) in names.enumerated() {
-                if let s = CanonicalStatus(rawValue: n) {
-                    statuses.append(s)
-                } else {
-                    let p = o["status"]?.arrayValue == nil ? Self.join(path, "status") : Self.join(Self.join(path, "status"), i)
-                    problem(p, "\"\(n)\" is not a canonical status (\(CanonicalStatus.allCases.map(\.rawValue).joined(separator: ", ")))")
-                }
+                let p = o["status"]?.arrayValue == nil ? Self.join(path, "status") : Self.join(Self.join(path, "status"), i)
+                if let s = canonicalStatus(n, p) { statuses.append(s) }
             }
             c.statuses = statuses
         }

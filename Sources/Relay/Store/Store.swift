@@ -372,6 +372,8 @@ public struct DeliveryInfo: Sendable, Equatable {
     public var finishedAt: Int64?
     public var step: Int
     public var claimedBy: String?
+    /// Values its steps extracted: so far (pending, dead), or what the finished chain yielded (`responseKeys`).
+    public var values: [String: String] = [:]
     /// Its place in listings (newest first): the cursor of the next page.
     public var cursor: Int64
 
