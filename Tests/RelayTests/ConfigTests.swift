@@ -45,7 +45,7 @@ struct ConfigTests {
         ("sources.no-verify.verify", "is required"),
         ("sources.bad-adapter.adapter", "unknown adapter \"carrier-pigeon\""),
         ("sources.bad-map.colour", "unknown key"),
-        ("sources.bad-map.statusMap.X", "must be a canonical status"),
+        ("sources.bad-map.statusMap.X", "is not a canonical status"),
         ("sources.bad-map.statusMap", "needs map.status"),
         ("routes[0].from", "names unknown source \"nowhere\""),
     ]

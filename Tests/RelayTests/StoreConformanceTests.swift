@@ -460,6 +460,38 @@ struct StoreConformanceTests {
         try t.store.ping()
     }
 
+    @Test("status filter: an added status by its name, an unmapped one as \"unmapped\"; a delivered chain's values are kept",
+          arguments: StoreKind.available)
+    func statusesAndRecordedValues(_ kind: StoreKind) throws {
+        let t = try StoreUnderTest(kind)
+        defer { t.remove() }
+        var packed = Self.event("st1")
+        packed.status = CanonicalStatus(named: "packed")
+        packed.statusFallback = .placed
+        var unmapped = Self.event("st2")
+        unmapped.status = nil
+        unmapped.providerStatus = ProviderStatus(code: "MISPLACED")
+        unmapped.statusUnmapped = true
+        let shipped = Self.event("st3")
+        for e in [packed, unmapped, shipped] { try Self.commit(t.store, e, [PlannedDelivery("d1")]) }
+        func ids(_ status: String) throws -> [String?] {
+            var q = EventQuery(limit: 10)
+            q.status = status
+            return try t.store.events(q).map { (try? JSONValue.parse(Data($0.json.utf8)))?["id"]?.stringValue }
+        }
+        #expect(try ids("packed") == [packed.id])
+        #expect(try ids("unmapped") == [unmapped.id])
+        #expect(try ids("shipped") == [shipped.id])
+        let stored = try #require(try t.store.event(id: unmapped.id))
+        #expect(stored.statusUnmapped == true && stored.providerStatus?.code == "MISPLACED" && stored.status == nil)
+        #expect(try t.store.event(id: packed.id)?.statusFallback == .placed)
+        // What a finished chain yielded (responseKeys) stays with the delivered delivery.
+        let c = try #require(try Self.claim(t.store, "d1", limit: 1).claims.first)
+        try Self.finish(t.store, c, .delivered, progress: StepProgress(step: 0, values: ["voucher": "VCH-1"]))
+        let d = try #require(try t.store.delivery(id: c.id))
+        #expect(d.state == "delivered" && d.values == ["voucher": "VCH-1"])
+    }
+
     // MARK: Shared store only
 
     @Test("PostgreSQL: two relays on one database never claim the same delivery, and keep per-subject order between them",

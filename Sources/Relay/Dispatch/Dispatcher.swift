@@ -549,7 +549,7 @@ public final class Dispatcher: @unchecked Sendable {
                     // Nothing reached the destination: a probe of an open circuit is still to be made.
                     lane.breaker.cancelProbe()
                 }
-                if failure.kind == .retry, let context = f.context, context.step > 0 || !context.values.isEmpty {
+                if failure.kind != .skip, let context = f.context, context.step > 0 || !context.values.isEmpty {
                     progress = StepProgress(step: context.step, values: context.values)
                 }
             } else {
@@ -605,7 +605,9 @@ public final class Dispatcher: @unchecked Sendable {
                             continue
                         }
                         classification = outcome.classification
-                        if case .retry = classification, context.step > 0 || !context.values.isEmpty {
+                        if classification != .delivered, context.step > 0 || !context.values.isEmpty {
+                            // Retried, or dead-lettered and perhaps replayed later: either resumes at this step, so
+                            // what earlier steps did (an issued voucher) is not done twice.
                             progress = StepProgress(step: context.step, values: context.values)
                         } else if classification == .delivered, !outcome.next, !outcome.values.isEmpty {
                             // What the finished chain yielded (responseKeys), kept with the delivery.

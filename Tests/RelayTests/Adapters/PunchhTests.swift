@@ -382,7 +382,7 @@ struct PunchhTests {
               map: { subject: { redemptionCode: "payload.code" }, attributes: { x: 3 }, status: "status", bogus: "$.x" } }
             """)
         expectProblem(src, "sources.p.type", "expected a string")
-        expectProblem(src, "sources.p.statusMap.weird", "must be a canonical status")
+        expectProblem(src, "sources.p.statusMap.weird", "is not a canonical status")
         expectProblem(src, "sources.p.map.subject.redemptionCode", "expected a JSON path")
         expectProblem(src, "sources.p.map.attributes.x", "expected a JSON path")
         expectProblem(src, "sources.p.map.status", "expected a JSON path")
