@@ -52,13 +52,9 @@ public enum JSONValue: Sendable, Equatable, Hashable {
 
     public subscript(key: String) -> JSONValue? { objectValue?[key] }
 
-    /// Parses JSON text (JSON5 when `json5` is true: configuration files, through JSONDecoder).
+    /// Parses JSON text (JSON5 when `json5` is true: configuration files, through `JSON5`).
     public static func parse(_ data: Data, json5: Bool = false) throws -> JSONValue {
-        if json5 {
-            let decoder = JSONDecoder()
-            decoder.allowsJSON5 = true
-            return try decoder.decode(JSONValue.self, from: data)
-        }
+        if json5 { return try JSON5.parse(data) }
         return try JSONParser.parse(Array(data))
     }
 
