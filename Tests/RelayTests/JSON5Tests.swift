@@ -322,6 +322,163 @@ struct JSON5Tests {
         #expect(throws: JSON5Error.self) { try JSONValue.parse(Data("{a: 1, a: 2}".utf8), json5: true) }
     }
 
+    // MARK: JSON paths
+
+    static let validPaths = ["$", "$.order.id", "$.order.lines[0].sku", "$.data[12]", "$['odd key'].x", #"$["a.b"]"#,
+                             "$.requests.request.get(0).id", "$.a-b.c_d.$ref", "$.payload.redemption_code.transaction_no"]
+    static let invalidPaths: [(String, String)] = [
+        ("$.order.", "ends with '.'"),
+        ("$..x", "has '..'"),
+        ("$.a[", "has a '[' that is never closed"),
+        ("$.a[x]", "has [x], which is neither an index ([0]) nor a quoted key"),
+        ("order.id", "does not start with $"),
+        ("$order", "needs '.' or '[' before 'o'"),
+        ("$.a[*].b", "wildcards"),
+        ("$.a[-1]", "negative index"),
+        ("$.a[?(@.x)]", "filter"),
+        ("$.a.[0]", "has '.['"),
+        ("$.a]", "']' without a '['"),
+        ("$.first name", "has a space in the name"),
+        ("$.a.get(x)", "not an index step"),
+        ("$.a.size()", "parentheses"),
+        ("$.a['b]", "not quoted properly"),
+        (" $.a", "spaces around it"),
+        ("", "is empty"),
+    ]
+
+    @Test("JSONPath.validate accepts the syntax the evaluator reads and refuses the rest with a reason")
+    func pathValidation() {
+        for p in Self.validPaths { #expect(JSONPath.validate(p) == nil, "\(p): \(JSONPath.validate(p) ?? "")") }
+        for (p, reason) in Self.invalidPaths {
+            let got = JSONPath.validate(p)
+            #expect(got?.contains(reason) == true, "\(p): \(got ?? "accepted")")
+        }
+        // Route conditions name fields of the canonical event without $; contextKeys speak of the response.
+        for p in ["type", "subject.orderId", "attributes.items[0].sku", "$.status", "attributes.get(0)"] {
+            #expect(JSONPath.validate(p, form: .field) == nil, "\(p)")
+        }
+        for p in ["subject.", "attributes..x", "attributes[", ""] { #expect(JSONPath.validate(p, form: .field) != nil, "\(p)") }
+        for p in ["response.coupon.code", "response.requests.request.get(0).id", "response.a[0]", "$.order.id",
+                  "response.headers.Location", "response.headers.X-Request-Id"] {
+            #expect(JSONPath.validate(p, form: .response) == nil, "\(p): \(JSONPath.validate(p, form: .response) ?? "")")
+        }
+        for p in ["coupon.code", "response.", "response.headers.", "response.headers.Bad Name", "response.a..b", "response.a["] {
+            #expect(JSONPath.validate(p, form: .response) != nil, "\(p)")
+        }
+    }
+
+    @Test(".get(N) is an index step, the same as [N]")
+    func getIndex() throws {
+        let v = try JSONParser.parse(Array(#"{"requests":{"request":[{"id":"R-1"},{"id":"R-2"}]},"m":{"0":"zero"}}"#.utf8))
+        #expect(v.value(atPath: "$.requests.request.get(0).id") == .string("R-1"))
+        #expect(v.value(atPath: "$.requests.request.get(1).id") == v.value(atPath: "$.requests.request[1].id"))
+        #expect(v.value(atPath: "$.requests.request.get(2).id") == nil)
+        #expect(v.value(atPath: "$.m.get(0)") == v.value(atPath: "$.m[0]"))
+        // Through a generic destination's contextKeys, in Capillary's spelling.
+        let (d, problems) = makeDestination("generic", #"{ url: "https://x/", contextKeys: { id: "response.requests.request.get(1).id" } }"#)
+        #expect(problems.isEmpty, "\(problems)")
+        let dest = try #require(d)
+        let event = sampleEvent()
+        let response = OutboundResponse(status: 200, body: Array(#"{"requests":{"request":[{"id":"R-1"},{"id":"R-2"}]}}"#.utf8))
+        let outcome = dest.outcome(response, event: event, context: testContext)
+        #expect(outcome.values["id"] == "R-2", "\(outcome)")
+    }
+
+    /// Problems of a whole configuration, as `path: message`.
+    static func configProblems(_ text: String) -> [String] {
+        do {
+            _ = try RelayConfig.parse(Data(text.utf8), registry: BuiltinAdapters.registry, environment: ["P": "$.order.id"])
+            return []
+        } catch let error as ConfigError {
+            return error.problems.map(\.description)
+        } catch {
+            return ["\(error)"]
+        }
+    }
+
+    @Test("relay check refuses malformed JSON paths wherever a configuration reads one, at the key path")
+    func malformedPathsInConfig() {
+        let text = """
+            {
+              sources: {
+                g: { adapter: "generic", verify: { none: true }, idempotency: { field: "$.id." },
+                     map: { type: "$..event", status: "$.order[", occurredAt: "order.at",
+                            subject: { orderId: "$.order.id", bad: "$.a[x]" }, attributes: { t: "$.order.", ok: "${env:P}" } } },
+                c: { adapter: "capillary", verify: { none: true },
+                     map: { status: "$.state.", subject: { rewardId: "$.reward..id" }, attributes: { e: "$.email[" } } },
+                p: { adapter: "punchh", verify: { none: true }, map: { status: "$.payload.", subject: { code: "$.a[*]" } } },
+              },
+              destinations: {
+                d: { adapter: "generic", url: "https://x.example/",
+                     responses: [{ body: { "$.ok.": false }, result: "terminal" }],
+                     contextKeys: { a: "response.", b: "response.order..id", c: "response.headers.", d: "coupon.code", e: "response.requests.request.get(0).id" } },
+              },
+              routes: [ { from: "g", to: ["d"], when: { match: [ { field: "subject.", exists: true } ] } } ],
+            }
+            """
+        let problems = Self.configProblems(text)
+        let expected: [(String, String)] = [
+            ("sources.g.idempotency.field", "ends with '.'"),
+            ("sources.g.map.type", "has '..'"),
+            ("sources.g.map.status", "never closed"),
+            ("sources.g.map.occurredAt", "does not start with $"),
+            ("sources.g.map.subject.bad", "neither an index"),
+            ("sources.g.map.attributes.t", "ends with '.'"),
+            ("sources.c.map.status", "ends with '.'"),
+            ("sources.c.map.subject.rewardId", "has '..'"),
+            ("sources.c.map.attributes.e", "never closed"),
+            ("sources.p.map.status", "ends with '.'"),
+            ("sources.p.map.subject.code", "wildcards"),
+            ("destinations.d.responses[0].body[\"$.ok.\"]", "ends with '.'"),
+            ("destinations.d.contextKeys.a", "names nothing after response."),
+            ("destinations.d.contextKeys.b", "has '..'"),
+            ("destinations.d.contextKeys.c", "names no header"),
+            ("destinations.d.contextKeys.d", "does not start with response. or $"),
+            ("routes[0].when.match[0].field", "ends with '.'"),
+        ]
+        for (path, reason) in expected {
+            #expect(problems.contains { $0.hasPrefix(path + ": ") && $0.contains(reason) }, "no \(path) (\(reason)) in:\n\(problems.joined(separator: "\n"))")
+        }
+        #expect(problems.count == expected.count, "\(problems.joined(separator: "\n"))")
+    }
+
+    @Test("relay check refuses malformed templates at their key path")
+    func malformedTemplatesInConfig() {
+        let cases: [(String, String)] = [
+            ("https://x/${unclosed", "unterminated placeholder"),
+            ("https://x/${}", "empty or malformed placeholder"),
+            ("https://x/${subject.}", "empty or malformed placeholder"),
+            ("https://x/${nope.x}", "unknown placeholder"),
+            ("https://x/${id.x}", "id is text, without fields"),
+            ("https://x/${subject}", "name the subject key"),
+            ("https://x/${subject.a.b}", "a subject key is text"),
+            ("https://x/${providerStatus.name}", "providerStatus has code and label"),
+            ("https://x/${delivery.when}", "delivery has id, attempt and destination"),
+            ("https://x/${context}", "name the value"),
+            ("https://x/${subject.order id}", "cannot hold spaces"),
+            ("https://x/${a${b}}", "cannot be nested"),
+            ("https://x/${raw.items[0]}", "an index is written .0"),
+            ("https://x/${subject.orderId??}", "only the end of a placeholder may be ?"),
+        ]
+        for (url, reason) in cases {
+            let problems = Self.configProblems("""
+                { sources: { a: { adapter: "generic", verify: { none: true } } },
+                  destinations: { d: { adapter: "generic", url: "\(url)" } } }
+                """)
+            #expect(problems.contains { $0.hasPrefix("destinations.d.url: ") && $0.contains(reason) }, "\(url): \(problems)")
+        }
+        // Still accepted: every form the docs and adapters use.
+        for url in ["https://x/${subject.orderId}", "https://x/${raw.order.lines.0.sku}", "https://x/${attributes.a.b?}",
+                    "https://x/${providerStatus.code}/${delivery.attempt}/${context.mappedStatus}/${mappedStatus}",
+                    "https://x/${ id }"] {
+            let problems = Self.configProblems("""
+                { sources: { a: { adapter: "generic", verify: { none: true } } },
+                  destinations: { d: { adapter: "generic", url: "\(url)" } } }
+                """)
+            #expect(problems.isEmpty, "\(url): \(problems)")
+        }
+    }
+
     // MARK: relay check
 
     @Test("relay check prints the line, column and caret of a JSON5 error and the lines of a duplicate key")
