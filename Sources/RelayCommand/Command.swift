@@ -164,13 +164,16 @@ enum Command {
         return nil
     }
 
-    /// The configuration, or nil after printing every problem with its key path on stderr.
-    static func loadConfig(_ path: String) -> RelayConfig? {
+    /// The configuration, or nil after printing every problem with its key path on stderr. `showLines`: a JSON5
+    /// syntax error quotes its line (`relay check`, a person at a terminal); `relay serve`'s stderr is a log, where
+    /// a line that holds an inline secret must not go.
+    static func loadConfig(_ path: String, showLines: Bool = true) -> RelayConfig? {
         do {
-            return try RelayConfig.load(path: path, registry: BuiltinAdapters.registry)
+            return try RelayConfig.load(path: path, registry: BuiltinAdapters.registry, showLines: showLines)
         } catch let error as ConfigError {
             fail("\(path): \(plural(error.problems.count, "problem"))")
-            for p in error.problems { fail("  \(p)") }
+            // A problem may run over several lines (a JSON5 error shows its line and a caret): all indented.
+            for p in error.problems { fail("  " + p.description.replacingOccurrences(of: "\n", with: "\n  ")) }
         } catch {
             fail("\(path): \(error)")
         }
@@ -193,7 +196,7 @@ enum Command {
         // Before any thread starts: SIGTERM/SIGINT/SIGHUP stay pending until the service waits for them, so a
         // signal sent the moment the listeners are up still stops (or reloads) it in order.
         ProcessSignals.block()
-        guard let config = loadConfig(path) else { return 2 }
+        guard let config = loadConfig(path, showLines: false) else { return 2 }
         guard let log = logger(default: config.logLevel) else { return 2 }
         do {
             let service = try RelayService(config: config, log: log, store: try Stores.open(config.store, log: log))
@@ -201,7 +204,7 @@ enum Command {
             // SIGHUP: read the file again; a configuration with problems is refused and the running one stays.
             return service.runUntilSignalled(reload: {
                 do {
-                    return .success(try RelayConfig.load(path: path, registry: BuiltinAdapters.registry))
+                    return .success(try RelayConfig.load(path: path, registry: BuiltinAdapters.registry, showLines: false))
                 } catch let error as ConfigError {
                     return .failure(error)
                 } catch {

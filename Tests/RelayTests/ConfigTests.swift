@@ -216,7 +216,7 @@ struct ConfigTests {
         }
     }
 
-    @Test("relay check: unreadable file, invalid JSON5 and a missing --config are exit 2")
+    @Test("relay check: unreadable file, invalid JSON5 (its line and column) and a missing --config are exit 2")
     func checkUsage() throws {
         let dir = try TempDir("relay-check")
         defer { dir.remove() }
@@ -224,7 +224,8 @@ struct ConfigTests {
         #expect(absent.status == 2 && absent.stderr.contains("cannot read configuration file"), "\(absent.stderr)")
         let bad = try dir.write("bad.json5", "{ sources: { a: { adapter: \"generic\", } ")
         let invalid = try RelayProcess.run(["check", "--config", bad], dir: dir, label: "invalid")
-        #expect(invalid.status == 2 && invalid.stderr.contains("not valid JSON5"), "\(invalid.stderr)")
+        #expect(invalid.status == 2 && invalid.stderr.contains("line 1, column 40: expected ',' or '}' after an object member, found the end of the file (the '{' at line 1, column 12 is never closed)"),
+                "\(invalid.stderr)")
         let usage = try RelayProcess.run(["check"], dir: dir, label: "usage")
         #expect(usage.status == 2 && usage.stderr.contains("--config FILE is required"), "\(usage.stderr)")
         let version = try RelayProcess.run(["version"], dir: dir, label: "version")

@@ -92,8 +92,8 @@ public struct CapillarySource: SourceAdapter {
         let mapPath = ConfigReader.join(path, "map")
         var ok = true
         if let m = r.object(config["map"], mapPath, keys: ["subject", "status", "attributes", "occurredAt"]) {
-            if let p = r.string(m, "status", mapPath) { s.statusPath = p }
-            s.occurredAtPath = r.string(m, "occurredAt", mapPath)
+            if let p = r.jsonPath(m, "status", mapPath) { s.statusPath = p }
+            s.occurredAtPath = r.jsonPath(m, "occurredAt", mapPath)
             for (field, target) in [("subject", \CapillarySource.subject), ("attributes", \CapillarySource.attributes)] {
                 let p = ConfigReader.join(mapPath, field)
                 for (k, v) in r.map(m[field], p) ?? [:] {
@@ -106,8 +106,8 @@ public struct CapillarySource: SourceAdapter {
                         } else {
                             s[keyPath: target][k] = nil
                         }
-                    case .string(let path) where !path.isEmpty:
-                        s[keyPath: target][k] = path
+                    case .string(let text) where !text.isEmpty:
+                        if let path = r.jsonPath(v, kp) { s[keyPath: target][k] = path } else { ok = false }
                     default:
                         r.problem(kp, "expected a JSON path such as \"$.rewardTransactionId\", found \(v.kindName)")
                         ok = false

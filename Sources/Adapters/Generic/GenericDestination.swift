@@ -322,11 +322,7 @@ public struct GenericDestinationFactory: DestinationAdapterFactory {
         var contextKeys: [(String, String)] = []
         let cp = ConfigReader.join(path, "contextKeys")
         for (k, v) in (r.map(o["contextKeys"], cp) ?? [:]).sorted(by: { $0.key < $1.key }) {
-            guard let p = v.stringValue, p.hasPrefix("response.") || p.hasPrefix("$") else {
-                r.problem(ConfigReader.join(cp, k), "expected a path into the response such as \"response.coupon.code\", \"$.order.id\" or \"response.headers.Location\"")
-                continue
-            }
-            contextKeys.append((k, p))
+            if let p = r.jsonPath(v, ConfigReader.join(cp, k), form: .response) { contextKeys.append((k, p)) }
         }
         return GenericDestination.Step(name: name, method: method, url: url, headers: headers, body: body,
                                        contentType: r.string(o, "contentType", path), contextKeys: contextKeys,

@@ -62,15 +62,13 @@ public struct GenericSourceFactory: SourceAdapterFactory {
         s.statuses = r.statuses
         let mapPath = ConfigReader.join(path, "map")
         if let m = r.object(config["map"], mapPath, keys: ["type", "subject", "status", "occurredAt", "attributes"]) {
-            s.typePath = r.string(m, "type", mapPath)
-            s.statusPath = r.string(m, "status", mapPath)
-            s.occurredAtPath = r.string(m, "occurredAt", mapPath)
+            s.typePath = r.jsonPath(m, "type", mapPath)
+            s.statusPath = r.jsonPath(m, "status", mapPath)
+            s.occurredAtPath = r.jsonPath(m, "occurredAt", mapPath)
             for (field, target) in [("subject", \GenericSource.subject), ("attributes", \GenericSource.attributes)] {
                 let p = ConfigReader.join(mapPath, field)
                 for (k, v) in r.map(m[field], p) ?? [:] {
-                    if let path = v.stringValue { s[keyPath: target][k] = path } else {
-                        r.problem(ConfigReader.join(p, k), "expected a JSON path such as \"$.order.id\", found \(v.kindName)")
-                    }
+                    if let path = r.jsonPath(v, ConfigReader.join(p, k)) { s[keyPath: target][k] = path }
                 }
             }
         }

@@ -195,10 +195,6 @@ public struct PunchhSourceFactory: SourceAdapterFactory {
     /// A JSON path (`$.payload.x`), nil for `null` (the field is not read) or with a problem.
     static func jsonPath(_ v: JSONValue, _ p: String, _ r: ConfigReader) -> String? {
         if v.isNull { return nil }
-        guard let s = v.stringValue, s.hasPrefix("$") else {
-            r.problem(p, "expected a JSON path such as \"$.payload.redemption_id\" (or null to not read it), found \(v.stringValue.map { "\"\($0)\"" } ?? v.kindName)")
-            return nil
-        }
-        return s
+        return r.jsonPath(v, p)
     }
 }

@@ -83,37 +83,32 @@ public struct RelayConfig: Sendable {
     public var admin: AdminSettings? = AdminSettings()
 
     /// Loads and checks a JSON5 file. Throws `ConfigError` listing every problem with its key path.
+    /// `showLines`: whether a JSON5 syntax error quotes the file's line (false where problems go to a log: the line
+    /// may hold a secret typed inline).
     public static func load(path: String, registry: AdapterRegistry,
-                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RelayConfig {
+                            environment: [String: String] = ProcessInfo.processInfo.environment,
+                            showLines: Bool = true) throws -> RelayConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(problems: [ConfigProblem(path: "", message: "cannot read configuration file \(path)")])
         }
-        return try parse(data, registry: registry, environment: environment)
+        return try parse(data, registry: registry, environment: environment, showLines: showLines)
     }
 
+    /// Reads and checks a configuration. A JSON5 syntax error is one problem giving line, column and the line
+    /// with a caret under the column; a key given twice in one object is one naming both lines at its key path.
     public static func parse(_ data: Data, registry: AdapterRegistry,
-                             environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RelayConfig {
+                             environment: [String: String] = ProcessInfo.processInfo.environment,
+                             showLines: Bool = true) throws -> RelayConfig {
         let tree: JSONValue
         do {
-            tree = try JSONValue.parse(data, json5: true)
+            tree = try JSON5.parse(data, showLines: showLines)
         } catch {
-            throw ConfigError(problems: [ConfigProblem(path: "", message: "not valid JSON5: \(Self.describe(error))")])
+            throw ConfigError(problems: [error.problem])
         }
         let reader = ConfigReader(environment: environment)
         let config = read(tree, reader: reader, registry: registry)
         if !reader.problems.isEmpty { throw ConfigError(problems: reader.problems) }
         return config
-    }
-
-    static func describe(_ error: Error) -> String {
-        if case DecodingError.dataCorrupted(let ctx) = error {
-            if let underlying = ctx.underlyingError as NSError?,
-               let detail = underlying.userInfo[NSDebugDescriptionErrorKey] as? String {
-                return detail
-            }
-            return ctx.debugDescription
-        }
-        return "\(error)"
     }
 
     /// `store: { sqlite: PATH, synchronous, maxBatch, commitDelay, maxSizeBytes }` or

@@ -115,7 +115,7 @@ extension ConfigReader {
             for (i, item) in items.enumerated() {
                 let ip = Self.join(mp, i)
                 guard let io = object(item, ip, keys: ["field", "equals", "in", "exists", "prefix"]) else { continue }
-                guard let field = string(io, "field", ip, required: true) else { continue }
+                guard let field = jsonPath(io, "field", ip, form: .field, required: true) else { continue }
                 let tests = ["equals", "in", "exists", "prefix"].filter { io[$0] != nil }
                 guard tests.count == 1 else {
                     problem(ip, tests.isEmpty ? "needs one of: equals, in, exists, prefix" : "has several tests (\(tests.joined(separator: ", "))): one per item")

@@ -52,13 +52,9 @@ public enum JSONValue: Sendable, Equatable, Hashable {
 
     public subscript(key: String) -> JSONValue? { objectValue?[key] }
 
-    /// Parses JSON text (JSON5 when `json5` is true: configuration files, through JSONDecoder).
+    /// Parses JSON text (JSON5 when `json5` is true: configuration files, through `JSON5`).
     public static func parse(_ data: Data, json5: Bool = false) throws -> JSONValue {
-        if json5 {
-            let decoder = JSONDecoder()
-            decoder.allowsJSON5 = true
-            return try decoder.decode(JSONValue.self, from: data)
-        }
+        if json5 { return try JSON5.parse(data) }
         return try JSONParser.parse(Array(data))
     }
 
@@ -150,29 +146,36 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         out += "\""
     }
 
-    /// Follows a simple JSON path: `$.a.b[0].c` (also `a.b`); nil where any step is missing.
+    /// Follows a simple JSON path: `$.a.b[0].c` (also `a.b`; `.get(0)` is `[0]`); nil where any step is missing.
+    /// The syntax a configuration may use is checked by `JSONPath.validate`; this reads it without checking.
     public func value(atPath path: String) -> JSONValue? {
         var current: JSONValue = self
         var p = Substring(path)
         if p.hasPrefix("$") { p = p.dropFirst() }
+        /// `[inner]`: an index into an array, else a key (quotes around it dropped).
+        func bracket(_ inner: Substring) -> JSONValue? {
+            if let i = Int(inner), case .array(let a) = current, i >= 0, i < a.count { return a[i] }
+            return current[inner.trimmingCharacters(in: CharacterSet(charactersIn: "'\""))]
+        }
         while !p.isEmpty {
             if p.hasPrefix(".") { p = p.dropFirst(); continue }
             if p.hasPrefix("[") {
                 guard let close = p.firstIndex(of: "]") else { return nil }
                 let inner = p[p.index(after: p.startIndex)..<close]
                 p = p[p.index(after: close)...]
-                if let i = Int(inner), case .array(let a) = current, i >= 0, i < a.count {
-                    current = a[i]
-                } else {
-                    let key = inner.trimmingCharacters(in: CharacterSet(charactersIn: "'\""))
-                    guard let next = current[key] else { return nil }
-                    current = next
-                }
+                guard let next = bracket(inner) else { return nil }
+                current = next
                 continue
             }
             let end = p.firstIndex(where: { $0 == "." || $0 == "[" }) ?? p.endIndex
-            guard let next = current[String(p[..<end])] else { return nil }
-            current = next
+            let name = p[..<end]
+            if let index = JSONPath.getIndex(name) {
+                guard let next = bracket(Substring(String(index))) else { return nil }
+                current = next
+            } else {
+                guard let next = current[String(name)] else { return nil }
+                current = next
+            }
             p = p[end...]
         }
         return current

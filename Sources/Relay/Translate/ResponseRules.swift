@@ -109,12 +109,10 @@ extension ConfigReader {
                 let bp = Self.join(p, "body")
                 if let fields = b.objectValue {
                     for k in fields.keys.sorted() {
-                        guard k.hasPrefix("$") else {
-                            problem(Self.join(bp, k), "keys are JSON paths such as \"$.status.success\"")
-                            continue
-                        }
+                        // Keys are JSON paths such as "$.status.success".
+                        guard let path = jsonPath(.string(k), Self.join(bp, k)) else { continue }
                         let v = fields[k]!
-                        rule.body.append((k, v.arrayValue ?? [v]))
+                        rule.body.append((path, v.arrayValue ?? [v]))
                     }
                 } else {
                     problem(bp, "expected an object of JSON path -> value (or list of values)")

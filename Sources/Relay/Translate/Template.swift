@@ -64,11 +64,42 @@ public struct Template: Sendable, Equatable, CustomStringConvertible {
             if ["env", "file"].contains(where: { inner.hasPrefix($0 + ":") }) {
                 throw TemplateError("\"${\(inner)}\" could not be resolved")
             }
+            if let reason = Template.shapeProblem(path) {
+                throw TemplateError("malformed placeholder \"${\(inner)}\" in \"\(shown ?? text)\": \(reason)")
+            }
             parts.append(.field(path: path, optional: optional, text: inner))
             rest = rest[rest.index(after: end)...]
         }
         if !rest.isEmpty { parts.append(.literal(String(rest))) }
         self.parts = parts
+    }
+
+    /// Why a placeholder's path can never name a value (nil when it can): a character no name holds, a field of
+    /// the event given sub-fields it does not have, a subject without its key.
+    static func shapeProblem(_ path: [String]) -> String? {
+        for part in path {
+            if part.contains("$") || part.contains("{") { return "placeholders cannot be nested" }
+            if part.contains(where: { $0.isWhitespace }) { return "a name cannot hold spaces" }
+            if part.contains("?") { return "only the end of a placeholder may be ? (optional)" }
+            if part.contains("[") || part.contains("]") { return "an index is written .0 (${raw.items.0.sku}), not [0]" }
+        }
+        let root = path[0], rest = path.dropFirst()
+        switch root {
+        case "id", "source", "type", "status", "occurredAt", "receivedAt", "idempotencyKey":
+            return rest.isEmpty ? nil : "\(root) is text, without fields"
+        case "subject":
+            return rest.count == 1 ? nil : rest.isEmpty ? "name the subject key: ${subject.orderId}"
+                : "a subject key is text, without fields"
+        case "providerStatus":
+            return rest.count == 1 && ["code", "label"].contains(rest.first!) ? nil : "providerStatus has code and label"
+        case "delivery":
+            return rest.count == 1 && ["id", "attempt", "destination"].contains(rest.first!) ? nil
+                : "delivery has id, attempt and destination"
+        case "context":
+            return rest.isEmpty ? "name the value: ${context.voucher}" : nil
+        default:
+            return nil
+        }
     }
 
     static let knownRoots: Set<String> = ["id", "source", "type", "status", "occurredAt", "receivedAt", "idempotencyKey",

@@ -191,8 +191,8 @@ extension ConfigReader {
         }
         guard let o = object(value, path, keys: ["header", "field"]) else { return nil }
         if let h = strings(o, "header", path) { return .header(h) }
-        if let f = string(o, "field", path) { return .field(f) }
-        problem(path, "needs header or field")
+        if let f = jsonPath(o, "field", path) { return .field(f) }
+        if o["field"] == nil || o["field"]!.isNull { problem(path, "needs header or field") }
         return nil
     }
 }

@@ -224,7 +224,7 @@ struct GenericDestinationTranslateTests {
             (#"{ url: "https://x/", statusMap: { shiped: "S" } }"#, "destinations.d.statusMap.shiped: \"shiped\" is not a canonical status"),
             (#"{ url: "https://x/", responses: [{ status: 700, result: "terminal" }] }"#, "destinations.d.responses[0].status: expected an HTTP status"),
             (#"{ url: "https://x/", responses: [{ status: 200 }] }"#, "destinations.d.responses[0].result: is required"),
-            (#"{ url: "https://x/", responses: [{ body: { "ok": 1 }, result: "retry" }] }"#, "destinations.d.responses[0].body.ok: keys are JSON paths"),
+            (#"{ url: "https://x/", responses: [{ body: { "ok": 1 }, result: "retry" }] }"#, "destinations.d.responses[0].body.ok: expected a JSON path such as \"$.order.id\": \"ok\" does not start with $"),
             (#"{ url: "https://x/", contextKeys: { v: "coupon.code" } }"#, "destinations.d.contextKeys.v: expected a path into the response"),
             (#"{ url: "https://x/", correlate: ["v"] }"#, "destinations.d.correlate[0]: \"v\" is not one of the contextKeys"),
             (#"{ url: "https://x/", actions: [{ url: "https://x/" }] }"#, "destinations.d.url: belongs inside each of actions[]"),
