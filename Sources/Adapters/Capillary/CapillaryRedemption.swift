@@ -65,10 +65,10 @@ enum CapillaryRedemption {
             }
             base += "<\(file)>"
             do {
-                tree = try JSONValue.parse(data, json5: true)
+                // Where, never the line itself: the pasted file may hold what must not reach a log.
+                tree = try JSON5.parse(data, showLines: false)
             } catch {
-                // The parser's message may quote the text: only where, never what.
-                r.problem(base, "is not valid JSON\(jsonErrorPosition(error).map { " (\($0))" } ?? "")")
+                r.problem(base, "is not valid JSON: \(error.summary)")
                 return nil
             }
         default:
@@ -170,11 +170,7 @@ enum CapillaryRedemption {
         var contextKeys: [(String, String)] = []
         let cp = ConfigReader.join(p, "contextKeys")
         for (k, v) in (r.map(a["contextKeys"], cp) ?? [:]).sorted(by: { $0.key < $1.key }) {
-            guard let path = v.stringValue, path.hasPrefix("response.") || path.hasPrefix("$") else {
-                r.problem(ConfigReader.join(cp, k), "expected a path into the response such as \"response.coupon.code\" or \"response.requests.request.get(0).id\"")
-                continue
-            }
-            contextKeys.append((k, path))
+            if let path = r.jsonPath(v, ConfigReader.join(cp, k), form: .response) { contextKeys.append((k, path)) }
         }
         let retry = r.bool(a, "retryAction", p) ?? true
         guard let url else { return nil }
@@ -260,14 +256,5 @@ enum CapillaryRedemption {
             return "the query parameter \(parts[0]) holds an inline credential: write it as \"${env:NAME}\" or \"${file:PATH}\""
         }
         return nil
-    }
-
-    /// "line 3, column 14" from a JSON error, when the decoder says where.
-    static func jsonErrorPosition(_ error: Error) -> String? {
-        let text = "\(error)"
-        guard let r = text.range(of: "line ") else { return nil }
-        let tail = text[r.lowerBound...]
-        let digitsEnd = tail.dropFirst(5).firstIndex { !$0.isNumber && $0 != "," && $0 != " " && !"column".contains($0) } ?? tail.endIndex
-        return String(tail[..<digitsEnd]).trimmingCharacters(in: CharacterSet(charactersIn: ", "))
     }
 }

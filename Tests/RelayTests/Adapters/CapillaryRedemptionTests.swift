@@ -87,6 +87,23 @@ struct CapillaryRedemptionTests {
         #expect(String(decoding: request.body, as: UTF8.self)
                 == #"{"root": {"coupon": [{"customer": {"mobile": "919876543210"}, "series_id": 716308}]}}"#)
         #expect(request.headers.contains { $0 == ("Authorization", "Basic Ymxpc3M6c2VjcmV0") })
+
+        // Capillary's "Create Vendor Redemption" example indexes arrays as get(0).
+        let (created, createProblems) = Self.load(#"""
+            vendorRedemption: { brandId: 1, vendorId: 36, name: "Miles", redemptionType: "MILES", responseKeys: ["voucher"],
+              actions: [ { name: "add good will points", execOrder: 1, apiType: "POST",
+                           apiUrl: "https://crm-nightly-new.cc.capillarytech.com/v1.1/request/add?program_id=2851",
+                           apiHeaders: { accept: "application/json", "Content-Type": "application/json",
+                                         Authorization: "Basic ${env:CAP_BASIC}" },
+                           apiBody: "{\"transactionId_property\": \"${rewardTransactionId}\",\"customFields_property\": {\"customField_1_property\": \"${customfield_CF1}\"}, \"fulfillmentStatus_property\": \"${fulfillmentStatus}\"}",
+                           contextKeys: { voucher: "response.requests.request.get(0).id" } } ] }
+            """#, environment: ["CAP_BASIC": "YTpi"])
+        #expect(createProblems.isEmpty, "\(createProblems)")
+        let miles = try #require(created?.destinations["vendor"]?.adapter as? GenericDestination)
+        let answer = OutboundResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/json")]),
+                                      body: Array(#"{"requests":{"request":[{"id":"G-1"},{"id":"G-2"}]}}"#.utf8))
+        let outcome = miles.outcome(answer, event: event, context: DeliveryContext(deliveryID: "dlv_1", destination: "vendor", attempt: 1))
+        #expect(outcome.classification == .delivered && outcome.values == ["voucher": "G-1"], "\(outcome)")
     }
 
     @Test("problems inside the pasted definition name their key path; a definition in a file is read, and its bad JSON is reported without its text")
