@@ -118,7 +118,7 @@ public final class Sink: Sendable {
     public func start() throws {
         try server.start()
         log.info("sink listening", ["address": "\(options.host):\(server.port)", "url": baseURL,
-                                    "faults": String(options.faults.count), "keep": String(options.keep)])
+                                    "port": server.port, "faults": options.faults.count, "keep": options.keep])
     }
 
     /// The bound port (useful when `options.port` is 0).
@@ -136,9 +136,9 @@ public final class Sink: Sendable {
     /// closes once the answers in flight are out.
     public func stop() {
         let held = core.releaseAll()
-        log.info("sink stopping", ["released": String(held)])
+        log.info("sink stopping", ["released": held])
         server.shutdown(timeout: options.shutdownTimeout)
-        log.info("sink stopped", ["requests": String(core.stats.total)])
+        log.info("sink stopped", ["requests": core.stats.total])
     }
 
     /// Blocks until SIGTERM or SIGINT, then stops gracefully.
@@ -250,7 +250,7 @@ final class SinkCore: Sendable {
         if request.path.hasPrefix(Sink.controlPrefix) || request.path == "/_sink" {
             let response = control(request)
             log.debug("sink control", ["method": request.method, "target": request.target,
-                                       "status": String(response.status)])
+                                       "status": response.status])
             responder.respond(response)
             return
         }
@@ -282,12 +282,12 @@ final class SinkCore: Sendable {
         }
         if log.enabled(.info) {
             if let fault {
-                log.info("sink request", ["seq": String(seq), "method": request.method, "target": request.target,
-                                          "status": String(plan.status), "fault": fault,
-                                          "bytes": String(request.body.count), "remote": request.remoteAddress])
+                log.info("sink request", ["seq": seq, "method": request.method, "target": request.target,
+                                          "status": plan.status, "fault": fault,
+                                          "bytes": request.body.count, "remote": request.remoteAddress])
             } else {
-                log.info("sink request", ["seq": String(seq), "method": request.method, "target": request.target,
-                                          "status": String(plan.status), "bytes": String(request.body.count),
+                log.info("sink request", ["seq": seq, "method": request.method, "target": request.target,
+                                          "status": plan.status, "bytes": request.body.count,
                                           "remote": request.remoteAddress])
             }
         }
@@ -417,7 +417,7 @@ final class SinkCore: Sendable {
                 return .error(400, "the body is not JSON: \(error)")
             }
             state.withLock { $0.faults = faults }
-            log.info("sink faults replaced", ["faults": String(faults.count)])
+            log.info("sink faults replaced", ["faults": faults.count])
             return .json(200, JSONValue.object(["ok": .bool(true), "faults": .array(faults.map(\.json))]).jsonString())
         default: // POST reset
             reset()
