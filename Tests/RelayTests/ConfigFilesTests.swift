@@ -1,0 +1,42 @@
+import Adapters
+import Foundation
+@testable import Relay
+import Testing
+
+/// The configuration files shipped in config/ (config/relay.json5, config/demo.json5, config/partners/*.json5), read
+/// as `relay serve` reads them.
+@Suite("config/ files")
+struct ConfigFilesTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    /// Every .json5 under config/, relative to the repo root, sorted.
+    static func files() -> [String] {
+        var out: [String] = []
+        for dir in ["config", "config/partners"] {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: root + "/" + dir)) ?? []
+            out += names.filter { $0.hasSuffix(".json5") }.map { dir + "/" + $0 }
+        }
+        return out.sorted()
+    }
+
+    /// `file` loaded as `relay serve` run from the repo root loads it, with each `${env:...}` set.
+    static func load(_ file: String) throws -> RelayConfig {
+        let text = readText(root + "/" + file)
+        // ${file:config/...} is relative to the working directory, the repo root for `make run`.
+        let rooted = text.replacingOccurrences(of: "${file:config/", with: "${file:\(root)/config/")
+        return try RelayConfig.parse(Data(rooted.utf8), registry: BuiltinAdapters.registry,
+                                     environment: PartnerConfigTests.environment(for: text))
+    }
+
+    @Test("config/relay.json5 (make run) listens on loopback only: the webhook listener and the admin API")
+    func makeRunIsLoopback() throws {
+        let config = try Self.load("config/relay.json5")
+        #expect(config.server.http.host == "127.0.0.1" && config.server.http.port == 8080)
+        let admin = try #require(config.admin)
+        #expect(admin.http.host == "127.0.0.1" && admin.http.port == 9090)
+        // The Makefile's run target serves that file, and binds elsewhere only when told to (LISTEN=).
+        let makefile = readText(Self.root + "/Makefile")
+        #expect(makefile.contains("serve --config config/relay.json5 $(if $(LISTEN),--listen \"$(LISTEN)\")"))
+    }
+}
