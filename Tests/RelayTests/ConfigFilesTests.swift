@@ -29,6 +29,43 @@ struct ConfigFilesTests {
                                      environment: PartnerConfigTests.environment(for: text))
     }
 
+    @Test("no two files in config/ share a database or a port, and none takes a stand-in's port: any two run side by side")
+    func ownDatabaseAndPorts() throws {
+        let files = Self.files()
+        #expect(files.contains("config/relay.json5") && files.filter { $0.hasPrefix("config/partners/") }.count >= 6,
+                "\(files)")
+        var databases: [String: String] = [:]   // path -> file
+        var ports: [UInt16: String] = [:]       // port -> "file server.listen"
+        // The stand-ins' default ports: relay simulate sink and every provider's.
+        var standIns: [UInt16: String] = [SinkOptions().port: "relay simulate sink"]
+        for s in BuiltinAdapters.simulators { standIns[s.port] = "relay simulate \(s.name)" }
+        for file in files {
+            let config: RelayConfig
+            do { config = try Self.load(file) } catch {
+                Issue.record("\(file): \(error)")
+                continue
+            }
+            guard case .sqlite(let o) = config.store else {
+                Issue.record("\(file): the examples store in SQLite")
+                continue
+            }
+            let db = URL(fileURLWithPath: o.path, relativeTo: URL(fileURLWithPath: Self.root + "/")).standardizedFileURL.path
+            #expect(databases[db] == nil, "\(file) and \(databases[db] ?? "") both store in \(o.path)")
+            databases[db] = file
+            // Every file under config/ stores under data/ (git ignores it).
+            #expect(o.path.hasPrefix("data/") && o.path.hasSuffix(".db"), "\(file): store.sqlite \(o.path)")
+            var listeners = [("server.listen", config.server.http.port)]
+            if let admin = config.admin { listeners.append(("admin.listen", admin.http.port)) }
+            for (key, port) in listeners {
+                #expect(port != 0, "\(file): \(key) has no fixed port")
+                #expect(ports[port] == nil, "\(file) \(key) and \(ports[port] ?? "") both use port \(port)")
+                #expect(standIns[port] == nil, "\(file) \(key) takes \(standIns[port] ?? "")'s port \(port)")
+                ports[port] = "\(file) \(key)"
+            }
+        }
+        #expect(databases.count == files.count)
+    }
+
     @Test("config/relay.json5 (make run) listens on loopback only: the webhook listener and the admin API")
     func makeRunIsLoopback() throws {
         let config = try Self.load("config/relay.json5")

@@ -71,17 +71,27 @@ def runnable(code: str, db: Path) -> str:
         m = re.search(r"&\s*(#.*)?$", pending.rstrip())
         if m and not pending.rstrip().endswith("&&"):
             port = re.search(r"--listen\s+[\w.]+:(\d+)", pending)
-            # `relay serve --config ...` listens where its config says: the README's configs all use 8080.
             simulators = {"mastercard-digital-redemptions": "9101", "mastercard-fulfillment": "9102", "punchh": "9103",
                           "returning-ai": "9104", "capillary": "9105", "oauth2": "9106", "sink": "9099"}
             named = next((p for name, p in simulators.items() if f"simulate {name}" in pending), None)
-            number = port.group(1) if port else named or ("8080" if " serve " in pending else None)
+            number = port.group(1) if port else named or (serve_port(pending) if " serve " in pending else None)
             assert number, f"a background command without --listen HOST:PORT: {pending}"
             out.append(f"for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/{number}) 2>/dev/null && break; "
                        f"sleep 0.1; done\n")
         pending = ""
     out.append(pending)
     return "".join(out)
+
+
+def serve_port(command: str) -> str:
+    """The port `relay serve --config FILE` listens on: FILE's server.listen (paths relative to the repo root)."""
+    m = re.search(r"--config\s+(\S+)", command)
+    assert m, f"relay serve without --config: {command}"
+    path = Path(m.group(1))
+    text = (path if path.is_absolute() else REPO_ROOT / path).read_text()
+    listen = re.search(r'server:\s*\{[^}]*?listen:\s*"[^"]*:(\d+)"', text, re.S)
+    assert listen, f"no server.listen in {path}"
+    return listen.group(1)
 
 
 class Shell:
