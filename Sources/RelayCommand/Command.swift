@@ -111,7 +111,9 @@ enum Command {
             relay simulate PROVIDER: a stand-in of that provider's update endpoint, on its own port. It checks each
             request as the provider documents it (path, method, required fields, form vs JSON, the form of the auth
             header) and answers in the provider's success and error formats; it records requests and takes --fault
-            rules like the sink (faults apply first). docs/adapters.md and docs/adapters/PROVIDER.md say what each checks.
+            rules like the sink (faults apply first, in the provider's formats: slow holds the stand-in's own answer;
+            status, retryAfter and hang answer with the provider's error envelope unless the rule gives a body).
+            docs/adapters.md and docs/adapters/PROVIDER.md say what each checks.
 
             """
         for s in BuiltinAdapters.simulators {
@@ -150,7 +152,7 @@ enum Command {
           status:503                    answer 503
           retryAfter:2[,httpDate]       answer 429 with Retry-After: 2 (httpDate: as an HTTP date 2 s ahead)
           hang[:60]                     hold the answer 60 s (the client gives up first), then 504
-          slow:1.5                      answer normally after 1.5 s
+          slow:1.5                      answer normally after 1.5 s (a provider stand-in: its own answer)
           reset                         close the connection without an answer
           json:200,body={"error":"card_declined"}
                                         answer 200 with that JSON body (a provider's business error)
