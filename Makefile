@@ -3,7 +3,9 @@
 #
 #   make deps        the C libraries the Swift package links (apt, only what is missing)
 #   make build       swift build (debug, .build/)
-#   make run         deps + build + serve config/relay.json5 from the repo root
+#   make run         deps + build + serve config/relay.json5 from the repo root, on 127.0.0.1:8080 (admin API
+#                    127.0.0.1:9090); LISTEN=HOST:PORT listens there instead (make run LISTEN=0.0.0.0:8080: every
+#                    interface; the admin API stays on loopback)
 #   make test        deps + test deps + swift test (SQLite and a throwaway PostgreSQL) + the interop suite + the crash
 #                    test + the multi-relay test on PostgreSQL + container-check
 #   make test-deps   deps + openssl + a Python venv (.venv) with the interop suite's packages (PY_TEST_PACKAGES)
@@ -66,8 +68,10 @@ build: deps
 	cd "$(ROOT)" && $(SWIFT) build
 
 # Config paths (${file:config/secrets/...}, data/relay.db) are relative to the repo root: serve from there.
+# LISTEN=HOST:PORT replaces the config's server.listen (127.0.0.1:8080) through `relay serve --listen`.
+LISTEN ?=
 run: deps build
-	cd "$(ROOT)" && exec .build/debug/relay serve --config config/relay.json5
+	cd "$(ROOT)" && exec .build/debug/relay serve --config config/relay.json5 $(if $(LISTEN),--listen "$(LISTEN)")
 
 # Loopback only, free ports, nothing kept (Python 3 stdlib only); exit 0 only if every expected delivery happened.
 demo: deps build

@@ -9,7 +9,8 @@ enum Command {
         relay: webhook relay and protocol-translation gateway
 
         usage:
-          relay serve --config FILE     receive, verify and record webhooks (SIGTERM/SIGINT stop gracefully;
+          relay serve --config FILE [--listen HOST:PORT]
+                                        receive, verify and record webhooks (SIGTERM/SIGINT stop gracefully;
                                         SIGHUP reloads the file, keeping the running config if it has problems)
           relay check --config FILE     validate a configuration; lists every problem with its key path
           relay simulate sink [--listen HOST:PORT] [--fault SPEC]...
@@ -33,10 +34,82 @@ enum Command {
                                         queue a delivery again, or every match of a filter (dry run without --yes)
                                         (relay events --help: every option)
           relay version                 print the version
+          relay help [COMMAND]          this text, or COMMAND's own usage (as relay COMMAND --help prints it)
+
+        exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (each command's --help says more)
 
         environment:
           RELAY_LOG_LEVEL               debug, info, warn or error (overrides log.level)
         """
+
+    static let serveUsage = """
+        relay serve: receive, verify and record webhooks, and deliver them
+
+        usage:
+          relay serve --config FILE [--listen HOST:PORT]
+
+          Serves FILE's configuration: the webhook listener (server.listen), the admin API (admin.listen: the
+          relay events/deliveries/replay commands, /metrics, /healthz, /readyz) and the deliveries. Logs are JSON
+          lines on stderr. SIGTERM/SIGINT stop it gracefully: no new connections, requests and delivery attempts
+          in flight finish and are recorded. SIGHUP reads FILE again and applies its sources, routes and
+          destinations; a file with problems is refused and the running configuration stays (listeners, store
+          and admin need a restart).
+
+          --config FILE, -c FILE        the configuration (JSON5); relative paths in it (${file:...},
+                                        store.sqlite) are relative to the working directory
+          --listen HOST:PORT            listen there instead of server.listen (also after a SIGHUP), e.g.
+                                        0.0.0.0:8080 for every interface, 127.0.0.1:0 for any free port
+
+        exit codes: 0 stopped by SIGTERM/SIGINT, 1 a runtime failure (cannot listen, cannot open the store, the
+        store failed while serving), 2 bad arguments or a configuration with problems (each listed with its key
+        path on stderr)
+
+        environment:
+          RELAY_LOG_LEVEL               debug, info, warn or error (overrides log.level)
+        """
+
+    static let checkUsage = """
+        relay check: validate a configuration without serving it
+
+        usage:
+          relay check --config FILE
+
+          Reads FILE as relay serve does (unknown keys, adapters and their settings, status maps, routes, secret
+          references resolved from the environment and files, key files, the store's settings) and lists every
+          problem with its key path on stderr; valid, it prints a summary (sources, destinations, routes) on
+          stdout. Nothing is bound and nothing is written.
+
+          --config FILE, -c FILE        the configuration (JSON5)
+
+        exit codes: 0 valid, 2 bad arguments or a configuration with problems
+        """
+
+    static let versionUsage = """
+        relay version: print the version ("relay \(version)") on stdout
+
+        usage:
+          relay version
+          relay --version
+
+        exit codes: 0 (2 for an argument it does not take)
+        """
+
+    /// Each command's own usage, as `relay COMMAND --help` and `relay help COMMAND` print it. A new command adds
+    /// its entry here (and a line to `usage`); a command with sub-commands can answer per sub-command in `help`.
+    static var usages: [String: String] {
+        ["serve": serveUsage, "check": checkUsage, "version": versionUsage, "sign": Sign.overview,
+         "simulate": simulateUsage, "events": AdminCommands.usage, "deliveries": AdminCommands.usage,
+         "replay": AdminCommands.usage, "send": Try.sendUsage, "translate": Try.translateUsage,
+         "capillary": CapillaryExport.usage]
+    }
+
+    /// The usage `relay VERB ... --help` prints (`rest`: the arguments after VERB), nil for an unknown VERB.
+    static func help(_ verb: String, _ rest: [String]) -> String? {
+        if verb == "sign", let scheme = rest.first(where: { !$0.hasPrefix("-") }) {
+            return Sign.usages[scheme] ?? Sign.overview
+        }
+        return usages[verb == "--version" ? "version" : verb]
+    }
 
     static var simulateUsage: String { simulateSinkUsage + "\n\n" + providersUsage }
 
@@ -45,7 +118,9 @@ enum Command {
             relay simulate PROVIDER: a stand-in of that provider's update endpoint, on its own port. It checks each
             request as the provider documents it (path, method, required fields, form vs JSON, the form of the auth
             header) and answers in the provider's success and error formats; it records requests and takes --fault
-            rules like the sink (faults apply first). docs/adapters.md and docs/adapters/PROVIDER.md say what each checks.
+            rules like the sink (faults apply first, in the provider's formats: slow holds the stand-in's own answer;
+            status, retryAfter and hang answer with the provider's error envelope unless the rule gives a body).
+            docs/adapters.md and docs/adapters/PROVIDER.md say what each checks.
 
             """
         for s in BuiltinAdapters.simulators {
@@ -84,7 +159,7 @@ enum Command {
           status:503                    answer 503
           retryAfter:2[,httpDate]       answer 429 with Retry-After: 2 (httpDate: as an HTTP date 2 s ahead)
           hang[:60]                     hold the answer 60 s (the client gives up first), then 504
-          slow:1.5                      answer normally after 1.5 s
+          slow:1.5                      answer normally after 1.5 s (a provider stand-in: its own answer)
           reset                         close the connection without an answer
           json:200,body={"error":"card_declined"}
                                         answer 200 with that JSON body (a provider's business error)
@@ -108,17 +183,31 @@ enum Command {
             return 2
         }
         let rest = Array(args.dropFirst())
-        if rest.contains("--help") || rest.contains("-h") || verb == "help" || verb == "--help" || verb == "-h" {
-            let own = ["send": Try.sendUsage, "translate": Try.translateUsage, "capillary": CapillaryExport.usage]
-            print(own[verb] ?? (verb == "simulate" ? simulateUsage : ["events", "deliveries", "replay"].contains(verb) ? AdminCommands.usage : usage))
+        if verb == "help" || verb == "--help" || verb == "-h" {
+            guard let topic = rest.first else {
+                print(usage)
+                return 0
+            }
+            guard let text = help(topic, Array(rest.dropFirst())) else {
+                fail("relay help: unknown command \"\(topic)\" (there is: \(usages.keys.sorted().joined(separator: ", ")))")
+                return 2
+            }
+            print(text)
+            return 0
+        }
+        if rest.contains("--help") || rest.contains("-h"), let text = help(verb, rest) {
+            print(text)
             return 0
         }
         switch verb {
         case "version", "--version":
+            guard let _ = options(rest, command: "version", valued: [:]) else { return 2 }
             print("relay \(version)")
             return 0
         case "check":
-            guard let path = configPath(rest), let config = loadConfig(path) else { return 2 }
+            guard let o = options(rest, command: "check", valued: ["--config": "--config", "-c": "--config"]),
+                  let path = required(o, "--config", command: "check", "--config FILE"),
+                  let config = loadConfig(path) else { return 2 }
             let storeProblems = Stores.problems(config.store)
             if !storeProblems.isEmpty {
                 fail("\(path): \(plural(storeProblems.count, "problem"))")
@@ -128,8 +217,18 @@ enum Command {
             print("\(path): ok (\(plural(config.sources.count, "source")), \(plural(config.destinations.count, "destination")), \(plural(config.routes.count, "route")))")
             return 0
         case "serve":
-            guard let path = configPath(rest) else { return 2 }
-            return serve(configPath: path)
+            guard let o = options(rest, command: "serve",
+                                  valued: ["--config": "--config", "-c": "--config", "--listen": "--listen"]),
+                  let path = required(o, "--config", command: "serve", "--config FILE") else { return 2 }
+            var listen: (host: String, port: UInt16)?
+            if let text = o["--listen"] {
+                guard let parsed = RelayConfig.parseListen(text) else {
+                    fail("relay serve: --listen \"\(text)\" is not HOST:PORT (e.g. 127.0.0.1:8080, 0.0.0.0:8080, [::]:8080)")
+                    return 2
+                }
+                listen = parsed
+            }
+            return serve(configPath: path, listen: listen)
         case "simulate":
             return simulate(rest)
         case "sign":
@@ -152,15 +251,42 @@ enum Command {
         }
     }
 
-    static func configPath(_ args: [String]) -> String? {
+    /// A command's options: `valued` maps each name it takes (`--config`, `-c`) to the key it is returned under;
+    /// `--name VALUE` and `--name=VALUE` both work. nil, after naming the problem on stderr, for an option the
+    /// command does not take, a stray argument, a missing value or an option given twice.
+    static func options(_ args: [String], command: String, valued: [String: String]) -> [String: String]? {
+        var out: [String: String] = [:]
         var i = 0
+        func problem(_ message: String) -> [String: String]? {
+            fail("relay \(command): \(message) (relay \(command) --help lists its options)")
+            return nil
+        }
         while i < args.count {
-            let a = args[i]
-            if a == "--config" || a == "-c", i + 1 < args.count { return args[i + 1] }
-            if a.hasPrefix("--config=") { return String(a.dropFirst("--config=".count)) }
+            var name = args[i]
+            var value: String?
+            if name.hasPrefix("--"), let eq = name.firstIndex(of: "=") {
+                value = String(name[name.index(after: eq)...])
+                name = String(name[..<eq])
+            }
+            guard let key = valued[name] else {
+                return problem(name.hasPrefix("-") ? "unknown option \"\(args[i])\"" : "unexpected argument \"\(args[i])\"")
+            }
+            if value == nil {
+                guard i + 1 < args.count else { return problem("\(name) needs a value") }
+                i += 1
+                value = args[i]
+            }
+            if out[key] != nil { return problem("\(name) given twice") }
+            out[key] = value
             i += 1
         }
-        fail("relay: --config FILE is required")
+        return out
+    }
+
+    /// `options[key]`, or nil after saying that `shown` is required.
+    static func required(_ options: [String: String], _ key: String, command: String, _ shown: String) -> String? {
+        if let v = options[key] { return v }
+        fail("relay \(command): \(shown) is required (relay \(command) --help)")
         return nil
     }
 
@@ -192,11 +318,19 @@ enum Command {
 
     static func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
 
-    static func serve(configPath path: String) -> Int32 {
+    /// `relay serve`: `listen`, when given, replaces `server.listen` (at start and in every reload).
+    static func serve(configPath path: String, listen: (host: String, port: UInt16)? = nil) -> Int32 {
         // Before any thread starts: SIGTERM/SIGINT/SIGHUP stay pending until the service waits for them, so a
         // signal sent the moment the listeners are up still stops (or reloads) it in order.
         ProcessSignals.block()
-        guard let config = loadConfig(path, showLines: false) else { return 2 }
+        @Sendable func overridden(_ config: RelayConfig) -> RelayConfig {
+            guard let listen else { return config }
+            var c = config
+            c.server.http.host = listen.host
+            c.server.http.port = listen.port
+            return c
+        }
+        guard let config = loadConfig(path, showLines: false).map(overridden) else { return 2 }
         guard let log = logger(default: config.logLevel) else { return 2 }
         do {
             let service = try RelayService(config: config, log: log, store: try Stores.open(config.store, log: log))
@@ -204,7 +338,7 @@ enum Command {
             // SIGHUP: read the file again; a configuration with problems is refused and the running one stays.
             return service.runUntilSignalled(reload: {
                 do {
-                    return .success(try RelayConfig.load(path: path, registry: BuiltinAdapters.registry, showLines: false))
+                    return .success(overridden(try RelayConfig.load(path: path, registry: BuiltinAdapters.registry, showLines: false)))
                 } catch let error as ConfigError {
                     return .failure(error)
                 } catch {

@@ -27,16 +27,37 @@ enum Sign {
         0 signed, 2 bad arguments or a key that cannot sign.
         """
 
+    static let overview = """
+        relay sign: print the credentials the relay would attach to one request, to compare with what a
+        provider's own tools compute (debugging its refusals)
+
+        usage:
+          relay sign SCHEME OPTIONS...
+
+        schemes:
+          mastercard-oauth1             Mastercard's OAuth 1.0a Authorization header (RSA-SHA256 with a body hash);
+                                        relay sign mastercard-oauth1 --help lists its options
+
+        exit codes: 0 signed, 2 bad arguments or a key that cannot sign
+        """
+
+    /// Each scheme's usage (`relay sign SCHEME --help`); a new scheme adds its entry here and a case in `run`.
+    static let usages: [String: String] = ["mastercard-oauth1": usage]
+
     static func run(_ args: [String]) -> Int32 {
+        let schemes = usages.keys.sorted().joined(separator: ", ")
         guard let scheme = args.first else {
-            Command.fail("relay sign: which scheme? (there is: mastercard-oauth1)\n\n\(usage)")
+            Command.fail("relay sign: which scheme? (there is: \(schemes))\n\n\(overview)")
             return 2
         }
-        guard scheme == "mastercard-oauth1" else {
-            Command.fail("relay sign: unknown scheme \"\(scheme)\" (there is: mastercard-oauth1)\n\n\(usage)")
+        switch scheme {
+        case "mastercard-oauth1":
+            return mastercardOAuth1(Array(args.dropFirst()))
+        default:
+            let what = scheme.hasPrefix("-") ? "unknown option \"\(scheme)\" (give the scheme first)" : "unknown scheme \"\(scheme)\""
+            Command.fail("relay sign: \(what) (there is: \(schemes))\n\n\(overview)")
             return 2
         }
-        return mastercardOAuth1(Array(args.dropFirst()))
     }
 
     static func mastercardOAuth1(_ args: [String]) -> Int32 {

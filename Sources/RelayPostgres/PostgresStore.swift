@@ -326,7 +326,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                 do {
                     let c = try connect("coordinator")
                     let (from, to) = try Schema.migrate(c)
-                    if from != to { log?.info("database schema migrated", ["from": String(from), "to": String(to)]) }
+                    if from != to { log?.info("database schema migrated", ["from": from, "to": to]) }
                     try c.query("LISTEN relay_wake")
                     try c.query("LISTEN relay_changed")
                     try heartbeat(c)
@@ -370,7 +370,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                     try heartbeat(c)
                     let released = try sweep(c)
                     if released > 0 {
-                        log?.info("leases of relays that are gone returned to the queue", ["count": String(released)])
+                        log?.info("leases of relays that are gone returned to the queue", ["count": released])
                         try c.query("SELECT pg_notify('relay_wake', '')")
                         signals.newDeliveries()
                     }
@@ -452,7 +452,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                         """, [PGText.array(uncertain.map { Optional($0) })]).affected
                     uncertainClaims.withLock { $0.removeAll { uncertain.contains($0) } }
                     if n > 0 {
-                        log?.warn("claims whose answer was lost with the connection returned to the queue", ["count": String(n)])
+                        log?.warn("claims whose answer was lost with the connection returned to the queue", ["count": n])
                     }
                 }
                 return try body(slot!)

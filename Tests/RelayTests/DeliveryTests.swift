@@ -79,6 +79,20 @@ struct DeliveryTests {
 
     static func json(_ r: SinkRequest) throws -> JSONValue { try JSONValue.parse(r.body) }
 
+    /// The relay's log lines with this `msg`, parsed, in order.
+    static func logLines(_ relay: RunningRelay, _ msg: String) -> [JSONValue] {
+        relay.log.split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8)) }
+            .filter { $0["msg"]?.stringValue == msg }
+    }
+
+    /// Whether `v` is a JSON number (not a string holding one).
+    static func isNumber(_ v: JSONValue?) -> Bool {
+        switch v {
+        case .number?, .integer?: return true
+        default: return false
+        }
+    }
+
     /// `subject.orderId/status` of a delivered canonical event.
     static func label(_ r: SinkRequest) -> String {
         guard let v = try? json(r) else { return "?" }
@@ -183,6 +197,25 @@ struct DeliveryTests {
         #expect(zip(rows, rows.dropFirst()).allSatisfy { $0.startedAt <= $1.startedAt })
         let row = try Self.deliveryRow(relay.store, d.id)
         #expect(row.state == "delivered" && row.lastStatus == 200 && row.claimedBy == nil)
+
+        // The log says so with numbers as JSON numbers: each retry (status, attempt, latency, the wait), and the
+        // delivered attempt at info level.
+        let retries = Self.logLines(relay, "delivery will be retried")
+        #expect(retries.count == 2, "\(relay.log)")
+        for (i, line) in retries.enumerated() {
+            #expect(line["deliveryId"]?.stringValue == d.id && line["destination"]?.stringValue == "d")
+            #expect(line["status"]?.numberValue == 503 && line["attempt"]?.numberValue == Double(i + 1), "\(line.jsonString())")
+            #expect(Self.isNumber(line["latencyMs"]) && Self.isNumber(line["retryInMs"]), "\(line.jsonString())")
+        }
+        let delivered = try #require(Self.logLines(relay, "delivered").first, "no delivered line: \(relay.log)")
+        #expect(delivered["level"]?.stringValue == "info")
+        #expect(delivered["deliveryId"]?.stringValue == d.id && delivered["destination"]?.stringValue == "d")
+        #expect(Self.isNumber(delivered["status"]) && delivered["status"]?.numberValue == 200, "\(delivered.jsonString())")
+        #expect(Self.isNumber(delivered["latencyMs"]) && (delivered["latencyMs"]?.numberValue ?? -1) >= 0, "\(delivered.jsonString())")
+        #expect(delivered["attempt"]?.numberValue == 3, "\(delivered.jsonString())")
+        // Raw text too: "status":200, never "status":"200".
+        let raw = relay.log.split(separator: "\n").first { $0.contains("\"msg\":\"delivered\"") }.map(String.init) ?? ""
+        #expect(raw.contains("\"status\":200,") && !raw.contains("\"status\":\"200\""), "\(raw)")
     }
 
     @Test("Retry-After (seconds or an HTTP date) delays the retry past the schedule, up to retryAfterMax; a 429 waits its floor")
@@ -466,6 +499,23 @@ struct DeliveryTests {
         }
         let attempts = try ids.map { try Self.delivery(relay, $0, "d").attempts }
         #expect(attempts.reduce(0, +) == 8)
+
+        // Every transition is logged, with the destination, the state left and why: open (warn) after the third
+        // failure, half-open (info) at the cooldown's end, open again after the failed probe, half-open, closed.
+        let lines = relay.log.split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8)) }
+            .filter { $0["msg"]?.stringValue?.hasPrefix("circuit breaker ") == true }
+        #expect(lines.map { $0["msg"]?.stringValue ?? "" } == ["circuit breaker open", "circuit breaker half-open",
+                                                              "circuit breaker open", "circuit breaker half-open",
+                                                              "circuit breaker closed"], "\(relay.log)")
+        #expect(lines.map { $0["from"]?.stringValue ?? "" } == ["closed", "open", "half-open", "open", "half-open"])
+        #expect(lines.map { $0["level"]?.stringValue ?? "" } == ["warn", "info", "warn", "info", "info"])
+        #expect(lines.allSatisfy { $0["destination"]?.stringValue == "d" && !($0["reason"]?.stringValue ?? "").isEmpty })
+        try #require(lines.count == 5)
+        #expect(lines[0]["consecutiveFailures"]?.numberValue == 3, "\(lines[0].jsonString())")
+        #expect(lines[0]["reason"]?.stringValue?.contains("HTTP 503") == true, "\(lines[0].jsonString())")
+        #expect(lines[2]["reason"]?.stringValue?.contains("probe attempt failed (HTTP 503)") == true, "\(lines[2].jsonString())")
+        #expect(lines[4]["reason"]?.stringValue?.contains("HTTP 200") == true && lines[4]["consecutiveFailures"]?.numberValue == 0,
+                "\(lines[4].jsonString())")
     }
 
     @Test("rate limit: attempts start no faster than the token bucket allows (a burst of one second's worth, then the rate)")
@@ -554,7 +604,7 @@ struct DeliveryTests {
         let line = readText(dir.file("second.log")).split(separator: "\n")
             .compactMap { try? JSONValue.parse(Data($0.utf8)) }
             .first { $0["msg"]?.stringValue == "deliveries returned to the queue" }
-        #expect(line?["count"]?.stringValue == "3", "log: \(readText(dir.file("second.log")))")
+        #expect(line?["count"]?.numberValue == 3, "log: \(readText(dir.file("second.log")))")
     }
 }
 

@@ -101,7 +101,7 @@ struct ProcessTests {
 
         relay.signal(SIGTERM)
         let stopping = try relay.waitForLog("stopping")
-        #expect(stopping["inFlight"]?.stringValue == "1", "\(stopping.jsonString())")
+        #expect(stopping["inFlight"]?.numberValue == 1, "\(stopping.jsonString())")
         // The listening socket closes just after that line is written.
         #expect(RelayProcess.poll(timeout: 2) { !Connection.canConnect(port: port) },
                 "the relay still accepts connections while stopping")

@@ -334,11 +334,11 @@ struct SinkTests {
         let port = try #require(UInt16(address.split(separator: ":").last ?? ""), "\(listening)")
         #expect(try Wire.request(port, "POST", "/h", body: Array("secret-body".utf8)).status == 503)
         #expect(try Wire.request(port, "POST", "/h", body: Array("secret-body".utf8)).status == 200)
-        let line = try p.waitForLog("sink request") { $0["seq"]?.stringValue == "2" }
+        let line = try p.waitForLog("sink request") { $0["seq"]?.numberValue == 2 }
         #expect(line["level"]?.stringValue == "info")
-        #expect(line["method"]?.stringValue == "POST" && line["target"]?.stringValue == "/h" && line["status"]?.stringValue == "200")
-        let first = try p.waitForLog("sink request") { $0["seq"]?.stringValue == "1" }
-        #expect(first["status"]?.stringValue == "503" && first["fault"]?.stringValue == "status")
+        #expect(line["method"]?.stringValue == "POST" && line["target"]?.stringValue == "/h" && line["status"]?.numberValue == 200)
+        let first = try p.waitForLog("sink request") { $0["seq"]?.numberValue == 1 }
+        #expect(first["status"]?.numberValue == 503 && first["fault"]?.stringValue == "status")
         #expect(!p.stderr.contains("secret-body"), "a body was logged")
         p.signal(SIGTERM)
         #expect(try p.waitForExit() == 0, "\(p.stderr)")

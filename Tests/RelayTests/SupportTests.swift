@@ -40,6 +40,23 @@ import Testing
         #expect(text.contains(#"relay_webhooks_received_total{source="other"} 0"#))
     }
 
+    @Test("log fields: numbers and booleans are JSON numbers and booleans, text is a JSON string, nil is null")
+    func logFieldTypes() throws {
+        let port: UInt16 = 8080
+        let latency: Int64 = 12
+        let status: Int? = 502
+        let none: Int? = nil
+        let text = Logger.line(.warn, "attempt", ["status": status, "latencyMs": latency, "port": port, "attempt": 2,
+                                                  "ratio": 0.25, "ok": false, "none": none, "id": "d-\"1\"", "digits": "502"],
+                               at: Date(timeIntervalSince1970: 0))
+        #expect(text.hasSuffix("}\n"))
+        #expect(text == #"{"time":"1970-01-01T00:00:00.000Z","level":"warn","msg":"attempt","status":502,"latencyMs":12,"port":8080,"attempt":2,"ratio":0.25,"ok":false,"none":null,"id":"d-\"1\"","digits":"502"}"# + "\n")
+        let v = try JSONValue.parse(Data(text.utf8))
+        #expect(v["status"] == .integer("502") || v["status"] == .number(502), "\(v.jsonString())")
+        #expect(v["digits"] == .string("502") && v["ok"] == .bool(false) && v["none"] == .null)
+        #expect(Logger.line(.info, "x", ["inf": Double.infinity], at: Date()).contains(#""inf":null"#))
+    }
+
     @Test func badDurationsAreRefused() {
         for text in ["", "s", "-1s", "5 parsecs", "1x"] { #expect(ConfigReader.parseDuration(text) == nil, "\(text)") }
     }

@@ -1,5 +1,5 @@
-"""The README's provider block, in a module of its own: it needs ports 8080 and 9090, which test_readme.py's relay
-holds for the whole of that module."""
+"""The README's provider block, in a module of its own: the Mastercard Digital Redemptions example on its own ports
+(8081, admin 9091) and database, beside the stand-in on 9101."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from test_readme import Shell, port_in_use, section, statuses
 def test_translate_for_a_provider(tmp_path):
     """The README's Mastercard block: the signature-verifying stand-in, the partner example, a signed webhook, and
     the signed, translated PUT at the stand-in."""
-    busy = [p for p in (8080, 9090, 9101) if port_in_use(p)]
+    busy = [p for p in (8081, 9091, 9101) if port_in_use(p)]
     if busy:
         pytest.skip(f"ports in use: {busy}")
     example = REPO_ROOT / "config" / "partners" / "mastercard-digital-redemptions.json5"
     text = example.read_text()
-    assert 'sqlite: "data/relay.db"' in text
+    store = 'sqlite: "data/partners-mastercard-digital-redemptions.db"'
+    assert store in text and 'listen: "127.0.0.1:8081"' in text and 'listen: "127.0.0.1:9091"' in text
     copy = tmp_path / "mc.json5"
-    copy.write_text(text.replace('sqlite: "data/relay.db"', f'sqlite: "{tmp_path / "mc.db"}"'))
+    copy.write_text(text.replace(store, f'sqlite: "{tmp_path / "mc.db"}"'))
     (code,) = section("Translate for a provider")
     code = code.replace("config/partners/mastercard-digital-redemptions.json5", str(copy))
     shell = Shell(tmp_path / "unused.db", tmp_path)

@@ -52,8 +52,13 @@ enum CapillaryEnvelope {
 
     static func answer(_ status: Int, success: Bool, code: Int, _ message: String,
                        extra: [String: JSONValue] = [:]) -> HTTPResponse {
+        Wire.answer(status, body(success: success, code: code, message, extra: extra))
+    }
+
+    /// `{"status":{"success":...,"code":...,"message":...}}` and `extra`'s keys beside it.
+    static func body(success: Bool, code: Int, _ message: String, extra: [String: JSONValue] = [:]) -> JSONValue {
         var body = extra
         body["status"] = .object(["success": .bool(success), "code": .number(Double(code)), "message": .string(message)])
-        return Wire.answer(status, .object(body))
+        return .object(body)
     }
 }

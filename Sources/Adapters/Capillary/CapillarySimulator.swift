@@ -16,7 +16,8 @@ import Synchronization
 ///   non-empty `fulfillmentDetails.status` (and `transactionCustomFields`, when present, an object);
 /// - the status names are the organisation's: any non-empty name is accepted unless the environment variable
 ///   `RELAY_SIM_CAPILLARY_STATUSES` (a comma-separated list) names the allowed ones (compared exactly);
-/// - errors: 400 (401 for auth) `{"status":{"success":false,"code":...,"message":"..."}}`;
+/// - errors: 400 (401 for auth) `{"status":{"success":false,"code":...,"message":"..."}}`; so are the error answers of
+///   `--fault` rules (`status:503`, `retryAfter`, `hang`'s 504), with the HTTP status as the code;
 /// - success: 200 `{"status":{"success":true,"code":200,"message":"..."},"transactions":[...the items...]}`.
 public struct CapillarySimulator: SinkResponder {
     public static let statusesVariable = "RELAY_SIM_CAPILLARY_STATUSES"
@@ -62,6 +63,10 @@ public struct CapillarySimulator: SinkResponder {
 
     static func error(_ status: Int, _ code: Int, _ message: String) -> HTTPResponse {
         CapillaryEnvelope.answer(status, success: false, code: code, message)
+    }
+
+    public func errorBody(status: Int, message: String) -> JSONValue? {
+        CapillaryEnvelope.body(success: false, code: status, message)
     }
 
     public func answer(_ request: HTTPRequest) -> HTTPResponse {

@@ -131,6 +131,18 @@ public enum MastercardErrors {
         Wire.answer(status, envelope(items), headers: headers)
     }
 
+    /// The stand-ins' envelope for an error a `--fault` rule injects (`status:503`, `retryAfter`, `hang`'s 504):
+    /// one Gateway item whose ReasonCode names the status, Recoverable `true` for what the relay retries (408, 425,
+    /// 429, 5xx) and `false` otherwise.
+    public static func faultEnvelope(status: Int, message: String) -> JSONValue {
+        let codes = [400: "BAD_REQUEST", 401: "AUTHENTICATION_FAILED", 403: "FORBIDDEN", 404: "RESOURCE_NOT_FOUND",
+                     408: "REQUEST_TIMEOUT", 409: "CONFLICT", 422: "UNPROCESSABLE_ENTITY", 429: "RATE_LIMIT_EXCEEDED",
+                     500: "INTERNAL_SERVER_ERROR", 502: "BAD_GATEWAY", 503: "SERVICE_UNAVAILABLE", 504: "GATEWAY_TIMEOUT"]
+        let recoverable = [408, 425, 429].contains(status) || (500..<600).contains(status)
+        return envelope([MastercardError(source: "Gateway", reasonCode: codes[status] ?? "HTTP_\(status)",
+                                         description: message, recoverable: recoverable)])
+    }
+
     /// A non-recoverable item (what the stand-ins send for a request that is wrong).
     public static func error(_ source: String, _ reasonCode: String, _ description: String) -> MastercardError {
         MastercardError(source: source, reasonCode: reasonCode, description: description, recoverable: false)

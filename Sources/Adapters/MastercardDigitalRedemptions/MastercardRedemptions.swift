@@ -125,6 +125,11 @@ public struct MastercardRedemptionsSimulator: SinkResponder {
 
     public init(auth: MastercardStandInAuth) { self.auth = auth }
 
+    /// The `Errors` envelope (`MastercardErrors.faultEnvelope`) for the error answers of `--fault` rules.
+    public func errorBody(status: Int, message: String) -> JSONValue? {
+        MastercardErrors.faultEnvelope(status: status, message: message)
+    }
+
     public func answer(_ request: HTTPRequest) -> HTTPResponse {
         guard request.path.hasSuffix("/redemptions") else {
             return MastercardErrors.answer(404, [MastercardErrors.error(

@@ -83,6 +83,9 @@ public struct PunchhSimulator: SinkResponder {
         Wire.answer(status, .object(["error": .string(message)]), headers: headers)
     }
 
+    /// `{"error": "..."}`, as its own refusals: the error answers of `--fault` rules.
+    public func errorBody(status: Int, message: String) -> JSONValue? { .object(["error": .string(message)]) }
+
     /// `Token token="KEY"` / `Token token=KEY` alone, or followed by `, btoken=KEY`; values not empty.
     static func wellFormedAuthorization(_ header: String?) -> Bool {
         guard let header, header.hasPrefix("Token ") else { return false }

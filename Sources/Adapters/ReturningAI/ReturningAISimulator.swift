@@ -15,7 +15,7 @@ import Synchronization
 /// - refunding the coins of a transaction whose coins were already refunded: 409 (conflicting state);
 /// - otherwise 200 `{"status":"success","message":"...","data":{"transactionId","statusId","status":{...}}}`, and
 ///   the transaction's status is remembered (`statusId(of:)`).
-/// Errors are `{"status":"error","message":"..."}`.
+/// Errors are `{"status":"error","message":"..."}`, the error answers of `--fault` rules too.
 public struct ReturningAISimulator: SinkResponder {
     final class State: Sendable {
         struct Transaction { var statusId: String; var refunded: Bool }
@@ -31,8 +31,14 @@ public struct ReturningAISimulator: SinkResponder {
     }
 
     static func error(_ status: Int, _ message: String) -> HTTPResponse {
-        Wire.answer(status, .object(["status": .string("error"), "message": .string(message)]))
+        Wire.answer(status, errorEnvelope(message))
     }
+
+    static func errorEnvelope(_ message: String) -> JSONValue {
+        .object(["status": .string("error"), "message": .string(message)])
+    }
+
+    public func errorBody(status: Int, message: String) -> JSONValue? { Self.errorEnvelope(message) }
 
     public func answer(_ request: HTTPRequest) -> HTTPResponse {
         guard request.path.hasSuffix(ReturningAIDestination.path) else {

@@ -295,7 +295,7 @@ public final class AdminAPI: Sendable {
         let dryRun = o["dryRun"]?.boolValue ?? true
         let count = try store.replay(filter, dryRun: dryRun, nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
         if !dryRun {
-            log.info("deliveries replayed in bulk", ["count": String(count), "state": state,
+            log.info("deliveries replayed in bulk", ["count": count, "state": state,
                                                       "destination": o["destination"]?.stringValue ?? "*"])
             if count > 0 { wake() }
         }

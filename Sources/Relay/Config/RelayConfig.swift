@@ -304,7 +304,7 @@ public struct RelayConfig: Sendable {
     }
 
     /// "0.0.0.0:8080", "[::]:8080", ":8080" (all IPv4 interfaces), "localhost:8080".
-    static func parseListen(_ s: String) -> (String, UInt16)? {
+    public static func parseListen(_ s: String) -> (String, UInt16)? {
         guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]) else { return nil }
         var host = String(s[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }

@@ -154,7 +154,7 @@ public final class Dispatcher: @unchecked Sendable {
     private func prepare() -> Bool {
         do {
             let released = try store.recoverClaims()
-            if released > 0 { log.info("deliveries returned to the queue", ["count": String(released)]) }
+            if released > 0 { log.info("deliveries returned to the queue", ["count": released]) }
             let pausedNames = try store.pausedDestinations()
             paused.withLock { $0 = pausedNames }
             for name in pausedNames.sorted() { log.warn("destination paused (by an operator, before this start)", ["destination": name]) }
@@ -177,8 +177,40 @@ public final class Dispatcher: @unchecked Sendable {
             if before != lane.breaker.state || snapshot.state != .closed {
                 metrics?.set("relay_circuit_open", ["destination": name], lane.breaker.state == .closed ? 0 : 1)
             }
+            // Taken up from the store (a restart, or another relay on the same database). A half-open circuit is
+            // restored open (its probe's outcome unknown) and probes again when due: not logged as a change.
+            if before != lane.breaker.state, before != .halfOpen {
+                log.log(lane.breaker.state == .open ? .warn : .info, "circuit breaker \(lane.breaker.state.rawValue)",
+                        ["destination": name, "from": before.rawValue, "consecutiveFailures": lane.breaker.consecutiveFailures,
+                         "reason": "as stored (by this relay before a restart, or by another relay on the same store)"])
+            }
         }
     }
+
+    /// Logs a circuit breaker's change of state (open: warn; half-open, closed: info) with the destination, the
+    /// state it left and why: `cause` is the outcome of the attempt that changed it (`HTTP 503`, a transport error;
+    /// nil for half-open, which the cooldown's end brings).
+    private func logCircuit(_ name: String, from before: CircuitBreaker.State, _ breaker: CircuitBreaker, cause: String?) {
+        let reason: String
+        switch (before, breaker.state) {
+        case (_, .halfOpen):
+            reason = "the cooldown (\(Self.seconds(breaker.cooldown))) is over: one probe attempt"
+        case (.halfOpen, .open):
+            reason = "the probe attempt failed (\(cause ?? "no answer")): no attempts for \(Self.seconds(breaker.cooldown))"
+        case (_, .open):
+            reason = "\(breaker.consecutiveFailures) consecutive failed attempts (breakerThreshold \(breaker.threshold)), the last: "
+                + "\(cause ?? "no answer"); no attempts for \(Self.seconds(breaker.cooldown))"
+        case (.halfOpen, .closed):
+            reason = "the probe attempt was answered (\(cause ?? "an answer"))"
+        case (_, .closed):
+            reason = "an attempt was answered (\(cause ?? "an answer"))"
+        }
+        log.log(breaker.state == .open ? .warn : .info, "circuit breaker \(breaker.state.rawValue)",
+                ["destination": name, "from": before.rawValue, "consecutiveFailures": breaker.consecutiveFailures,
+                 "reason": reason])
+    }
+
+    static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s))s" : "\(s)s" }
 
     /// Logs a store failure of the loop, once a minute while it repeats.
     private func claimFailed(_ message: String, _ error: any Error) {
@@ -338,7 +370,9 @@ public final class Dispatcher: @unchecked Sendable {
             guard room > 0 else { continue }
             if lane.breaker.state != .closed {
                 // Open past its cooldown, or half-open: one probe at a time.
+                let before = lane.breaker.state
                 guard lane.breaker.allow(now: now) else { continue }
+                if before == .open { logCircuit(name, from: before, lane.breaker, cause: nil) }
                 room = 1
             }
             wanted.append(LaneRequest(destination: name, limit: room * (lane.batching?.maxItems ?? 1), discipline: p.discipline))
@@ -646,6 +680,11 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             }
             lanes[f.destination] = lane
+            if lane.breaker.state != circuitBefore {
+                var cause = status.map { "HTTP \($0)" } ?? error ?? "no answer"
+                if let auth = f.auth ?? lane.destination.auth { cause = auth.redact(cause) }
+                logCircuit(f.destination, from: circuitBefore, lane.breaker, cause: cause)
+            }
             metrics?.set("relay_circuit_open", ["destination": f.destination], lane.breaker.state == .closed ? 0 : 1)
             let policy = lane.destination.policy
             for (i, claim) in f.claims.enumerated() {
@@ -695,14 +734,17 @@ public final class Dispatcher: @unchecked Sendable {
                 }
                 switch result {
                 case .delivered:
-                    log.debug("delivered", ["deliveryId": claim.id, "destination": f.destination, "status": status.map(String.init) ?? ""])
+                    log.info("delivered", ["deliveryId": claim.id, "destination": f.destination, "status": status,
+                                           "latencyMs": latency, "attempt": attempts])
                 case .retry(let at):
                     log.info("delivery will be retried", ["deliveryId": claim.id, "destination": f.destination,
-                                                          "attempt": String(claim.attempts + 1), "error": itemError ?? "HTTP \(status ?? 0)",
-                                                          "retryInMs": String(at - nowMillis)])
+                                                          "attempt": attempts, "status": status, "latencyMs": latency,
+                                                          "error": itemError ?? "HTTP \(status ?? 0)",
+                                                          "retryInMs": at - nowMillis])
                 case .dead(let reason):
                     log.warn("delivery dead-lettered", ["deliveryId": claim.id, "destination": f.destination,
-                                                        "attempts": String(claim.attempts + 1), "reason": reason])
+                                                        "attempts": attempts, "status": status, "latencyMs": latency,
+                                                        "reason": reason])
                 case .skipped(let reason):
                     log.info("delivery skipped", ["deliveryId": claim.id, "destination": f.destination, "reason": reason])
                 }
@@ -714,8 +756,6 @@ public final class Dispatcher: @unchecked Sendable {
             for name in circuitsChanged.sorted() {
                 guard let lane = lanes[name] else { continue }
                 store.saveCircuit(name, lane.breaker.snapshot(now: now, wallMillis: wall))
-                log.warn("circuit breaker \(lane.breaker.state.rawValue)", ["destination": name,
-                                                                          "consecutiveFailures": String(lane.breaker.consecutiveFailures)])
             }
         }
         guard !records.isEmpty || !links.isEmpty else { return }
@@ -730,12 +770,12 @@ public final class Dispatcher: @unchecked Sendable {
             case .failure(let e):
                 if !retry {
                     log.error("cannot record delivery attempts: kept, and offered to the store again every second",
-                              ["error": e.description, "count": String(records.count)])
+                              ["error": e.description, "count": records.count])
                 }
                 unrecorded.withLock { $0.finishes.append((records, links, keys, nowMillis)) }
             case .success(let report):
                 if retry {
-                    log.info("delivery attempts recorded after the store came back", ["count": String(records.count)])
+                    log.info("delivery attempts recorded after the store came back", ["count": records.count])
                 }
                 if !report.stale.isEmpty {
                     log.warn("attempts not recorded: their lease ran out and the deliveries were claimed again",
@@ -751,7 +791,7 @@ public final class Dispatcher: @unchecked Sendable {
             if case .failure(let e) = result {
                 if !retry {
                     log.error("cannot return claimed deliveries: offered to the store again every second",
-                              ["error": e.description, "count": String(claims.count)])
+                              ["error": e.description, "count": claims.count])
                 }
                 unrecorded.withLock { $0.releases.append(claims) }
             }

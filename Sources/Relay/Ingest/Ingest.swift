@@ -118,7 +118,7 @@ public final class Ingest: Sendable {
     private func accept(_ request: HTTPRequest, source: SourceSettings, verified: VerifiedRequest, now: Date,
                         requestID: String, committedCounter: Metrics.Counter?, responder: any HTTPResponder) {
         let reject = { (status: Int, message: String, reason: String) in
-            self.log.warn("webhook refused", ["requestId": requestID, "source": source.name, "status": String(status),
+            self.log.warn("webhook refused", ["requestId": requestID, "source": source.name, "status": status,
                                               "reason": reason])
             responder.respond(self.withID(.error(status, message, ["reason": reason]), requestID))
         }

@@ -72,12 +72,12 @@ public final class RelayService: Sendable {
         try server.start()
         if let adminServer {
             try adminServer.start()
-            log.info("admin API listening", ["address": "\(config.admin!.http.host):\(adminServer.port)",
+            log.info("admin API listening", ["address": "\(config.admin!.http.host):\(adminServer.port)", "port": adminServer.port,
                                              "token": config.admin!.token == nil ? "none (loopback)" : "required"])
         }
         log.info("relay listening", ["address": "\(config.server.http.host):\(server.port)", "store": store.summary,
                                      "sources": config.sources.keys.sorted().joined(separator: ","),
-                                     "threads": String(config.server.http.threads)])
+                                     "port": server.port, "threads": config.server.http.threads])
     }
 
     /// The bound port (useful when configured as 0).
@@ -88,7 +88,7 @@ public final class RelayService: Sendable {
     /// Stops taking connections, lets requests in flight finish (up to the configured timeout), lets delivery
     /// attempts in flight finish and records them, then closes the store after its last commit.
     public func shutdown() {
-        log.info("stopping", ["inFlight": String(server.requestsInFlight)])
+        log.info("stopping", ["inFlight": server.requestsInFlight])
         server.shutdown(timeout: config.server.shutdownTimeout)
         adminServer?.shutdown(timeout: 2)
         dispatcher?.shutdown(timeout: config.server.shutdownTimeout)
@@ -129,7 +129,7 @@ public final class RelayService: Sendable {
         current.value = applied
         log.info("configuration reloaded", ["sources": applied.sources.keys.sorted().joined(separator: ","),
                                             "destinations": applied.destinations.keys.sorted().joined(separator: ","),
-                                            "routes": String(applied.routes.count),
+                                            "routes": applied.routes.count,
                                             "notes": notes.joined(separator: "; ")])
         return notes
     }

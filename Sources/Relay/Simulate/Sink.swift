@@ -118,7 +118,7 @@ public final class Sink: Sendable {
     public func start() throws {
         try server.start()
         log.info("sink listening", ["address": "\(options.host):\(server.port)", "url": baseURL,
-                                    "faults": String(options.faults.count), "keep": String(options.keep)])
+                                    "port": server.port, "faults": options.faults.count, "keep": options.keep])
     }
 
     /// The bound port (useful when `options.port` is 0).
@@ -136,9 +136,9 @@ public final class Sink: Sendable {
     /// closes once the answers in flight are out.
     public func stop() {
         let held = core.releaseAll()
-        log.info("sink stopping", ["released": String(held)])
+        log.info("sink stopping", ["released": held])
         server.shutdown(timeout: options.shutdownTimeout)
-        log.info("sink stopped", ["requests": String(core.stats.total)])
+        log.info("sink stopped", ["requests": core.stats.total])
     }
 
     /// Blocks until SIGTERM or SIGINT, then stops gracefully.
@@ -250,7 +250,7 @@ final class SinkCore: Sendable {
         if request.path.hasPrefix(Sink.controlPrefix) || request.path == "/_sink" {
             let response = control(request)
             log.debug("sink control", ["method": request.method, "target": request.target,
-                                       "status": String(response.status)])
+                                       "status": response.status])
             responder.respond(response)
             return
         }
@@ -267,12 +267,7 @@ final class SinkCore: Sendable {
                     if left <= 1 { s.faults.remove(at: i) } else { s.faults[i].times = left - 1 }
                 }
             }
-            var plan = SinkCore.plan(action, seq: seq, now: now)
-            if action == nil, let simulator = self.responder {
-                var answer = simulator.answer(request)
-                answer.headers.append(("X-Sink-Seq", String(seq)))
-                plan = .now(answer)
-            }
+            let plan = SinkCore.plan(action, seq: seq, now: now, request: request, responder: self.responder)
             s.ring.append(SinkRequest(seq: seq, receivedAt: now, method: request.method, path: request.path,
                                       query: request.query, headers: request.headers, body: request.body,
                                       remoteAddress: request.remoteAddress, status: plan.status, fault: action?.name))
@@ -282,12 +277,12 @@ final class SinkCore: Sendable {
         }
         if log.enabled(.info) {
             if let fault {
-                log.info("sink request", ["seq": String(seq), "method": request.method, "target": request.target,
-                                          "status": String(plan.status), "fault": fault,
-                                          "bytes": String(request.body.count), "remote": request.remoteAddress])
+                log.info("sink request", ["seq": seq, "method": request.method, "target": request.target,
+                                          "status": plan.status, "fault": fault,
+                                          "bytes": request.body.count, "remote": request.remoteAddress])
             } else {
-                log.info("sink request", ["seq": String(seq), "method": request.method, "target": request.target,
-                                          "status": String(plan.status), "bytes": String(request.body.count),
+                log.info("sink request", ["seq": seq, "method": request.method, "target": request.target,
+                                          "status": plan.status, "bytes": request.body.count,
                                           "remote": request.remoteAddress])
             }
         }
@@ -300,38 +295,61 @@ final class SinkCore: Sendable {
 
     // MARK: Answers
 
-    static func plan(_ action: SinkFault.Action?, seq: Int, now: Date) -> Plan {
+    /// How `request` is answered: by the fault rule `action` when one applies, else by the provider stand-in
+    /// (`responder`) or the sink's 200 `{"ok":true}`. With a stand-in, `slow` holds the stand-in's own answer, and
+    /// the error answers a rule gives no body of its own (`status` 4xx/5xx, `retryAfter`, `hang`) are in the
+    /// provider's error envelope (`SinkResponder.errorBody`).
+    static func plan(_ action: SinkFault.Action?, seq: Int, now: Date, request: HTTPRequest? = nil,
+                     responder: (any SinkResponder)? = nil) -> Plan {
         let seqHeader = ("X-Sink-Seq", String(seq))
-        guard let action else { return .now(.json(200, #"{"ok":true}"#, headers: [seqHeader])) }
+        /// What the stand-in (or the sink) answers when no rule applies.
+        func normal(_ extra: [(String, String)]) -> HTTPResponse {
+            guard let responder, let request else { return .json(200, #"{"ok":true}"#, headers: extra) }
+            var answer = responder.answer(request)
+            answer.headers += extra
+            return answer
+        }
+        /// An error body: the stand-in's envelope for `message`, else the sink's `fallback`.
+        func error(_ status: Int, _ message: String, fallback: [String: JSONValue]) -> JSONValue {
+            if status >= 400, let body = responder?.errorBody(status: status, message: message) { return body }
+            return .object(fallback)
+        }
+        guard let action else { return .now(normal([seqHeader])) }
         let faultHeader = ("X-Sink-Fault", action.name)
         switch action {
         case .status(let status, let body, let headers):
-            return .now(answer(status, body, headers, fallback: ["ok": .bool(false), "error": .string("injected fault"),
-                                                                 "status": .number(Double(status))],
+            return .now(answer(status, body, headers,
+                               fallback: error(status, "injected fault: HTTP \(status)",
+                                               fallback: ["ok": .bool(false), "error": .string("injected fault"),
+                                                          "status": .number(Double(status))]),
                                extra: [seqHeader, faultHeader]))
         case .retryAfter(let status, let seconds, let httpDate, let body, let headers):
             let whole = Int(seconds.rounded(.up))
             let value = httpDate ? Sink.httpDate(now.addingTimeInterval(Double(whole))) : String(whole)
-            return .now(answer(status, body, headers, fallback: ["ok": .bool(false), "error": .string("rate limited"),
-                                                                 "retryAfter": .string(value)],
+            return .now(answer(status, body, headers,
+                               fallback: error(status, "rate limited: retry after \(httpDate ? value : "\(value) s")",
+                                               fallback: ["ok": .bool(false), "error": .string("rate limited"),
+                                                          "retryAfter": .string(value)]),
                                extra: [("Retry-After", value), seqHeader, faultHeader]))
         case .hang(let seconds, let status):
-            return .later(answer(status, nil, [:], fallback: ["ok": .bool(false), "error": .string("hung"),
-                                                              "heldSeconds": .number(seconds)],
+            return .later(answer(status, nil, [:],
+                                 fallback: error(status, "no answer within \(seconds) s: the request timed out",
+                                                 fallback: ["ok": .bool(false), "error": .string("hung"),
+                                                            "heldSeconds": .number(seconds)]),
                                  extra: [seqHeader, faultHeader]), after: seconds)
         case .slow(let seconds):
-            return .later(.json(200, #"{"ok":true}"#, headers: [seqHeader, faultHeader]), after: seconds)
+            return .later(normal([seqHeader, faultHeader]), after: seconds)
         case .reset:
             return .drop
         case .json(let status, let body, let headers):
-            return .now(answer(status, .json(body), headers, fallback: [:], extra: [seqHeader, faultHeader]))
+            return .now(answer(status, .json(body), headers, fallback: .object([:]), extra: [seqHeader, faultHeader]))
         }
     }
 
     /// A fault's answer: its body (text or JSON; `fallback` as JSON when it has none), its headers, and `extra`.
     /// The rule's headers win over the defaults (Content-Type, Retry-After).
     static func answer(_ status: Int, _ body: SinkFault.Body?, _ headers: [String: String],
-                       fallback: [String: JSONValue], extra: [(String, String)]) -> HTTPResponse {
+                       fallback: JSONValue, extra: [(String, String)]) -> HTTPResponse {
         let bytes: [UInt8]
         var defaults: [(String, String)]
         switch body {
@@ -342,7 +360,7 @@ final class SinkCore: Sendable {
             bytes = Array(v.jsonString().utf8)
             defaults = [("Content-Type", "application/json")]
         case nil:
-            bytes = Array(JSONValue.object(fallback).jsonString().utf8)
+            bytes = Array(fallback.jsonString().utf8)
             defaults = [("Content-Type", "application/json")]
         }
         defaults += extra
@@ -417,7 +435,7 @@ final class SinkCore: Sendable {
                 return .error(400, "the body is not JSON: \(error)")
             }
             state.withLock { $0.faults = faults }
-            log.info("sink faults replaced", ["faults": String(faults.count)])
+            log.info("sink faults replaced", ["faults": faults.count])
             return .json(200, JSONValue.object(["ok": .bool(true), "faults": .array(faults.map(\.json))]).jsonString())
         default: // POST reset
             reset()
@@ -466,4 +484,13 @@ final class SinkCore: Sendable {
 /// the form of the auth header) and answers in that provider's success and error formats.
 public protocol SinkResponder: Sendable {
     func answer(_ request: HTTPRequest) -> HTTPResponse
+
+    /// An error answer's body in the provider's own envelope (`status`: the HTTP status, 400 or more; `message`:
+    /// what happened), for the fault rules that answer an error without a body of their own: `status`,
+    /// `retryAfter`, and `hang`'s answer once the hold is over. nil (the default): the sink's `{"ok":false,...}`.
+    func errorBody(status: Int, message: String) -> JSONValue?
+}
+
+extension SinkResponder {
+    public func errorBody(status: Int, message: String) -> JSONValue? { nil }
 }

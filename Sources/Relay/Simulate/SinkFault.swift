@@ -15,10 +15,13 @@ import Foundation
 ///     that many seconds ahead when `httpDate` is true; optional `body` and `headers`.
 ///   - `hang`: hold the answer for `seconds` (default 60; the client gives up first), then answer `status`
 ///     (default 504). No thread waits meanwhile.
-///   - `slow`: answer normally after `seconds` (default 1).
+///   - `slow`: answer normally after `seconds` (default 1): the sink's 200, or a provider stand-in's own answer.
 ///   - `reset`: close the connection without an answer.
 ///   - `json`: answer `status` (default 200) with the JSON `body` (required) and optional `headers`: provider
 ///     stand-ins that report business errors inside a 200.
+///
+/// Behind a provider stand-in (`relay simulate capillary`...), an error answer without a `body` of its own (`status`
+/// 4xx/5xx, `retryAfter`, `hang`) is in that provider's error envelope (`SinkResponder.errorBody`).
 public struct SinkFault: Sendable, Equatable {
     public enum Body: Sendable, Equatable {
         /// Sent as is, `text/plain` unless the rule's headers say otherwise.

@@ -120,6 +120,13 @@ public final class OAuth2TokenEndpoint: SinkResponder {
         return resource(request)
     }
 
+    /// RFC 6749's `{"error", "error_description"}` for the error answers of `--fault` rules: `temporarily_unavailable`
+    /// for 429, 503 and 504, `server_error` for other 5xx, `invalid_request` below.
+    public func errorBody(status: Int, message: String) -> JSONValue? {
+        let error = [429, 503, 504].contains(status) ? "temporarily_unavailable" : status >= 500 ? "server_error" : "invalid_request"
+        return .object(["error": .string(error), "error_description": .string(message)])
+    }
+
     static func oauthError(_ status: Int, _ error: String, _ description: String,
                            headers: [(String, String)] = []) -> HTTPResponse {
         let body = JSONValue.object(["error": .string(error), "error_description": .string(description)])

@@ -17,8 +17,54 @@ public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
     }
 }
 
-/// One JSON object per line on standard error (or any file descriptor): time, level, msg, then fields.
-/// Values are never secrets: callers pass redacted text only.
+/// A log field's value as the log line writes it: a JSON string, number, boolean or null.
+public enum LogValue: Sendable, Equatable {
+    case string(String)
+    case int(Int)
+    case double(Double)
+    case bool(Bool)
+    case null
+
+    /// Appends the value as JSON (a non-finite double as null).
+    public func write(to out: inout String) {
+        switch self {
+        case .string(let s): JSONValue.appendQuoted(s, to: &out)
+        case .int(let n): out += String(n)
+        case .double(let d): out += d.isFinite ? String(d) : "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .null: out += "null"
+        }
+    }
+}
+
+/// What a log field may hold: text, and numbers and booleans, which are written as JSON numbers and booleans
+/// (`"status":502`, not `"status":"502"`). Nothing else converts implicitly, so a `Secret` cannot be logged by
+/// mistake: callers pass redacted text only.
+public protocol LogValueConvertible {
+    var logValue: LogValue { get }
+}
+
+extension LogValue: LogValueConvertible { public var logValue: LogValue { self } }
+extension String: LogValueConvertible { public var logValue: LogValue { .string(self) } }
+extension Substring: LogValueConvertible { public var logValue: LogValue { .string(String(self)) } }
+extension Bool: LogValueConvertible { public var logValue: LogValue { .bool(self) } }
+extension Double: LogValueConvertible { public var logValue: LogValue { .double(self) } }
+extension Int: LogValueConvertible { public var logValue: LogValue { .int(self) } }
+extension Int64: LogValueConvertible { public var logValue: LogValue { .int(Int(self)) } }
+extension Int32: LogValueConvertible { public var logValue: LogValue { .int(Int(self)) } }
+extension UInt16: LogValueConvertible { public var logValue: LogValue { .int(Int(self)) } }
+extension UInt32: LogValueConvertible { public var logValue: LogValue { .int(Int(self)) } }
+extension UInt64: LogValueConvertible { public var logValue: LogValue { .int(Int(clamping: self)) } }
+/// nil is written as JSON null.
+extension Optional: LogValueConvertible where Wrapped: LogValueConvertible {
+    public var logValue: LogValue { self?.logValue ?? .null }
+}
+
+/// The fields of one log line, in order: `["status": 502, "destination": name]`.
+public typealias LogFields = KeyValuePairs<String, any LogValueConvertible>
+
+/// One JSON object per line on standard error (or any file descriptor): time, level, msg, then fields (strings,
+/// numbers, booleans: see `LogValueConvertible`). Values are never secrets: callers pass redacted text only.
 public final class Logger: Sendable {
     private let fd: Int32
     private let minimum: Atomic<Int>
@@ -36,22 +82,31 @@ public final class Logger: Sendable {
 
     public func enabled(_ level: LogLevel) -> Bool { level.rawValue >= minimum.load(ordering: .relaxed) }
 
-    public func debug(_ msg: String, _ fields: KeyValuePairs<String, String> = [:]) { log(.debug, msg, fields) }
-    public func info(_ msg: String, _ fields: KeyValuePairs<String, String> = [:]) { log(.info, msg, fields) }
-    public func warn(_ msg: String, _ fields: KeyValuePairs<String, String> = [:]) { log(.warn, msg, fields) }
-    public func error(_ msg: String, _ fields: KeyValuePairs<String, String> = [:]) { log(.error, msg, fields) }
+    public func debug(_ msg: String, _ fields: LogFields = [:]) { log(.debug, msg, fields) }
+    public func info(_ msg: String, _ fields: LogFields = [:]) { log(.info, msg, fields) }
+    public func warn(_ msg: String, _ fields: LogFields = [:]) { log(.warn, msg, fields) }
+    public func error(_ msg: String, _ fields: LogFields = [:]) { log(.error, msg, fields) }
 
-    public func log(_ level: LogLevel, _ msg: String, _ fields: KeyValuePairs<String, String>) {
+    public func log(_ level: LogLevel, _ msg: String, _ fields: LogFields) {
         guard enabled(level) else { return }
-        var line = "{\"time\":\"\(Timestamp.iso8601(Date()))\",\"level\":\"\(level.name)\",\"msg\":"
+        emit(Logger.line(level, msg, fields, at: Date()))
+    }
+
+    /// One log line, newline included: `{"time":...,"level":...,"msg":...,<fields>}`.
+    public static func line(_ level: LogLevel, _ msg: String, _ fields: LogFields, at date: Date) -> String {
+        var line = "{\"time\":\"\(Timestamp.iso8601(date))\",\"level\":\"\(level.name)\",\"msg\":"
         Logger.appendQuoted(msg, to: &line)
         for (k, v) in fields {
             line += ","
             Logger.appendQuoted(k, to: &line)
             line += ":"
-            Logger.appendQuoted(v, to: &line)
+            v.logValue.write(to: &line)
         }
         line += "}\n"
+        return line
+    }
+
+    private func emit(_ line: String) {
         lock.withLock { _ in
             line.utf8CString.withUnsafeBufferPointer { buf in
                 var off = 0
