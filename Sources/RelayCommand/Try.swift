@@ -9,16 +9,19 @@ enum Try {
         relay send: sign a test webhook with a source's own scheme and post it to the relay
 
         usage:
-          relay send SOURCE --config FILE --body FILE [--url URL] [--content-type TYPE] [--header 'Name: value']...
+          relay send SOURCE --config FILE (--body FILE | --data TEXT) [--url URL] [--content-type TYPE]
+                    [--header 'Name: value']...
 
           SOURCE                        a source of the configuration (sources.SOURCE)
           --config FILE                 the configuration the relay serves (its secrets come from the environment,
                                         as for relay serve)
           --body FILE                   the body to send, byte for byte (- for standard input)
+          --data TEXT                   or the body itself (as curl -d, without a trailing newline)
           --url URL                     where to post (default http://<server.listen>/v1/hooks/SOURCE, 127.0.0.1
                                         for a wildcard address)
           --content-type TYPE           default application/json
-          --header 'Name: value'        another header (repeatable)
+          --header 'Name: value'        another header (repeatable); a message id header of the scheme
+                                        (webhook-id, X-GitHub-Delivery) given here is the one signed
 
         Signs as the source's verify block says (Standard Webhooks, Stripe, GitHub, Shopify, Slack, Punchh, any HMAC
         configuration, Bearer, Basic, a header token), with a fresh timestamp and message id; prints the answer's
@@ -48,20 +51,23 @@ enum Try {
 
     static func send(_ args: [String]) -> Int32 {
         do {
-            let o = try Options(args, valued: ["--config", "--body", "--url", "--content-type", "--header"])
+            let o = try Options(args, valued: ["--config", "--body", "--data", "--url", "--content-type", "--header"])
             guard let name = o.positional.first, o.positional.count == 1 else {
                 throw Options.Failure(description: "which source? relay send SOURCE --config FILE --body FILE")
             }
             let path = try o.required("--config", "FILE")
-            let body = try readInput(try o.required("--body", "FILE"))
+            let body: [UInt8]
+            switch (o.value("--body"), o.value("--data")) {
+            case (let file?, nil): body = try readInput(file)
+            case (nil, let text?): body = Array(text.utf8)
+            case (nil, nil): throw Options.Failure(description: "--body FILE or --data TEXT is required")
+            default: throw Options.Failure(description: "give --body FILE or --data TEXT, not both")
+            }
             guard let config = Command.loadConfig(path) else { return 2 }
             guard let source = config.sources[name] else {
                 throw Options.Failure(description: "no source \"\(name)\" in \(path) (there is: \(config.sources.keys.sorted().joined(separator: ", ")))")
             }
             let url = o.value("--url") ?? "http://\(Self.reachable(config.server.http.host)):\(config.server.http.port)/v1/hooks/\(Self.pathSegment(name))"
-            guard let signed = source.verifier.senderHeaders(body: body, url: url, now: Date()) else {
-                throw Options.Failure(description: "source \"\(name)\" verifies with \(source.verifier.scheme), which relay send cannot produce")
-            }
             var headers = [("Content-Type", o.value("--content-type") ?? "application/json")]
             for h in o.all("--header") {
                 guard let colon = h.firstIndex(of: ":"), colon > h.startIndex else {
@@ -69,6 +75,9 @@ enum Try {
                 }
                 headers.append((String(h[..<colon]).trimmingCharacters(in: .whitespaces),
                                 String(h[h.index(after: colon)...]).trimmingCharacters(in: .whitespaces)))
+            }
+            guard let signed = source.verifier.senderHeaders(body: body, url: url, now: Date(), given: headers) else {
+                throw Options.Failure(description: "source \"\(name)\" verifies with \(source.verifier.scheme), which relay send cannot produce")
             }
             headers += signed.headers
             let client = try HTTPClient()

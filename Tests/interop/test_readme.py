@@ -181,8 +181,9 @@ def shell(readme_relay, tmp_path):
 
 
 def statuses(output: str) -> list[int]:
-    """The status of each `curl -i` answer (a body without a final newline runs into the next status line)."""
-    return [int(m) for m in re.findall(r"HTTP/[\d.]+ (\d{3}) ", output)]
+    """The status of each answer: `curl -i`'s status line (a body without a final newline runs into the next one)
+    or `relay send`'s `HTTP 202`."""
+    return [int(m) for m in re.findall(r"HTTP(?:/[\d.]+)? (\d{3})\b", output)]
 
 
 def test_readme_blocks_are_found():
@@ -190,8 +191,10 @@ def test_readme_blocks_are_found():
     assert headings.count("Send it a signed webhook") == 4, headings
     # The receiver is started before anything is sent to the relay.
     sink, github, acme, listing = section("Send it a signed webhook")
-    assert "simulate sink" in sink and "/v1/hooks/" not in sink, sink
-    assert "/v1/hooks/github-style" in github and "/v1/hooks/vendor-acme" in acme
+    assert "simulate sink" in sink and "/v1/hooks/" not in sink and "relay send" not in sink, sink
+    assert "relay send github-style" in github and "relay send vendor-acme" in acme
+    # Signed by the relay itself, not by openssl one-liners.
+    assert "openssl dgst" not in README.read_text()
     assert "_sink/requests" in listing
     for code in section("Set up and run"):
         assert "make run" in code   # not run here: `make test` is what runs this file

@@ -11,12 +11,13 @@ public struct SenderHeaders: Sendable {
 
 extension Verifier {
     /// The headers that make a POST of `body` to `url` verify; nil when the scheme cannot be produced from the
-    /// configuration alone.
-    public func senderHeaders(body: [UInt8], url: String, now: Date) -> SenderHeaders? {
+    /// configuration alone. `given`: headers the sender sets itself; a message id among them (`webhook-id`,
+    /// `X-GitHub-Delivery`) is the one signed and is not added again.
+    public func senderHeaders(body: [UInt8], url: String, now: Date, given: [(String, String)] = []) -> SenderHeaders? {
         switch self {
         case is NoVerifier: return SenderHeaders([])
         case let v as StaticCredentialVerifier: return v.sign()
-        case let v as HMACVerifier: return v.sign(body: body, url: url, now: now)
+        case let v as HMACVerifier: return v.sign(body: body, url: url, now: now, given: given)
         default: return nil
         }
     }
@@ -30,10 +31,11 @@ extension StaticCredentialVerifier {
 }
 
 extension HMACVerifier {
-    func sign(body: [UInt8], url: String, now: Date) -> SenderHeaders? {
+    func sign(body: [UInt8], url: String, now: Date, given: [(String, String)]) -> SenderHeaders? {
         guard let key = keys.first, let header = headers.first else { return nil }
         let timestamp = String(Int64(now.timeIntervalSince1970))
-        let messageID = "msg_" + ByteEncoding.hex(SecureRandom.bytes(12))
+        let givenID = given.first { g in idHeaders.contains { $0.caseInsensitiveCompare(g.0) == .orderedSame } }?.1
+        let messageID = givenID ?? "msg_" + ByteEncoding.hex(SecureRandom.bytes(12))
         // The request target: the path and query of the URL.
         let afterScheme = url.components(separatedBy: "://").dropFirst().first ?? url
         let target = afterScheme.firstIndex(of: "/").map { String(afterScheme[$0...]) } ?? "/"
@@ -66,7 +68,7 @@ extension HMACVerifier {
             out.append((header, prefix + signature))
             if needsTimestamp, let t = timestampHeaders.first { out.append((t, timestamp)) }
         }
-        if let id = idHeaders.first { out.append((id, messageID)) }
+        if let id = idHeaders.first, givenID == nil { out.append((id, messageID)) }
         return SenderHeaders(out)
     }
 }
