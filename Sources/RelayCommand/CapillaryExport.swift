@@ -40,7 +40,7 @@ enum CapillaryExport {
             Command.fail("relay capillary: \(args.first.map { "unknown command \"\($0)\"" } ?? "which command?") (there is: export)\n\n\(usage)")
             return 2
         }
-        do {
+        return runCommand("relay capillary export", usage: usage) {
             let o = try Options(Array(args.dropFirst()),
                                 valued: ["--config", "--source", "--url", "--vendor-id", "--name", "--redemption-type",
                                          "--custom-field", "--redemption-id", "--brand-id", "--destination"],
@@ -85,12 +85,6 @@ enum CapillaryExport {
                 return 0
             }
             return try upload(document, config: config, options: o)
-        } catch let e as Options.Failure {
-            Command.fail("relay capillary export: \(e)\n\n\(usage)")
-            return 2
-        } catch {
-            Command.fail("relay capillary export: \(error)")
-            return 1
         }
     }
 

@@ -62,3 +62,17 @@ func readInput(_ path: String) throws(Options.Failure) -> [UInt8] {
     }
     return Array(data)
 }
+
+/// Runs a command's body: an `Options.Failure` (bad arguments) prints the message and the usage and exits 2, any
+/// other error prints the message and exits 1.
+func runCommand(_ name: String, usage: String, _ body: () throws -> Int32) -> Int32 {
+    do {
+        return try body()
+    } catch let e as Options.Failure {
+        Command.fail("\(name): \(e)\n\n\(usage)")
+        return 2
+    } catch {
+        Command.fail("\(name): \(error)")
+        return 1
+    }
+}

@@ -50,7 +50,7 @@ enum Try {
     // MARK: relay send
 
     static func send(_ args: [String]) -> Int32 {
-        do {
+        runCommand("relay send", usage: sendUsage) {
             let o = try Options(args, valued: ["--config", "--body", "--data", "--url", "--content-type", "--header"])
             guard let name = o.positional.first, o.positional.count == 1 else {
                 throw Options.Failure(description: "which source? relay send SOURCE --config FILE --body FILE")
@@ -94,12 +94,6 @@ enum Try {
                 Command.fail("relay send: no answer from \(url): \(e)")
                 return 1
             }
-        } catch let e as Options.Failure {
-            Command.fail("relay send: \(e)\n\n\(sendUsage)")
-            return 2
-        } catch {
-            Command.fail("relay send: \(error)")
-            return 1
         }
     }
 
@@ -118,7 +112,7 @@ enum Try {
     // MARK: relay translate
 
     static func translate(_ args: [String]) -> Int32 {
-        do {
+        runCommand("relay translate", usage: translateUsage) {
             let o = try Options(args, valued: ["--config", "--destination", "--event", "--step", "--value"])
             if let extra = o.positional.first { throw Options.Failure(description: "unexpected argument \(extra)") }
             let path = try o.required("--config", "FILE")
@@ -143,7 +137,7 @@ enum Try {
             }
             let context = DeliveryContext(deliveryID: "dlv_translate", destination: name, attempt: 1, step: step, values: values)
             let request: OutboundRequest
-            do {
+            do throws(TranslateError) {
                 request = try destination.adapter.translate(event, context: context)
             } catch {
                 switch error.kind {
@@ -157,12 +151,6 @@ enum Try {
             }
             print(render(request, destination: destination))
             return 0
-        } catch let e as Options.Failure {
-            Command.fail("relay translate: \(e)\n\n\(translateUsage)")
-            return 2
-        } catch {
-            Command.fail("relay translate: \(error)")
-            return 1
         }
     }
 
