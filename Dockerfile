@@ -2,7 +2,7 @@
 #
 # Relay's container image: build with the Swift 6.3 toolchain on Debian 12 (bookworm), run on debian:bookworm-slim
 # with the Swift standard library and Foundation linked statically, so the runtime stage needs only the C libraries
-# the Package.swift system-library targets link (libcurl, libmicrohttpd, OpenSSL, SQLite, libpq) and CA certificates.
+# the Package.swift system-library targets link (libcurl, libmicrohttpd, http-parser, OpenSSL, SQLite, libpq) and CA certificates.
 #
 #   docker build -t relay .
 #   docker run -v relay-data:/data -v "$PWD/relay.json5:/etc/relay/relay.json5:ro" -p 8080:8080 relay
@@ -20,7 +20,7 @@ FROM ${SWIFT_IMAGE} AS build
 # The -dev packages of Package.swift's system-library targets (CCurl, CMicroHTTPD, COpenSSL, CSQLite, CPostgres).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libcurl4-openssl-dev libmicrohttpd-dev libssl-dev libsqlite3-dev libpq-dev pkg-config \
+      libcurl4-openssl-dev libmicrohttpd-dev libhttp-parser-dev libssl-dev libsqlite3-dev libpq-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -40,11 +40,11 @@ RUN --mount=type=cache,target=/src/.build \
 FROM ${RUNTIME_IMAGE}
 
 # Only what the binary loads (checked against ldd by Tests/container/check-libs) and the CA bundle libcurl and
-# OpenSSL verify destinations with. libcurl4, libmicrohttpd12, libssl3, libsqlite3-0 and libpq5 are the binary's direct
+# OpenSSL verify destinations with. libcurl4, libmicrohttpd12, libhttp-parser2.9, libssl3, libsqlite3-0 and libpq5 are the binary's direct
 # dependencies; libstdc++6 is one too (the static Swift runtime needs it) and is named although apt already has it.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates libcurl4 libmicrohttpd12 libssl3 libsqlite3-0 libpq5 libstdc++6 \
+      ca-certificates libcurl4 libmicrohttpd12 libhttp-parser2.9 libssl3 libsqlite3-0 libpq5 libstdc++6 \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed, numeric non-root user (Kubernetes' runAsNonRoot can check a number). /data holds the SQLite database

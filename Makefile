@@ -40,7 +40,7 @@ VENV_PY := $(VENV)/bin/python
 PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis svix oauthlib PyYAML
 PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis,svix,oauthlib,yaml
 
-APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libssl-dev libsqlite3-dev libpq-dev pkg-config
+APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libhttp-parser-dev libssl-dev libsqlite3-dev libpq-dev pkg-config
 APT_TEST_DEPS := openssl postgresql
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

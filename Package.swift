@@ -11,13 +11,15 @@ let package = Package(
         // System libraries: module.modulemap + shim.h, found with pkg-config, installed from Debian packages.
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CMicroHTTPD", pkgConfig: "libmicrohttpd", providers: [.apt(["libmicrohttpd-dev"])]),
+        // joyent/nodejs http-parser (Debian ships no .pc file): the webhook listener's own epoll loop parses with it.
+        .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         .target(name: "Crypto", dependencies: ["COpenSSL"]),
         // The engine: no SQL. Storage is behind the protocols of Sources/Relay/Store/Store.swift.
-        .target(name: "Relay", dependencies: ["Crypto", "CCurl", "CMicroHTTPD"]),
+        .target(name: "Relay", dependencies: ["Crypto", "CCurl", "CMicroHTTPD", "CHTTPParser"]),
         // The stores: the only targets that import a database's C library.
         .target(name: "RelaySQLite", dependencies: ["Relay", "Crypto", "CSQLite"]),
         .target(name: "RelayPostgres", dependencies: ["Relay", "Crypto", "CPostgres"]),

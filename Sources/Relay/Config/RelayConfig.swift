@@ -170,7 +170,7 @@ public struct RelayConfig: Sendable {
         r.statusVocabulary(root["statuses"])
         c.statuses = r.statuses
         if let s = r.object(root["server"], "server", keys: ["listen", "maxBodyBytes", "threads", "connectionLimit",
-                                                              "idleTimeout", "requestTimeout", "shutdownTimeout", "publicURL"]) {
+                                                              "idleTimeout", "requestTimeout", "shutdownTimeout", "publicURL", "engine"]) {
             if let listen = r.string(s, "listen", "server") {
                 if let (host, port) = parseListen(listen) {
                     c.server.http.host = host
@@ -186,6 +186,9 @@ public struct RelayConfig: Sendable {
             if let v = r.duration(s, "requestTimeout", "server") { c.server.http.requestTimeoutSeconds = v }
             if let v = r.duration(s, "shutdownTimeout", "server") { c.server.shutdownTimeout = v }
             c.server.publicURL = r.string(s, "publicURL", "server")
+            if let v = r.choice(s, "engine", "server", HTTPServerOptions.Engine.allCases.map(\.rawValue)) {
+                c.server.http.engine = HTTPServerOptions.Engine(rawValue: v)!
+            }
         }
         if root["admin"] == .bool(false) {
             c.admin = nil

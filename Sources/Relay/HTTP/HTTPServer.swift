@@ -16,6 +16,13 @@ public struct HTTPServerOptions: Sendable {
     public var requestTimeoutSeconds: Double = 30
     /// Larger bodies are answered 413 and not buffered.
     public var maxBodyBytes: Int = 1 << 20
+    /// Which server takes the webhooks (`server.engine`): the relay's own epoll loops (`EpollServer`) or
+    /// libmicrohttpd (`HTTPServer`). The admin API is always libmicrohttpd.
+    public var engine: Engine = .epoll
+
+    public enum Engine: String, Sendable, CaseIterable {
+        case epoll, microhttpd
+    }
 
     public init() {}
 }
@@ -182,9 +189,22 @@ struct ConnectionResponder: HTTPResponder {
 
 /// Header lookup during the preflight (the request's headers are known, its body not yet read).
 public struct PreflightHeaders {
-    let connection: OpaquePointer
+    let connection: OpaquePointer?
+    let headers: HTTPHeaders?
+
+    init(connection: OpaquePointer) {
+        self.connection = connection
+        self.headers = nil
+    }
+
+    init(headers: HTTPHeaders) {
+        self.connection = nil
+        self.headers = headers
+    }
+
     public subscript(name: String) -> String? {
-        MHD_lookup_connection_value(connection, MHD_ValueKind.HEADER_KIND, name).map { String(cString: $0) }
+        if let headers { return headers[name] }
+        return MHD_lookup_connection_value(connection, MHD_ValueKind.HEADER_KIND, name).map { String(cString: $0) }
     }
 }
 

@@ -11,7 +11,7 @@ public final class RelayService: Sendable {
     public let store: any RelayStore
     /// Counters and histograms (`GET /metrics` on the admin listener).
     public let metrics = Metrics()
-    let server: HTTPServer
+    let server: any HTTPServing
     let adminServer: HTTPServer?
     /// The inbound pipeline for the current configuration (replaced whole by a reload).
     private let ingestBox: Locked<Ingest>
@@ -45,11 +45,14 @@ public final class RelayService: Sendable {
         let ingest = Self.ingest(config, store: store, log: log, metrics: metrics)
         let box = Locked(ingest)
         ingestBox = box
-        server = HTTPServer(options: config.server.http,
-                            preflight: { method, path, headers in
-                                box.value.preflight(method: method, path: path, requestID: headers["X-Request-Id"])
-                            },
-                            handler: { request, responder in box.value.handle(request, responder) })
+        let preflight: HTTPServer.Preflight = { method, path, headers in
+            box.value.preflight(method: method, path: path, requestID: headers["X-Request-Id"])
+        }
+        let handler: HTTPHandler = { request, responder in box.value.handle(request, responder) }
+        switch config.server.http.engine {
+        case .epoll: server = EpollServer(options: config.server.http, preflight: preflight, handler: handler)
+        case .microhttpd: server = HTTPServer(options: config.server.http, preflight: preflight, handler: handler)
+        }
         if let admin = config.admin {
             let current = self.current
             let api = AdminAPI(store: store, config: { current.value }, token: admin.token, log: log, metrics: metrics,
@@ -106,7 +109,9 @@ public final class RelayService: Sendable {
         var notes: [String] = []
         let old = currentConfig
         if new.server.http.host != old.server.http.host || new.server.http.port != old.server.http.port
-            || new.server.http.threads != old.server.http.threads { notes.append("server: needs a restart") }
+            || new.server.http.threads != old.server.http.threads || new.server.http.engine != old.server.http.engine {
+            notes.append("server: needs a restart")
+        }
         if new.store != old.store { notes.append("store: needs a restart") }
         if (new.admin?.http.host, new.admin?.http.port) != (old.admin?.http.host, old.admin?.http.port)
             || new.admin?.token?.value != old.admin?.token?.value { notes.append("admin: needs a restart") }
