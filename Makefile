@@ -23,6 +23,7 @@
 #                    latency plot; rewrites docs/benchmarks.md (and benchmarks-delivery.md, benchmarks-latency.png)
 #   make bench-deliveries   bench/deliveries alone (BENCH_BIG=1: also drains the million-delivery queue)
 #   make bench-postgres     bench/postgres alone: ingest and deliveries/s with 1 and 2 relays on a throwaway PostgreSQL
+#   make profile     bench/profile: where a webhook's CPU goes (perf, by thread and stage); docs/benchmarks-profile.md
 #   make clean       removes .build/ and test/bench leftovers (.venv stays; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -59,7 +60,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: deps build run demo test test-deps swift-test interop crash-test multi-test container-check bench bench-deliveries bench-postgres clean distclean
+.PHONY: deps build run demo test test-deps swift-test interop crash-test multi-test container-check bench bench-deliveries bench-postgres profile clean distclean
 
 deps:
 	@$(call apt_ensure,$(APT_DEPS))
@@ -137,6 +138,11 @@ test: deps test-deps build
 DURATION ?= 8s
 bench: deps
 	cd "$(ROOT)" && DURATION="$(DURATION)" bench/run
+
+# bench/profile: perf by thread and stage under bench/run's 1-route load; rewrites docs/benchmarks-profile.md.
+profile: deps
+	@$(call apt_ensure,wrk linux-perf)
+	cd "$(ROOT)" && swift build -c release && RELAY_BINARY="$(ROOT)/.build/release/relay" bench/profile </dev/null
 
 bench-deliveries: deps
 	cd "$(ROOT)" && bench/deliveries

@@ -11,7 +11,7 @@ public struct SQLiteStoreOptions: Sendable, Equatable {
     public var maxBatch: Int = 1024
     /// Under load (the previous batch held more than one event), how long the writer may wait for more events to
     /// join a batch: fewer, larger transactions and flushes for a little latency. 0 writes at once.
-    public var commitDelay: Double = 0.0005
+    public var commitDelay: Double = 0.0002
     /// Refuse new events (503) once the file would grow past this size.
     public var maxSizeBytes: Int64?
 
