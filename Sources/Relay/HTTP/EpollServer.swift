@@ -294,7 +294,13 @@ final class EpollLoop: @unchecked Sendable {
     let wakeFD: Int32
     var listenFD: Int32
     private var connections: [Int32: EpollConnection] = [:]
-    private let inbox = Mutex<[Message]>([])
+    /// Messages for the loop, and whether its eventfd is still open (after the loop ends, answers that still come
+    /// from the store are dropped: the descriptor number may already belong to another file).
+    private struct Inbox {
+        var messages: [Message] = []
+        var open = true
+    }
+    private let inbox = Mutex(Inbox())
     private var running = true
     /// Monotonic seconds, read once per turn of the loop.
     private(set) var now: Double = EpollLoop.clock()
@@ -334,22 +340,26 @@ final class EpollLoop: @unchecked Sendable {
 
     /// From any thread. The first message of a batch wakes the loop; the rest ride along.
     func post(_ m: Message) {
-        let wasEmpty = inbox.withLock { q -> Bool in
-            let e = q.isEmpty
-            q.append(m)
-            return e
-        }
-        if wasEmpty {
-            var one: UInt64 = 1
-            _ = Glibc.write(wakeFD, &one, 8)
+        inbox.withLock { q in
+            guard q.open else { return }
+            let wake = q.messages.isEmpty
+            q.messages.append(m)
+            if wake {
+                var one: UInt64 = 1
+                _ = Glibc.write(wakeFD, &one, 8)
+            }
         }
     }
 
     func closeAll() {
         for (_, c) in connections { close(c) }
         if listenFD >= 0 { Glibc.close(listenFD); listenFD = -1 }
+        inbox.withLock { q in
+            q.open = false
+            q.messages = []
+            Glibc.close(wakeFD)
+        }
         Glibc.close(epollFD)
-        Glibc.close(wakeFD)
     }
 
     func run() {
@@ -383,8 +393,8 @@ final class EpollLoop: @unchecked Sendable {
         var one: UInt64 = 0
         _ = Glibc.read(wakeFD, &one, 8)
         let messages = inbox.withLock { q -> [Message] in
-            let m = q
-            q.removeAll(keepingCapacity: true)
+            let m = q.messages
+            q.messages.removeAll(keepingCapacity: true)
             return m
         }
         for m in messages {
