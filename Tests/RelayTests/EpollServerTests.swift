@@ -1,3 +1,4 @@
+import Adapters
 import Foundation
 @testable import Relay
 import Synchronization
@@ -188,5 +189,32 @@ struct EpollServerTests {
         try next.send("POST /y HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
         release.signal()
         #expect(try next.readResponse().status == 202)
+    }
+
+    @Test("server.engine picks the webhook listener: epoll by default, microhttpd still serves the same answers; anything else is refused")
+    func engines() throws {
+        let parse = { (engine: String) throws -> RelayConfig in
+            try RelayConfig.parse(Data("""
+                { server: { engine: \(engine) }, sources: { s: { adapter: "generic", verify: { none: true } } } }
+                """.utf8), registry: BuiltinAdapters.registry, environment: [:])
+        }
+        #expect(try parse("\"microhttpd\"").server.http.engine == .microhttpd)
+        #expect(try RelayConfig.parse(Data(#"{ sources: { s: { adapter: "generic", verify: { none: true } } } }"#.utf8),
+                                      registry: BuiltinAdapters.registry, environment: [:]).server.http.engine == .epoll)
+        #expect(throws: ConfigError.self) { try parse("\"nginx\"") }
+        do {
+            _ = try parse("\"nginx\"")
+        } catch let e as ConfigError {
+            #expect(e.problems.map(\.description) == [#"server.engine: "nginx" is not one of: epoll, microhttpd"#])
+        }
+        for engine in ["epoll", "microhttpd"] {
+            let relay = try RunningRelay(sources: DeliveryTests.sources, server: "engine: \"\(engine)\", maxBodyBytes: 64")
+            defer { relay.stop() }
+            #expect((relay.service.server is EpollServer) == (engine == "epoll"))
+            _ = try expectAccepted(try relay.client.post("/v1/hooks/shop", json: #"{"id":"A","state":"shipped"}"#))
+            let big = try relay.client.post("/v1/hooks/shop", json: "{\"id\":\"\(String(repeating: "x", count: 100))\"}")
+            #expect(big.status == 413, "\(engine): \(big)")
+            #expect(try relay.client.get("/v1/hooks/nowhere").status == 404)
+        }
     }
 }
