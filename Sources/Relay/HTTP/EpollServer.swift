@@ -130,6 +130,10 @@ final class EpollConnection: @unchecked Sendable {
     var startedWhileStopping = false
     /// The request being answered is a HEAD: its answer has headers only.
     var isHead = false
+    /// The peer has shut down its side: nothing more is read.
+    var peerDone = false
+    /// The events the socket is registered for (changed only when they must: each change is a system call).
+    var events: UInt32 = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
 
     init(fd: Int32, remoteAddress: String, loop: EpollLoop, now: Double) {
         self.fd = fd
@@ -438,9 +442,9 @@ final class EpollLoop: @unchecked Sendable {
 
     private func readable(_ c: EpollConnection) {
         while !c.closed {
-            // A connection waiting for its answer keeps at most this much of what follows (pipelined requests).
-            if c.awaiting && c.input.count - c.parsed > 256 * 1024 {
-                _ = relay_epoll_mod(epollFD, c.fd, EPOLLRDHUP.rawValue | (c.wantsWrite ? EPOLLOUT.rawValue : 0))
+            // A connection waiting for its answer (or writing one) keeps at most this much of what follows.
+            if (c.awaiting || c.wantsWrite) && c.input.count - c.parsed > 256 * 1024 {
+                register(c)
                 return
             }
             let n = readBuffer.withUnsafeMutableBytes { Glibc.recv(c.fd, $0.baseAddress, $0.count, 0) }
@@ -451,11 +455,18 @@ final class EpollLoop: @unchecked Sendable {
                     c.parsed = 0
                 }
                 readBuffer.withUnsafeBufferPointer { c.input.append(contentsOf: UnsafeBufferPointer(rebasing: $0[0..<n])) }
-                if !c.awaiting { parse(c) }
+                if !c.awaiting && !c.wantsWrite { parse(c) }
                 if n < readBuffer.count { return }
             } else if n == 0 {
-                // The peer is done sending. An answer still owed is dropped with the connection (as MHD does).
-                close(c)
+                // The peer is done sending. A request it has sent whole is still answered (a half-closed client
+                // reads its answer), then the connection closes; anything else closes now.
+                if c.awaiting {
+                    c.closeAfterWrite = true
+                    c.peerDone = true
+                    register(c)
+                } else {
+                    close(c)
+                }
                 return
             } else {
                 if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
@@ -521,11 +532,27 @@ final class EpollLoop: @unchecked Sendable {
         }
         if !c.keepAlive || server.stopping.load(ordering: .relaxed) { c.closeAfterWrite = true }
         write(c, response)
-        // What was pipelined behind it.
-        if !c.closed && !c.closeAfterWrite && c.parsed < c.input.count { parse(c) }
-        if !c.closed && !c.awaiting {
-            _ = relay_epoll_mod(epollFD, c.fd, EPOLLIN.rawValue | EPOLLRDHUP.rawValue | (c.wantsWrite ? EPOLLOUT.rawValue : 0))
+        if !c.closed && !c.wantsWrite { resume(c) }
+    }
+
+    /// What `c` should be woken for: reading unless it waits for an answer with plenty buffered or the peer is
+    /// done, writing while output is pending.
+    private func register(_ c: EpollConnection) {
+        let full = (c.awaiting || c.wantsWrite) && c.input.count - c.parsed > 256 * 1024
+        var ev: UInt32 = 0
+        if !c.peerDone && !full { ev |= EPOLLIN.rawValue | EPOLLRDHUP.rawValue }
+        if c.wantsWrite { ev |= EPOLLOUT.rawValue }
+        if ev != c.events {
+            c.events = ev
+            _ = relay_epoll_mod(epollFD, c.fd, ev)
         }
+    }
+
+    /// After an answer is written whole: the requests pipelined behind it, then reading again. (While an answer is
+    /// still being written, nothing more is parsed: a client that sends without reading cannot make output pile up.)
+    private func resume(_ c: EpollConnection) {
+        if !c.closeAfterWrite && !c.awaiting && c.parsed < c.input.count { parse(c) }
+        if !c.closed { register(c) }
     }
 
     private func finishRequest(_ c: EpollConnection) {
@@ -608,7 +635,7 @@ final class EpollLoop: @unchecked Sendable {
             } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if !c.wantsWrite {
                     c.wantsWrite = true
-                    _ = relay_epoll_mod(epollFD, c.fd, EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLOUT.rawValue)
+                    register(c)
                 }
                 return
             } else if n < 0 && errno == EINTR {
@@ -620,11 +647,15 @@ final class EpollLoop: @unchecked Sendable {
         }
         c.output.removeAll(keepingCapacity: true)
         c.outputSent = 0
+        if c.closeAfterWrite {
+            close(c)
+            return
+        }
         if c.wantsWrite {
             c.wantsWrite = false
-            _ = relay_epoll_mod(epollFD, c.fd, EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
+            register(c)
+            if !c.awaiting { resume(c) }
         }
-        if c.closeAfterWrite { close(c) }
     }
 
     private func close(_ c: EpollConnection) {
