@@ -309,6 +309,8 @@ final class EpollLoop: @unchecked Sendable {
     /// Monotonic seconds, read once per turn of the loop.
     private(set) var now: Double = EpollLoop.clock()
     private var lastSweep: Double = 0
+    /// The listening socket is out of the epoll set for a while (descriptors ran out).
+    private var acceptPaused = false
     private var dateLine: [UInt8] = []
     private var dateSecond: Int = -1
 
@@ -423,7 +425,15 @@ final class EpollLoop: @unchecked Sendable {
         while listenFD >= 0 {
             var address = [CChar](repeating: 0, count: 64)
             let fd = address.withUnsafeMutableBufferPointer { relay_accept(listenFD, $0.baseAddress, 64) }
-            if fd < 0 { return }   // EAGAIN, or an error of that one connection
+            if fd == -ECONNABORTED || fd == -EINTR { continue }
+            if fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM {
+                // Out of descriptors: the listening socket would wake the loop at once, again and again. Stop
+                // watching it until the next sweep (a second), while connections close.
+                _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, listenFD, nil)
+                acceptPaused = true
+                return
+            }
+            if fd < 0 { return }   // EAGAIN: nothing more to accept
             if server.connections.load(ordering: .relaxed) >= limit {
                 Glibc.close(fd)
                 continue
@@ -672,6 +682,10 @@ final class EpollLoop: @unchecked Sendable {
     /// Idle connections and requests whose body trickles past the request timeout are closed.
     private func sweep() {
         lastSweep = now
+        if acceptPaused && listenFD >= 0 {
+            acceptPaused = false
+            _ = relay_epoll_add(epollFD, listenFD, EPOLLIN.rawValue)
+        }
         let idle = Double(max(1, server.options.idleTimeoutSeconds))
         let request = server.options.requestTimeoutSeconds
         for (_, c) in connections where !c.awaiting {
