@@ -312,24 +312,39 @@ extension PostgresStore {
     }
 
     public func events(_ q: EventQuery) throws -> [EventRow] {
-        var clauses: [String] = []
-        var args: [String?] = []
-        func arg(_ v: String) -> String { args.append(v); return "$\(args.count)" }
-        if let v = q.source { clauses.append("source = \(arg(v))") }
-        if let v = q.type { clauses.append("type = \(arg(v))") }
-        if let v = q.status { clauses.append("status = \(arg(v))") }
-        if let (k, v) = q.subject { clauses.append("(event::jsonb -> 'subject' ->> \(arg(k))) = \(arg(v))") }
-        if let v = q.since { clauses.append("received_at >= \(arg(v))") }
-        if let v = q.until { clauses.append("received_at < \(arg(v))") }
-        if let c = q.before { clauses.append("seq < \(arg(String(c)))::bigint") }
-        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-        let limit = arg(String(q.limit))
-        let bound = args
+        var w = Filter()
+        if let v = q.source { w.add("source = \(w.arg(v))") }
+        if let v = q.type { w.add("type = \(w.arg(v))") }
+        if let v = q.status { w.add("status = \(w.arg(v))") }
+        if let (k, v) = q.subject { w.add("(event::jsonb -> 'subject' ->> \(w.arg(k))) = \(w.arg(v))") }
+        if let v = q.since { w.add("received_at >= \(w.arg(v))") }
+        if let v = q.until { w.add("received_at < \(w.arg(v))") }
+        if let c = q.before { w.add("seq < \(w.arg(String(c)))::bigint") }
+        let whereSQL = w.whereSQL
+        let limit = w.arg(String(q.limit))
+        let bound = w.args
         return try onAdmin { c in
             try c.query("SELECT seq, event FROM events \(whereSQL) ORDER BY seq DESC LIMIT \(limit)::bigint", bound).rows.map {
                 EventRow(cursor: $0.int(0), json: $0.text(1))
             }
         }
+    }
+
+    /// A WHERE clause built from optional conditions, its values bound as `$1`, `$2`... in the order given.
+    struct Filter {
+        private(set) var clauses: [String] = []
+        private(set) var args: [String?] = []
+
+        /// Binds `value` and returns its placeholder.
+        mutating func arg(_ value: String) -> String {
+            args.append(value)
+            return "$\(args.count)"
+        }
+
+        mutating func add(_ clause: String) { clauses.append(clause) }
+
+        /// `WHERE a AND b`, or nothing without conditions.
+        var whereSQL: String { clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ") }
     }
 
     public func eventCount() throws -> Int {
@@ -368,15 +383,13 @@ extension PostgresStore {
     }
 
     public func deliveries(_ q: DeliveryQuery) throws -> [DeliveryInfo] {
-        var clauses: [String] = []
-        var args: [String?] = []
-        func arg(_ v: String) -> String { args.append(v); return "$\(args.count)" }
-        if let v = q.state { clauses.append("state = \(arg(v.rawValue))") }
-        if let v = q.destination { clauses.append("destination = \(arg(v))") }
-        if let c = q.before { clauses.append("seq < \(arg(String(c)))::bigint") }
-        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-        let limit = arg(String(q.limit))
-        let bound = args
+        var w = Filter()
+        if let v = q.state { w.add("state = \(w.arg(v.rawValue))") }
+        if let v = q.destination { w.add("destination = \(w.arg(v))") }
+        if let c = q.before { w.add("seq < \(w.arg(String(c)))::bigint") }
+        let whereSQL = w.whereSQL
+        let limit = w.arg(String(q.limit))
+        let bound = w.args
         return try onAdmin { c in
             try c.query("SELECT \(Self.deliveryColumns) FROM deliveries \(whereSQL) ORDER BY seq DESC LIMIT \(limit)::bigint",
                         bound).rows.map(Self.deliveryInfo)
@@ -428,24 +441,22 @@ extension PostgresStore {
     public func replay(_ f: ReplayFilter, dryRun: Bool, nowMillis: Int64) throws -> Int {
         let configured = f.destinations.keys.sorted()
         guard !configured.isEmpty else { return 0 }
-        var clauses: [String] = []
-        var args: [String?] = []
-        func arg(_ v: String) -> String { args.append(v); return "$\(args.count)" }
-        clauses.append("state = \(arg(f.state.rawValue))")
-        clauses.append("destination = ANY(\(arg(PGText.array(configured.map { Optional($0) })))::text[])")
-        if let d = f.destination { clauses.append("destination = \(arg(d))") }
-        if let v = f.finishedSince { clauses.append("finished_at >= \(arg(String(v)))::bigint") }
-        if let v = f.finishedUntil { clauses.append("finished_at < \(arg(String(v)))::bigint") }
-        let clause = clauses.joined(separator: " AND ")
-        let bound = args
+        var w = Filter()
+        w.add("state = \(w.arg(f.state.rawValue))")
+        w.add("destination = ANY(\(w.arg(PGText.array(configured.map { Optional($0) })))::text[])")
+        if let d = f.destination { w.add("destination = \(w.arg(d))") }
+        if let v = f.finishedSince { w.add("finished_at >= \(w.arg(String(v)))::bigint") }
+        if let v = f.finishedUntil { w.add("finished_at < \(w.arg(String(v)))::bigint") }
+        let whereSQL = w.whereSQL
+        let bound = w.args
         return try onAdmin { c in
             if dryRun {
-                return Int(try c.query("SELECT count(*) FROM deliveries WHERE \(clause)", bound).first?.int(0) ?? 0)
+                return Int(try c.query("SELECT count(*) FROM deliveries \(whereSQL)", bound).first?.int(0) ?? 0)
             }
             return try c.transaction {
                 let n = try c.query("""
                     UPDATE deliveries SET state = 'pending', next_attempt_at = \(nowMillis), finished_at = NULL,
-                           lease_until = NULL, claimed_by = NULL, claim_token = NULL WHERE \(clause)
+                           lease_until = NULL, claimed_by = NULL, claim_token = NULL \(whereSQL)
                     """, bound).affected
                 if n > 0 { try c.query("SELECT pg_notify('relay_wake', '')") }
                 return n
