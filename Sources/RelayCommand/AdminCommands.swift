@@ -26,27 +26,20 @@ enum AdminCommands {
     }
 
     static func parse(_ args: [String]) -> Options? {
-        var o = Options()
-        var i = 0
         let valued: Set<String> = ["--source", "--status", "--subject", "--limit", "--cursor", "--state", "--destination",
                                    "--since", "--until", "--admin", "--config", "--type"]
-        while i < args.count {
-            let a = args[i]
-            if a == "--json" { o.json = true } else if a == "--yes" { o.yes = true } else if valued.contains(a) {
-                guard i + 1 < args.count else { Command.fail("relay: \(a) needs a value"); return nil }
-                o.flags[a] = args[i + 1]
-                i += 1
-            } else if a.hasPrefix("--"), let eq = a.firstIndex(of: "="), valued.contains(String(a[..<eq])) {
-                o.flags[String(a[..<eq])] = String(a[a.index(after: eq)...])
-            } else if a.hasPrefix("-") {
-                Command.fail("relay: unknown option \(a)\n\n\(usage)")
-                return nil
+        do {
+            let p = try RelayCommand.Options(args, valued: valued, flags: ["--json", "--yes"])
+            return Options(positional: p.positional, flags: p.values.compactMapValues(\.last), json: p.has("--json"),
+                           yes: p.has("--yes"))
+        } catch {
+            if case .unknown(let arg) = error.kind {
+                Command.fail("relay: unknown option \(arg)\n\n\(usage)")
             } else {
-                o.positional.append(a)
+                Command.fail("relay: \(error)")
             }
-            i += 1
+            return nil
         }
-        return o
     }
 
     /// The admin API's base URL: `--admin`, else `admin.listen` of `--config`, else the default.

@@ -44,7 +44,7 @@ enum CapillaryExport {
             let o = try Options(Array(args.dropFirst()),
                                 valued: ["--config", "--source", "--url", "--vendor-id", "--name", "--redemption-type",
                                          "--custom-field", "--redemption-id", "--brand-id", "--destination"],
-                                flags: ["--with-secrets", "--put"])
+                                flags: ["--with-secrets", "--put"], aliases: ["-c": "--config"])
             let path = try o.required("--config", "FILE")
             let name = try o.required("--source", "NAME")
             guard let config = Command.loadConfig(path) else { return 2 }

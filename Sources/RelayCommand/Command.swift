@@ -251,36 +251,24 @@ enum Command {
         }
     }
 
-    /// A command's options: `valued` maps each name it takes (`--config`, `-c`) to the key it is returned under;
-    /// `--name VALUE` and `--name=VALUE` both work. nil, after naming the problem on stderr, for an option the
-    /// command does not take, a stray argument, a missing value or an option given twice.
+    /// A command's options, each taken once: `valued` maps each name it takes (`--config`, `-c`) to the key it is
+    /// returned under; `--name VALUE` and `--name=VALUE` both work. nil, after naming the problem on stderr, for an
+    /// option the command does not take, a stray argument, a missing value or an option given twice.
     static func options(_ args: [String], command: String, valued: [String: String]) -> [String: String]? {
-        var out: [String: String] = [:]
-        var i = 0
         func problem(_ message: String) -> [String: String]? {
             fail("relay \(command): \(message) (relay \(command) --help lists its options)")
             return nil
         }
-        while i < args.count {
-            var name = args[i]
-            var value: String?
-            if name.hasPrefix("--"), let eq = name.firstIndex(of: "=") {
-                value = String(name[name.index(after: eq)...])
-                name = String(name[..<eq])
-            }
-            guard let key = valued[name] else {
-                return problem(name.hasPrefix("-") ? "unknown option \"\(args[i])\"" : "unexpected argument \"\(args[i])\"")
-            }
-            if value == nil {
-                guard i + 1 < args.count else { return problem("\(name) needs a value") }
-                i += 1
-                value = args[i]
-            }
-            if out[key] != nil { return problem("\(name) given twice") }
-            out[key] = value
-            i += 1
+        let o: Options
+        do {
+            o = try Options(args, valued: Set(valued.values), aliases: valued.filter { $0.key != $0.value })
+        } catch {
+            if case .unknown(let arg) = error.kind { return problem("unknown option \"\(arg)\"") }
+            return problem(error.description)
         }
-        return out
+        if let stray = o.positional.first { return problem("unexpected argument \"\(stray)\"") }
+        if let name = o.repeated { return problem("\(name) given twice") }
+        return o.values.compactMapValues(\.last)
     }
 
     /// `options[key]`, or nil after saying that `shown` is required.

@@ -1,18 +1,37 @@
 import Foundation
 
-/// A command's `--name value` options: repeatable ones kept in order, flags without values, and an error naming
-/// the first option the command does not take.
+/// A command's `--name value` options: repeatable ones kept in order, flags without values, positional arguments,
+/// and an error naming the first option the command does not take. Every command parses its arguments here.
 struct Options {
     private(set) var values: [String: [String]] = [:]
     private(set) var flags: Set<String> = []
     private(set) var positional: [String] = []
+    /// The first option given more than once, as written (for commands that take each option once).
+    private(set) var repeated: String?
 
     struct Failure: Error, CustomStringConvertible {
+        enum Kind: Equatable {
+            /// An option the command does not take: the argument as written (`--bogus`, `--bogus=1`).
+            case unknown(String)
+            /// An option that takes a value, last on the line.
+            case missingValue(String)
+            case other
+        }
+        var kind: Kind = .other
         let description: String
+
+        init(description: String) { self.description = description }
+
+        init(_ kind: Kind, description: String) {
+            self.kind = kind
+            self.description = description
+        }
     }
 
-    /// `valued`: options that take a value (`--config FILE` or `--config=FILE`); `flags`: options that do not.
-    init(_ args: [String], valued: Set<String>, flags allowed: Set<String> = []) throws(Failure) {
+    /// `valued`: options that take a value (`--config FILE` or `--config=FILE`); `flags`: options that do not;
+    /// `aliases`: other spellings of those (`-c` for `--config`), under whose name they are kept.
+    init(_ args: [String], valued: Set<String>, flags allowed: Set<String> = [],
+         aliases: [String: String] = [:]) throws(Failure) {
         var i = 0
         while i < args.count {
             let a = args[i]
@@ -21,25 +40,27 @@ struct Options {
                 positional.append(a)
                 continue
             }
-            var name = a, inline: String?
+            var written = a, inline: String?
             if let eq = a.firstIndex(of: "=") {
-                name = String(a[..<eq])
+                written = String(a[..<eq])
                 inline = String(a[a.index(after: eq)...])
             }
-            if name == "-c" { name = "--config" }
+            let name = aliases[written] ?? written
             if allowed.contains(name) && inline == nil {
+                if flags.contains(name) && repeated == nil { repeated = written }
                 flags.insert(name)
             } else if valued.contains(name) {
+                if values[name] != nil && repeated == nil { repeated = written }
                 if let inline {
                     values[name, default: []].append(inline)
                 } else {
-                    guard i < args.count else { throw Failure(description: "\(name) needs a value") }
+                    guard i < args.count else { throw Failure(.missingValue(written), description: "\(written) needs a value") }
                     values[name, default: []].append(args[i])
                     i += 1
                 }
             } else {
                 let known = (valued.union(allowed)).sorted().joined(separator: ", ")
-                throw Failure(description: "unknown option \(name) (this command takes: \(known))")
+                throw Failure(.unknown(a), description: "unknown option \(written) (this command takes: \(known))")
             }
         }
     }

@@ -51,7 +51,8 @@ enum Try {
 
     static func send(_ args: [String]) -> Int32 {
         runCommand("relay send", usage: sendUsage) {
-            let o = try Options(args, valued: ["--config", "--body", "--data", "--url", "--content-type", "--header"])
+            let o = try Options(args, valued: ["--config", "--body", "--data", "--url", "--content-type", "--header"],
+                                aliases: ["-c": "--config"])
             guard let name = o.positional.first, o.positional.count == 1 else {
                 throw Options.Failure(description: "which source? relay send SOURCE --config FILE --body FILE")
             }
@@ -113,7 +114,8 @@ enum Try {
 
     static func translate(_ args: [String]) -> Int32 {
         runCommand("relay translate", usage: translateUsage) {
-            let o = try Options(args, valued: ["--config", "--destination", "--event", "--step", "--value"])
+            let o = try Options(args, valued: ["--config", "--destination", "--event", "--step", "--value"],
+                                aliases: ["-c": "--config"])
             if let extra = o.positional.first { throw Options.Failure(description: "unexpected argument \(extra)") }
             let path = try o.required("--config", "FILE")
             let name = try o.required("--destination", "NAME")
