@@ -117,7 +117,9 @@ final class EpollConnection: @unchecked Sendable {
     /// Serial number of the request being answered: an answer for an earlier one (after a close) is dropped.
     var serial = 0
 
-    // The request being parsed.
+    // The request being parsed: its method and target, known once its headers are.
+    var method = ""
+    var target = ""
     var url: [UInt8] = []
     var headerField: [UInt8] = []
     var headerValue: [UInt8] = []
@@ -220,13 +222,13 @@ private let onHeadersComplete: http_cb = { p in
     c.keepAlive = http_should_keep_alive(p) != 0
     let server = c.loop.server
     let options = server.options
-    let method = EpollLoop.methodName(relay_hp_method(p))
-    let target = String(decoding: c.url, as: UTF8.self)
+    c.method = EpollLoop.methodName(relay_hp_method(p))
+    c.target = String(decoding: c.url, as: UTF8.self)
     if c.startedWhileStopping {
         c.early = HTTPResponse.error(503, "shutting down", ["reason": "the relay is stopping; nothing was recorded, retry"])
             .adding(headers: [("Retry-After", "1")])
     } else if let preflight = server.preflight,
-              let refusal = preflight(method, EpollLoop.path(of: target), PreflightHeaders(headers: c.headers)) {
+              let refusal = preflight(c.method, HTTPRequest.path(of: c.target), PreflightHeaders(headers: c.headers)) {
         c.early = refusal
     } else if !relay_hp_chunked(p).isTrue, c.headers["Content-Length"] != nil,
               relay_hp_content_length(p) != UInt64.max, relay_hp_content_length(p) > UInt64(options.maxBodyBytes) {
@@ -340,9 +342,6 @@ final class EpollLoop: @unchecked Sendable {
 
     static func methodName(_ n: UInt32) -> String { n < 64 ? methodNames[Int(n)] : "<unknown>" }
 
-    static func path(of target: String) -> String {
-        target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
-    }
 
     /// From any thread. The first message of a batch wakes the loop; the rest ride along.
     func post(_ m: Message) {
@@ -520,12 +519,8 @@ final class EpollLoop: @unchecked Sendable {
     }
 
     private func dispatch(_ c: EpollConnection) {
-        let target = String(decoding: c.url, as: UTF8.self)
-        let path = Self.path(of: target)
-        let query = target.firstIndex(of: "?").map { String(target[target.index(after: $0)...]) } ?? ""
-        let method = Self.methodName(relay_hp_method(c.parser))
-        c.isHead = method == "HEAD"
-        let request = HTTPRequest(method: method, path: path, query: query, headers: c.headers, body: c.body,
+        c.isHead = c.method == "HEAD"
+        let request = HTTPRequest(method: c.method, target: c.target, headers: c.headers, body: c.body,
                                   remoteAddress: c.remoteAddress)
         c.body = []
         c.headers = HTTPHeaders()

@@ -208,10 +208,6 @@ public struct PreflightHeaders {
     }
 }
 
-/// The path part of a request target (before any `?`).
-private func pathOf(_ target: String) -> String {
-    target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
-}
 
 private func queue(_ response: HTTPResponse, on connection: OpaquePointer?) -> MHD_Result {
     if response.dropsConnection { return MHD_Result.NO }
@@ -290,7 +286,7 @@ let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, meth
             early = HTTPResponse.error(503, "shutting down", ["reason": "the relay is stopping; nothing was recorded, retry"])
                 .adding(headers: [("Connection", "close"), ("Retry-After", "1")])
         } else if let preflight = server.preflight,
-                  let refusal = preflight(method.map { String(cString: $0) } ?? "GET", pathOf(ctx.rawTarget),
+                  let refusal = preflight(method.map { String(cString: $0) } ?? "GET", HTTPRequest.path(of: ctx.rawTarget),
                                           PreflightHeaders(connection: connection)) {
             early = refusal
         } else if let cl = MHD_lookup_connection_value(connection, MHD_ValueKind.HEADER_KIND, "Content-Length"),
@@ -321,14 +317,11 @@ let relayAccessHandler: MHD_AccessHandlerCallback = { cls, connection, url, meth
     withUnsafeMutablePointer(to: &headers) { p in
         _ = MHD_get_connection_values(connection, MHD_ValueKind.HEADER_KIND, headerIterator, p)
     }
-    let target = ctx.rawTarget
-    let path = pathOf(target)
-    let query = target.firstIndex(of: "?").map { String(target[target.index(after: $0)...]) } ?? ""
     let address = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buf in
         relay_mhd_client_address(connection, buf.baseAddress!, buf.count)
         return String(cString: buf.baseAddress!)
     }
-    let request = HTTPRequest(method: method.map { String(cString: $0) } ?? "GET", path: path, query: query,
+    let request = HTTPRequest(method: method.map { String(cString: $0) } ?? "GET", target: ctx.rawTarget,
                               headers: headers, body: ctx.body, remoteAddress: address)
     ctx.body = []
     server.handler(request, ConnectionResponder(context: ctx))

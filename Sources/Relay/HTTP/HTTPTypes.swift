@@ -53,6 +53,18 @@ public struct HTTPRequest: Sendable {
     /// The request target as sent: path plus `?query` when present.
     public var target: String { query.isEmpty ? path : path + "?" + query }
 
+    /// The request of `target` as sent (path, then `?query` when present).
+    public init(method: String, target: String, headers: HTTPHeaders, body: [UInt8], remoteAddress: String) {
+        let q = target.firstIndex(of: "?")
+        self.init(method: method, path: Self.path(of: target), query: q.map { String(target[target.index(after: $0)...]) } ?? "",
+                  headers: headers, body: body, remoteAddress: remoteAddress)
+    }
+
+    /// The path of a request target: what comes before any `?`.
+    public static func path(of target: String) -> String {
+        target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
+    }
+
     public init(method: String, path: String, query: String = "", headers: HTTPHeaders = HTTPHeaders(),
                 body: [UInt8] = [], remoteAddress: String = "") {
         self.method = method
