@@ -182,14 +182,8 @@ enum CapillaryRedemption {
     /// A template from Capillary's text: its variables rewritten to canonical placeholders, `${env:}`/`${file:}`
     /// resolved; messages show the key path, not the text.
     static func make(_ text: String, _ path: String, variables extra: [String: String], reader r: ConfigReader) -> Template? {
-        let rewritten = rewrite(text, extra: extra)
-        guard let resolved = r.substituteReferences(rewritten, path) else { return nil }
-        do {
-            return try Template(resolved, shown: "<\(path.split(separator: ".").last.map(String.init) ?? path)>")
-        } catch {
-            r.problem(path, error.description)
-            return nil
-        }
+        r.template(.string(rewrite(text, extra: extra)), path,
+                   shown: "<\(path.split(separator: ".").last.map(String.init) ?? path)>")
     }
 
     /// `${rewardTransactionId}` -> `${subject.transactionId}` and the like; other placeholders are kept.

@@ -382,14 +382,16 @@ extension ConfigReader {
         return t
     }
 
-    public func template(_ v: JSONValue, _ p: String) -> Template? {
+    /// `shown`: what messages call the template instead of its text (a pasted partner file's text must not reach a
+    /// log: `<apiBody>`); default the text as written.
+    public func template(_ v: JSONValue, _ p: String, shown: String? = nil) -> Template? {
         guard case .string(let s) = v else {
             problem(p, "expected a string, found \(v.kindName)")
             return nil
         }
         guard let resolved = substituteReferences(s, p) else { return nil }
         do {
-            return try Template(resolved, shown: s)
+            return try Template(resolved, shown: shown ?? s)
         } catch {
             problem(p, error.description)
             return nil
