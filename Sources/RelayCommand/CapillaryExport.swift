@@ -171,7 +171,7 @@ enum CapillaryExport {
                                       body: Array(document.jsonString().utf8))
         request.clientTLS = destination.clientTLS
         if let auth = destination.auth {
-            let box = ResultWait<Result<OutboundRequest, AuthError>>()
+            let box = Handoff<Result<OutboundRequest, AuthError>>()
             auth.authorize(request, context: AuthContext(client: client, deliveryID: "capillary-export")) { box.put($0) }
             switch box.take(timeout: 60) {
             case .success(let signed)?: request = signed
@@ -196,20 +196,5 @@ enum CapillaryExport {
             Command.fail("relay capillary export: no answer from \(url): \(e)")
             return 1
         }
-    }
-}
-
-/// Waits for one value handed over from another thread.
-final class ResultWait<T: Sendable>: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var value: T?
-    func put(_ v: T) {
-        condition.lock(); value = v; condition.signal(); condition.unlock()
-    }
-    func take(timeout: Double) -> T? {
-        condition.lock(); defer { condition.unlock() }
-        let deadline = Date().addingTimeInterval(timeout)
-        while value == nil && condition.wait(until: deadline) {}
-        return value
     }
 }

@@ -182,7 +182,7 @@ enum Try {
         var note: String?
         var added = Set<String>()
         if let auth = destination.auth {
-            let box = ResultWait<Result<OutboundRequest, AuthError>>()
+            let box = Handoff<Result<OutboundRequest, AuthError>>()
             auth.authorize(unsigned, context: AuthContext(client: nil, deliveryID: "dlv_translate")) { box.put($0) }
             switch box.take(timeout: 2) {
             case .success(let signed):

@@ -45,7 +45,7 @@ public final class HTTPClient: Sendable {
         if core.isClientThread {
             return .failure(.invalidRequest("sendAndWait was called on the HTTP client's own thread"))
         }
-        let box = ResultBox()
+        let box = Handoff<Result<OutboundResponse, TransportError>>()
         send(request) { box.put($0) }
         return box.take()
     }
@@ -61,21 +61,6 @@ public final class HTTPClient: Sendable {
 }
 
 /// A one-shot result handed from the client's thread to a waiting one.
-private final class ResultBox: Sendable {
-    private let value = Mutex<Result<OutboundResponse, TransportError>?>(nil)
-    private let ready = DispatchSemaphore(value: 0)
-
-    func put(_ result: Result<OutboundResponse, TransportError>) {
-        value.withLock { $0 = result }
-        ready.signal()
-    }
-
-    func take() -> Result<OutboundResponse, TransportError> {
-        ready.wait()
-        return value.withLock { $0! }
-    }
-}
-
 /// The client's state. `inbox` is shared (under its mutex); everything else belongs to the client's thread.
 private final class ClientCore: @unchecked Sendable {
     struct Inbox {
