@@ -92,7 +92,7 @@ enum CapillaryExport {
     static func credential(_ verifier: any Verifier, source: String) throws(Options.Failure) -> (String?, String, String) {
         if verifier is NoVerifier { return (nil, "", "") }
         guard let v = verifier as? StaticCredentialVerifier,
-              let signed = verifier.senderHeaders(body: [], url: "", now: Date()), let (name, value) = signed.headers.first else {
+              let signed = verifier.senderHeaders(body: [], url: "", now: Date()), let (name, value) = signed.first else {
             throw Options.Failure(description: "source \"\(source)\" verifies with \(verifier.scheme): Capillary's actions send fixed headers, so verify it with bearer, basic or a header token")
         }
         return (name, v.prefix + "<the \(v.scheme) credential of sources.\(source).verify>", value)

@@ -80,10 +80,10 @@ enum Try {
             guard let signed = source.verifier.senderHeaders(body: body, url: url, now: Date(), given: headers) else {
                 throw Options.Failure(description: "source \"\(name)\" verifies with \(source.verifier.scheme), which relay send cannot produce")
             }
-            headers += signed.headers
+            headers += signed
             let client = try HTTPClient()
             defer { client.shutdown(timeout: 1) }
-            let names = signed.headers.map(\.0)
+            let names = signed.map(\.0)
             Command.fail("POST \(url) (\(body.count) bytes, signed with \(source.verifier.scheme)\(names.isEmpty ? "" : ": " + names.joined(separator: ", ")))")
             switch client.sendAndWait(OutboundRequest(method: "POST", url: url, headers: headers, body: body)) {
             case .success(let r):

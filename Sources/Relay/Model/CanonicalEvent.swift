@@ -33,8 +33,7 @@ public struct CanonicalStatus: RawRepresentable, Hashable, Codable, Sendable, Cu
     /// The built-in statuses, in their documented order.
     public static let builtin: [CanonicalStatus] = [.placed, .invoiced, .backordered, .sent, .shipped, .delivered,
                                                    .processed, .cancelled, .refunded, .expired, .failed, .pending]
-    static let builtinNames: Set<String> = ["placed", "invoiced", "backordered", "sent", "shipped", "delivered",
-                                           "processed", "cancelled", "refunded", "expired", "failed", "pending"]
+    static let builtinNames = Set(builtin.map(\.rawValue))
 
     public var isBuiltin: Bool { Self.builtinNames.contains(rawValue) }
     public var description: String { rawValue }

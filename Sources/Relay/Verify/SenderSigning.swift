@@ -3,19 +3,13 @@ import Foundation
 
 /// What a sender adds to a request so that a source's `verify` accepts it: `relay send` signs test webhooks with
 /// the source's own scheme, so nobody has to assemble an HMAC with openssl by hand.
-public struct SenderHeaders: Sendable {
-    /// Headers to send, in order.
-    public var headers: [(String, String)]
-    public init(_ headers: [(String, String)]) { self.headers = headers }
-}
-
 extension Verifier {
-    /// The headers that make a POST of `body` to `url` verify; nil when the scheme cannot be produced from the
+    /// The headers, in order, that make a POST of `body` to `url` verify; nil when the scheme cannot be produced from the
     /// configuration alone. `given`: headers the sender sets itself; a message id among them (`webhook-id`,
     /// `X-GitHub-Delivery`) is the one signed and is not added again.
-    public func senderHeaders(body: [UInt8], url: String, now: Date, given: [(String, String)] = []) -> SenderHeaders? {
+    public func senderHeaders(body: [UInt8], url: String, now: Date, given: [(String, String)] = []) -> [(String, String)]? {
         switch self {
-        case is NoVerifier: return SenderHeaders([])
+        case is NoVerifier: return []
         case let v as StaticCredentialVerifier: return v.sign()
         case let v as HMACVerifier: return v.sign(body: body, url: url, now: now, given: given)
         default: return nil
@@ -24,14 +18,14 @@ extension Verifier {
 }
 
 extension StaticCredentialVerifier {
-    func sign() -> SenderHeaders? {
+    func sign() -> [(String, String)]? {
         guard let first = accepted.first else { return nil }
-        return SenderHeaders([(header, prefix + String(decoding: first, as: UTF8.self))])
+        return [(header, prefix + String(decoding: first, as: UTF8.self))]
     }
 }
 
 extension HMACVerifier {
-    func sign(body: [UInt8], url: String, now: Date, given: [(String, String)]) -> SenderHeaders? {
+    func sign(body: [UInt8], url: String, now: Date, given: [(String, String)]) -> [(String, String)]? {
         guard let key = keys.first, let header = headers.first else { return nil }
         let timestamp = String(Int64(now.timeIntervalSince1970))
         let givenID = given.first { g in idHeaders.contains { $0.caseInsensitiveCompare(g.0) == .orderedSame } }?.1
@@ -69,6 +63,6 @@ extension HMACVerifier {
             if needsTimestamp, let t = timestampHeaders.first { out.append((t, timestamp)) }
         }
         if let id = idHeaders.first, givenID == nil { out.append((id, messageID)) }
-        return SenderHeaders(out)
+        return out
     }
 }
