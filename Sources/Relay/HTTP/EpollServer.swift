@@ -137,6 +137,10 @@ final class EpollConnection: @unchecked Sendable {
     /// The events the socket is registered for (changed only when they must: each change is a system call).
     var events: UInt32 = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
 
+    /// While it waits for an answer or writes one, a connection keeps at most 256 KiB of what follows, then stops
+    /// reading.
+    var inputFull: Bool { (awaiting || wantsWrite) && input.count - parsed > 256 * 1024 }
+
     init(fd: Int32, remoteAddress: String, loop: EpollLoop, now: Double) {
         self.fd = fd
         self.remoteAddress = remoteAddress
@@ -230,7 +234,7 @@ private let onHeadersComplete: http_cb = { p in
     } else if let preflight = server.preflight,
               let refusal = preflight(c.method, HTTPRequest.path(of: c.target), PreflightHeaders(headers: c.headers)) {
         c.early = refusal
-    } else if !relay_hp_chunked(p).isTrue, c.headers["Content-Length"] != nil,
+    } else if relay_hp_chunked(p) == 0, c.headers["Content-Length"] != nil,
               relay_hp_content_length(p) != UInt64.max, relay_hp_content_length(p) > UInt64(options.maxBodyBytes) {
         c.early = .error(413, "body too large", ["limit": String(options.maxBodyBytes)])
     }
@@ -266,10 +270,6 @@ private let onMessageComplete: http_cb = { p in
     c.awaiting = true
     http_parser_pause(p, 1)   // the next request (pipelined) waits for this one's answer
     return 0
-}
-
-private extension Int32 {
-    var isTrue: Bool { self != 0 }
 }
 
 /// Written once, then only read (by every loop's parser).
@@ -451,8 +451,7 @@ final class EpollLoop: @unchecked Sendable {
 
     private func readable(_ c: EpollConnection) {
         while !c.closed {
-            // A connection waiting for its answer (or writing one) keeps at most this much of what follows.
-            if (c.awaiting || c.wantsWrite) && c.input.count - c.parsed > 256 * 1024 {
+            if c.inputFull {
                 register(c)
                 return
             }
@@ -543,9 +542,8 @@ final class EpollLoop: @unchecked Sendable {
     /// What `c` should be woken for: reading unless it waits for an answer with plenty buffered or the peer is
     /// done, writing while output is pending.
     private func register(_ c: EpollConnection) {
-        let full = (c.awaiting || c.wantsWrite) && c.input.count - c.parsed > 256 * 1024
         var ev: UInt32 = 0
-        if !c.peerDone && !full { ev |= EPOLLIN.rawValue | EPOLLRDHUP.rawValue }
+        if !c.peerDone && !c.inputFull { ev |= EPOLLIN.rawValue | EPOLLRDHUP.rawValue }
         if c.wantsWrite { ev |= EPOLLOUT.rawValue }
         if ev != c.events {
             c.events = ev
