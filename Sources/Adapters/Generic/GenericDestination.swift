@@ -152,15 +152,9 @@ public struct GenericDestination: DestinationAdapter {
         }
         let next = context.step + 1 < steps.count
         if !next && !responseKeys.isEmpty {
-            // The chain is done: what it must yield is recorded with the delivery.
-            let all = context.values.merging(values) { _, new in new }
-            var recorded: [String: String] = [:]
-            for key in responseKeys {
-                guard let v = all[key] else {
-                    return StepOutcome(.terminal(reason: prefix(step) + "the chain yielded no \(key) (responseKeys)"))
-                }
-                recorded[key] = v
-            }
+            // The chain is done: what it must yield is recorded with the delivery. (Every responseKey is a contextKey
+            // of a step, checked with the configuration, and a step whose response lacks one has failed above.)
+            let recorded = context.values.merging(values) { _, new in new }.filter { responseKeys.contains($0.key) }
             return StepOutcome(.delivered, values: recorded, correlation: correlation, next: false)
         }
         return StepOutcome(.delivered, values: values, correlation: correlation, next: next)
