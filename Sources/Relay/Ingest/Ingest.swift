@@ -162,7 +162,7 @@ public final class Ingest: Sendable {
             status: normalized.status, providerStatus: normalized.providerStatus, occurredAt: normalized.occurredAt,
             receivedAt: Timestamp.iso8601(now), attributes: normalized.attributes, idempotencyKey: key,
             raw: RawPayload(contentType: contentType, bytes: request.body),
-            statusFallback: normalized.status.flatMap { $0.isBuiltin ? nil : source.statuses.fallback(of: $0) },
+            statusFallback: normalized.status.flatMap(source.statuses.fallback(of:)),
             statusUnmapped: unmapped ? true : nil)
         let log = self.log
         let destinations = router.destinations(for: event)
@@ -170,8 +170,7 @@ public final class Ingest: Sendable {
         // event, its body or the source's settings, which would all be retained and released there).
         let sourceName = source.name
         let info = log.enabled(.info)
-            ? (type: event.type, status: event.status?.rawValue ?? (unmapped ? "unmapped" : ""),
-               destinations: destinations.joined(separator: ","))
+            ? (type: event.type, status: event.storedStatus ?? "", destinations: destinations.joined(separator: ","))
             : nil
         let metrics = self.metrics
         let planned = destinations.map { PlannedDelivery($0, disciplines[$0] ?? .unordered) }
