@@ -64,14 +64,14 @@ extension SQLiteStore {
     }
 
     static let deliveryColumns = """
-        rowid, id, event_id, destination, subject_key, state, attempts, next_attempt_at, last_status, last_error,
+        rid, \(deliveryID), event_id, destination, subject_key, state, attempts, next_attempt_at, last_status, last_error,
         finished_at, step, claimed_by, context
         """
 
     static func deliveryRows(_ db: Database, where clause: String, args: [String], limit: Int,
                              newestFirst: Bool = false) throws -> [DeliveryInfo] {
         let s = try db.statement("""
-            SELECT \(deliveryColumns) FROM deliveries WHERE \(clause) ORDER BY rowid \(newestFirst ? "DESC" : "") LIMIT ?
+            SELECT \(deliveryColumns) FROM deliveries WHERE \(clause) ORDER BY rid \(newestFirst ? "DESC" : "") LIMIT ?
             """)
         defer { s.reset() }
         var i: Int32 = 1
@@ -92,12 +92,16 @@ extension SQLiteStore {
 
     public func deliveries(eventID: String) throws -> [DeliveryInfo] {
         try read { db in
-            try Self.deliveryRows(db, where: "event_seq = (SELECT seq FROM events WHERE id = ?)", args: [eventID], limit: 100_000)
+            // The event's deliveries are the rowids seq × deliveriesPerEvent up to the next event's.
+            let seq = "(SELECT seq FROM events WHERE id = ?1)"
+            return try Self.deliveryRows(db, where: "rid >= \(seq) * \(Self.deliveriesPerEvent) AND rid < (\(seq) + 1) * \(Self.deliveriesPerEvent)",
+                                         args: [eventID], limit: 100_000)
         }
     }
 
     public func delivery(id: String) throws -> DeliveryInfo? {
-        try read { db in try Self.deliveryRows(db, where: "id = ?", args: [id], limit: 1).first }
+        let key = Self.deliveryCondition(id: id)
+        return try read { db in try Self.deliveryRows(db, where: key.sql, args: key.args, limit: 1).first }
     }
 
     public func deliveries(_ q: DeliveryQuery) throws -> [DeliveryInfo] {
@@ -105,7 +109,7 @@ extension SQLiteStore {
         var args: [String] = []
         if let v = q.state { clauses.append("state = ?"); args.append(v.rawValue) }
         if let v = q.destination { clauses.append("destination = ?"); args.append(v) }
-        if let c = q.before { clauses.append("rowid < ?"); args.append(String(c)) }
+        if let c = q.before { clauses.append("rid < ?"); args.append(String(c)) }
         let clause = clauses.isEmpty ? "1" : clauses.joined(separator: " AND "), bound = args, limit = q.limit
         return try read { db in try Self.deliveryRows(db, where: clause, args: bound, limit: limit, newestFirst: true) }
     }
@@ -145,21 +149,22 @@ extension SQLiteStore {
 
     public func replay(deliveryID id: String, destinations: [String: QueueDiscipline], nowMillis: Int64) throws -> ReplayOutcome {
         let configured = Set(destinations.keys)
+        let key = Self.deliveryCondition(id: id)
         return try performAndWait { db -> ReplayOutcome in
-            let s = try db.statement("SELECT state, destination FROM deliveries WHERE id = ?")
-            try s.bind([id])
+            let s = try db.statement("SELECT state, destination, rid FROM deliveries WHERE \(key.sql)")
+            try s.bind(key.args)
             guard try s.step(), let state = s.text(0) else { s.reset(); return .notFound }
-            let destination = s.text(1) ?? ""
+            let destination = s.text(1) ?? "", rid = s.int(2)
             s.reset()
             guard state != "pending" && state != "in_flight" else { return .unfinished(state: state) }
             guard configured.contains(destination) else { return .unconfigured(destination: destination) }
             let u = try db.statement("""
                 UPDATE deliveries SET state = 'pending', next_attempt_at = ?, finished_at = NULL, lease_until = NULL,
-                       claimed_by = NULL, claim_token = NULL WHERE id = ?
+                       claimed_by = NULL, claim_token = NULL WHERE rid = ?
                 """)
             defer { u.reset() }
             try u.bind(1, nowMillis)
-            try u.bind(2, id)
+            try u.bind(2, rid)
             try u.step()
             return .replayed(from: state)
         }

@@ -24,7 +24,8 @@ enum DeliveryQueue {
             WHERE rowid IN (SELECT d.rowid FROM deliveries d
                             WHERE d.state = 'pending' AND d.destination = ?3 AND d.next_attempt_at <= ?4\(ordering)
                             ORDER BY d.next_attempt_at, d.rowid LIMIT ?5)
-            RETURNING id, event_seq, destination, subject_key, attempts, step, context
+            RETURNING \(SQLiteStore.deliveryID), rid / \(SQLiteStore.deliveriesPerEvent), destination, subject_key, attempts,
+                      step, context, rid
             """)
         defer { s.reset() }
         try s.bind(1, nowMillis + leaseMillis)
@@ -37,7 +38,8 @@ enum DeliveryQueue {
         while try s.step() {
             out.append(ClaimedDelivery(id: s.text(0) ?? "", eventSeq: s.int(1), destination: s.text(2) ?? "",
                                        subjectKey: s.text(3) ?? "", attempts: Int(s.int(4)), step: Int(s.int(5)),
-                                       values: s.text(6).flatMap(Correlation.decode) ?? [:], claimToken: token))
+                                       values: s.text(6).flatMap(Correlation.decode) ?? [:], claimToken: token,
+                                       rowKey: s.int(7)))
         }
         return out
     }
@@ -45,8 +47,8 @@ enum DeliveryQueue {
     /// Records an attempt and moves the delivery on, if the claim is still the delivery's. Returns false (and
     /// changes nothing) when it is not.
     static func finish(_ db: Database, _ f: FinishedDelivery, nowMillis: Int64) throws -> Bool {
-        let n = try db.statement("SELECT attempts FROM deliveries WHERE id = ? AND state = 'in_flight' AND claim_token = ?")
-        try n.bind(1, f.claim.id)
+        let n = try db.statement("SELECT attempts FROM deliveries WHERE rid = ? AND state = 'in_flight' AND claim_token = ?")
+        try n.bind(1, f.claim.rowKey)
         try n.bind(2, f.claim.claimToken)
         guard try n.step() else {
             n.reset()
@@ -72,7 +74,7 @@ enum DeliveryQueue {
         if case .retry(let at) = f.result { next = at; finished = nil }
         let u = try db.statement("""
             UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, claimed_by = NULL,
-                   claim_token = NULL, last_status = ?, last_error = ?, finished_at = ?, step = ?, context = ? WHERE id = ?
+                   claim_token = NULL, last_status = ?, last_error = ?, finished_at = ?, step = ?, context = ? WHERE rid = ?
             """)
         defer { u.reset() }
         try u.bind(1, f.result.state.rawValue)
@@ -90,7 +92,7 @@ enum DeliveryQueue {
         } else {
             try u.bind(8, nil as String?)
         }
-        try u.bind(9, f.claim.id)
+        try u.bind(9, f.claim.rowKey)
         try u.step()
         return true
     }
@@ -99,12 +101,12 @@ enum DeliveryQueue {
     static func release(_ db: Database, _ claims: [ClaimedDelivery], nowMillis: Int64) throws {
         let s = try db.statement("""
             UPDATE deliveries SET state = 'pending', lease_until = NULL, claimed_by = NULL, claim_token = NULL,
-                   next_attempt_at = min(next_attempt_at, ?) WHERE id = ? AND state = 'in_flight' AND claim_token = ?
+                   next_attempt_at = min(next_attempt_at, ?) WHERE rid = ? AND state = 'in_flight' AND claim_token = ?
             """)
         for c in claims {
             s.reset()
             try s.bind(1, nowMillis)
-            try s.bind(2, c.id)
+            try s.bind(2, c.rowKey)
             try s.bind(3, c.claimToken)
             try s.step()
         }
@@ -114,11 +116,11 @@ enum DeliveryQueue {
     /// Records that a multi-step delivery has finished the steps before `progress.step`, with the values they
     /// extracted. Returns false when the claim is no longer the delivery's.
     static func saveProgress(_ db: Database, _ claim: ClaimedDelivery, _ progress: StepProgress) throws -> Bool {
-        let s = try db.statement("UPDATE deliveries SET step = ?, context = ? WHERE id = ? AND claim_token = ?")
+        let s = try db.statement("UPDATE deliveries SET step = ?, context = ? WHERE rid = ? AND claim_token = ?")
         defer { s.reset() }
         try s.bind(1, Int64(progress.step))
         try s.bind(2, progress.values.isEmpty ? nil : Correlation.encode(progress.values))
-        try s.bind(3, claim.id)
+        try s.bind(3, claim.rowKey)
         try s.bind(4, claim.claimToken)
         try s.step()
         return db.changes == 1

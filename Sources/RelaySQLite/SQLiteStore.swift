@@ -84,7 +84,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
     /// `writerCheckpointFrames`. A checkpoint by the writer alone would stall commits for the whole copy; one by
     /// the background alone can never catch up with a busy writer, and the WAL would grow without end.
     static let checkpointFrames = 250
-    static let writerCheckpointFrames: Int32 = 1000
+    static let writerCheckpointFrames: Int32 = 10_000
     private let finished = DispatchSemaphore(value: 0)
     private let syncFinished = DispatchSemaphore(value: 0)
     private var walFD: Int32 = -1               // the syncer thread's own descriptor of the -wal file
@@ -248,6 +248,65 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
                 COMMIT;
                 """)
         }
+        if version < 6 {
+            // Deliveries keyed by their event: the rowid is the event's seq × 1024 plus the delivery's place among
+            // the event's, so an event's deliveries are one rowid range (no index on event_seq), the id is derived
+            // (no text key, no index on it) and the queue's finish finds its row by rowid. A delivery written before
+            // keeps its id (legacy_id); its rowid takes the same shape, in the order it had.
+            try db.execute("""
+                BEGIN IMMEDIATE;
+                CREATE TABLE deliveries_v6 (
+                    rid             INTEGER PRIMARY KEY,   -- event seq × \(deliveriesPerEvent) + the delivery's index
+                    legacy_id       TEXT,                  -- the id of a delivery written before version 6, else NULL
+                    event_id        TEXT NOT NULL,
+                    destination     TEXT NOT NULL,
+                    subject_key     TEXT NOT NULL,
+                    state           TEXT NOT NULL,     -- pending, in_flight, delivered, dead, skipped, superseded
+                    attempts        INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,  -- ms since 1970
+                    lease_until     INTEGER,           -- while in_flight: the claim expires then
+                    claimed_by      TEXT,
+                    last_status     INTEGER,
+                    last_error      TEXT,
+                    finished_at     INTEGER,
+                    created_at      INTEGER NOT NULL,
+                    step            INTEGER NOT NULL DEFAULT 0,
+                    context         TEXT,
+                    claim_token     INTEGER
+                );
+                INSERT INTO deliveries_v6 (rid, legacy_id, event_id, destination, subject_key, state, attempts,
+                                           next_attempt_at, lease_until, claimed_by, last_status, last_error,
+                                           finished_at, created_at, step, context, claim_token)
+                    SELECT event_seq * \(deliveriesPerEvent) + row_number() OVER (PARTITION BY event_seq ORDER BY rowid) - 1,
+                           id, event_id, destination, subject_key, state, attempts, next_attempt_at, lease_until,
+                           claimed_by, last_status, last_error, finished_at, created_at, step, context, claim_token
+                    FROM deliveries;
+                DROP TABLE deliveries;
+                ALTER TABLE deliveries_v6 RENAME TO deliveries;
+                CREATE UNIQUE INDEX deliveries_legacy_id ON deliveries (legacy_id) WHERE legacy_id IS NOT NULL;
+                CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
+                CREATE INDEX deliveries_subject ON deliveries (destination, subject_key, state);
+                PRAGMA user_version = 6;
+                COMMIT;
+                """)
+        }
+    }
+
+    /// At most this many deliveries per event (one per destination the routing table names).
+    static let deliveriesPerEvent: Int64 = 1024
+
+    /// A delivery's id, as SQL over its row: the one it was written with before version 6, else `dlv_`, the event
+    /// id's ULID, `_` and the delivery's index among the event's (`dlv_01JD…_0`).
+    static let deliveryID = "coalesce(legacy_id, 'dlv_' || substr(event_id, 5) || '_' || (rid % \(deliveriesPerEvent)))"
+
+    /// The SQL condition (and its arguments) that finds the delivery with this id.
+    static func deliveryCondition(id: String) -> (sql: String, args: [String]) {
+        let parts = id.split(separator: "_", omittingEmptySubsequences: false)
+        if parts.count == 3, parts[0] == "dlv", parts[1].utf8.count == 26, let n = Int64(parts[2]),
+           n >= 0, n < deliveriesPerEvent, String(n) == parts[2] {
+            return ("rid = (SELECT seq FROM events WHERE id = ?) * \(deliveriesPerEvent) + \(n)", ["evt_" + parts[1]])
+        }
+        return ("legacy_id = ?", [id])
     }
 
     public func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
@@ -589,19 +648,22 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
             try SQLiteCorrelations.link(writer, scope: link.scope, subject: e.subject, keys: link.keys, nowMillis: now)
         }
         if !p.deliveries.isEmpty {
+            guard Int64(p.deliveries.count) <= Self.deliveriesPerEvent else {
+                throw DatabaseError(code: SQLITE_TOOBIG, extendedCode: SQLITE_TOOBIG,
+                                    message: "\(p.deliveries.count) deliveries for one event: at most \(Self.deliveriesPerEvent)", sql: nil)
+            }
             let delivery = try statement(&insertDelivery, """
-                INSERT INTO deliveries (id, event_seq, event_id, destination, subject_key, state, next_attempt_at, created_at)
-                VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
+                INSERT INTO deliveries (rid, event_id, destination, subject_key, state, next_attempt_at, created_at)
+                VALUES (?, ?, ?, ?, 'pending', ?, ?)
                 """)
-            for d in p.deliveries {
+            for (i, d) in p.deliveries.enumerated() {
                 delivery.reset()
-                try delivery.bind(1, EventID.make(prefix: "dlv_"))
-                try delivery.bind(2, seq)
-                try delivery.bind(3, e.id)
-                try delivery.bind(4, d.destination)
-                try delivery.bind(5, e.subjectKey)
+                try delivery.bind(1, seq * Self.deliveriesPerEvent + Int64(i))
+                try delivery.bind(2, e.id)
+                try delivery.bind(3, d.destination)
+                try delivery.bind(4, e.subjectKey)
+                try delivery.bind(5, now)
                 try delivery.bind(6, now)
-                try delivery.bind(7, now)
                 try delivery.step()
             }
         }

@@ -140,9 +140,12 @@ public struct ClaimedDelivery: Sendable, Equatable {
     /// Fences this claim: a finish or release with a token that is no longer the delivery's (its lease ran out and
     /// another claim took it) changes nothing.
     public var claimToken: Int64 = 0
+    /// The store's own key for the delivery's row, when it has one other than `id` (SQLite: the rowid), so that a
+    /// finish finds the row without the text id.
+    public var rowKey: Int64 = 0
 
     public init(id: String, eventSeq: Int64, destination: String, subjectKey: String, attempts: Int, step: Int = 0,
-                values: [String: String] = [:], claimToken: Int64 = 0) {
+                values: [String: String] = [:], claimToken: Int64 = 0, rowKey: Int64 = 0) {
         self.id = id
         self.eventSeq = eventSeq
         self.destination = destination
@@ -151,6 +154,7 @@ public struct ClaimedDelivery: Sendable, Equatable {
         self.step = step
         self.values = values
         self.claimToken = claimToken
+        self.rowKey = rowKey
     }
 }
 
