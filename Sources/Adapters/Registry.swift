@@ -6,7 +6,9 @@ public enum BuiltinAdapters {
         sources: [GenericSourceFactory(), PunchhSourceFactory(), CapillarySourceFactory()],
         destinations: [GenericDestinationFactory(), MastercardRedemptionsDestinationFactory(),
                        MastercardFulfillmentDestinationFactory(), PunchhDestinationFactory(),
-                       ReturningAIDestinationFactory(), CapillaryDestinationFactory()])
+                       ReturningAIDestinationFactory(), CapillaryDestinationFactory()],
+        auth: [MastercardOAuth1Factory(), CapillaryTokenFactory()],
+        verifyPresets: [PunchhSourceFactory.verifyPreset])
 
     /// The provider stand-ins of `relay simulate <name>`, in the order `relay simulate --help` lists them.
     public static let simulators: [Simulator] = [

@@ -1,4 +1,5 @@
 import Crypto
+import Adapters
 import Foundation
 import Relay
 

@@ -146,6 +146,17 @@ public struct PunchhSource: SourceAdapter {
 }
 
 public struct PunchhSourceFactory: SourceAdapterFactory {
+    /// `verify: { preset: "punchh" }`: `Authorization: hmac <HMAC(URI + BODY)>`; digest, encoding and URI form are
+    /// configurable.
+    public static let verifyPreset = VerifyPreset("punchh") {
+        var v = HMACVerifier(scheme: "punchh")
+        v.headers = ["Authorization"]
+        v.prefix = "hmac "
+        v.template = [.uri, .body]
+        v.defaultIdempotency = .field("$.content_id")
+        return (v, .utf8)
+    }
+
     public init() {}
     public var name: String { "punchh" }
     public var sourceKeys: [String] { ["map", "statusMap", "type"] }

@@ -142,7 +142,7 @@ public final class AdminAPI: Sendable {
             gauges.append(("relay_deliveries_dead", ["destination": name], 0))
         }
         for (name, d) in config.destinations.sorted(by: { $0.key < $1.key }) {
-            if let auth = d.auth, auth.tokenFetches > 0 || auth.scheme.contains("oauth2") || auth.scheme.contains("capillary") {
+            if let auth = d.auth, auth.tokenFetches > 0 || auth.fetchesTokens {
                 gauges.append(("relay_token_fetches_total", ["destination": name], Double(auth.tokenFetches)))
             }
         }

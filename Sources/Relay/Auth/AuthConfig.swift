@@ -1,11 +1,13 @@
 import Crypto
 import Foundation
 
-/// The auth schemes a destination's `auth` block may name.
+/// The auth schemes the engine itself knows: credentials anyone may use (Basic, Bearer, Token, an API key, OAuth2
+/// client credentials) and Standard Webhooks signing. A provider's own scheme is registered by its adapter
+/// (`AdapterRegistry.auth`).
 public enum BuiltinAuth {
     public static let factories: [any OutboundAuthFactory] = [
-        BasicAuthFactory(), BearerAuthFactory(), TokenAuthFactory(), APIKeyAuthFactory(),
-        MastercardOAuth1Factory(), OAuth2Factory(), CapillaryTokenFactory(), StandardWebhooksSigningFactory(),
+        BasicAuthFactory(), BearerAuthFactory(), TokenAuthFactory(), APIKeyAuthFactory(), OAuth2Factory(),
+        StandardWebhooksSigningFactory(),
     ]
 }
 

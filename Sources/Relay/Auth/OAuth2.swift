@@ -61,6 +61,7 @@ public struct OAuth2Auth: OutboundAuth {
     }
 
     public var tokenFetches: Int { cache.fetchCount }
+    public var fetchesTokens: Bool { true }
 
     public var redactions: [String] {
         var out = cache.currentToken.map { [$0] } ?? []
@@ -194,7 +195,7 @@ public struct OAuth2Factory: OutboundAuthFactory {
                           audience: audience, refreshBefore: refreshBefore)
     }
 
-    static func isHTTPURL(_ s: String) -> Bool {
+    public static func isHTTPURL(_ s: String) -> Bool {
         guard let c = URLComponents(string: s), let scheme = c.scheme?.lowercased(), let host = c.host else { return false }
         return (scheme == "http" || scheme == "https") && !host.isEmpty
     }

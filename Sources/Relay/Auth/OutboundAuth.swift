@@ -47,12 +47,16 @@ public protocol OutboundAuth: Sendable {
     var redactions: [String] { get }
     /// Token requests made so far (token schemes; 0 for the others), for metrics.
     var tokenFetches: Int { get }
+    /// True for a scheme that fetches tokens (OAuth2, a provider's token flow): `/metrics` then reports its
+    /// `relay_token_fetches_total` even before the first fetch.
+    var fetchesTokens: Bool { get }
 }
 
 extension OutboundAuth {
     public func invalidate(after response: OutboundResponse) -> Bool { false }
     public var redactions: [String] { [] }
     public var tokenFetches: Int { 0 }
+    public var fetchesTokens: Bool { false }
 
     /// `text` with every credential value replaced by `***` (values under 4 characters are left alone).
     public func redact(_ text: String) -> String {
@@ -87,6 +91,7 @@ public struct CombinedAuth: OutboundAuth {
 
     public var redactions: [String] { parts.flatMap(\.redactions) }
     public var tokenFetches: Int { parts.reduce(0) { $0 + $1.tokenFetches } }
+    public var fetchesTokens: Bool { parts.contains { $0.fetchesTokens } }
 
     public func invalidate(after response: OutboundResponse) -> Bool {
         // Every part is told (no short-circuit): two token schemes on one destination both drop their tokens.
@@ -100,6 +105,13 @@ public protocol OutboundAuthFactory: Sendable {
     var name: String { get }
     /// `value`: the block under the key; `path`: its key path for problems (`destinations.x.auth.basic`).
     func make(_ value: JSONValue, path: String, reader: ConfigReader) -> (any OutboundAuth)?
+    /// A scheme that signs the request as it will be sent (Standard Webhooks) runs after every scheme that adds
+    /// credentials, whatever the order of the keys.
+    var signsRequest: Bool { get }
+}
+
+extension OutboundAuthFactory {
+    public var signsRequest: Bool { false }
 }
 
 extension OutboundRequest {

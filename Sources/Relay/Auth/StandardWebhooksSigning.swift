@@ -52,6 +52,7 @@ public struct StandardWebhooksSigning: OutboundAuth {
 public struct StandardWebhooksSigningFactory: OutboundAuthFactory {
     public init() {}
     public var name: String { "standardWebhooks" }
+    public var signsRequest: Bool { true }
     public func make(_ value: JSONValue, path: String, reader r: ConfigReader) -> (any OutboundAuth)? {
         let before = r.problems.count
         guard let o = r.object(value, path, keys: ["secrets"]) else { return nil }

@@ -155,11 +155,11 @@ public final class TokenCache: Sendable {
 }
 
 /// Sending a token request and reading its answer, shared by the token schemes.
-enum TokenRequest {
+public enum TokenRequest {
     /// Sends `request` with `client` and parses a 2xx answer with `parse`; every failure becomes an `AuthError`
     /// naming the endpoint (retryable: connection failures and timeouts, 5xx, 408, 429). Every string in `redact`
     /// (the credentials) is replaced by `***` in the reason, whatever the endpoint echoed.
-    static func send(_ request: OutboundRequest, client: HTTPClient?, redact: [String],
+    public static func send(_ request: OutboundRequest, client: HTTPClient?, redact: [String],
                      describe: @escaping @Sendable (OutboundResponse) -> String,
                      parse: @escaping @Sendable (OutboundResponse) -> Result<IssuedToken, AuthError>,
                      done: @escaping @Sendable (Result<IssuedToken, AuthError>) -> Void) {
@@ -190,7 +190,7 @@ enum TokenRequest {
         }
     }
 
-    static func retryable(status: Int) -> Bool { status >= 500 || status == 408 || status == 429 }
+    public static func retryable(status: Int) -> Bool { status >= 500 || status == 408 || status == 429 }
 
     /// The URL without userinfo and query (which might carry credentials).
     static func displayURL(_ url: String) -> String {
@@ -209,13 +209,13 @@ enum TokenRequest {
     }
 
     /// Text from an endpoint, cut to `limit` characters on one line.
-    static func clip(_ text: String, _ limit: Int = 300) -> String {
+    public static func clip(_ text: String, _ limit: Int = 300) -> String {
         let line = text.split(whereSeparator: \.isNewline).joined(separator: " ")
         return line.count > limit ? String(line.prefix(limit)) + "…" : line
     }
 
     /// A lifetime in seconds: a JSON number or a numeric string.
-    static func seconds(_ v: JSONValue?) -> Double? {
+    public static func seconds(_ v: JSONValue?) -> Double? {
         guard let v else { return nil }
         if let n = v.numberValue, n.isFinite { return n }
         if let s = v.stringValue, let n = Double(s.trimmingCharacters(in: .whitespaces)), n.isFinite { return n }

@@ -249,7 +249,7 @@ public struct RelayConfig: Sendable {
             _ = r.object(destinations[name], path, keys: ["adapter", "description", "correlationScope", "auth", "tls"] + DeliveryPolicy.keys + factory.destinationKeys)
             let policy = r.deliveryPolicy(d, path)
             let scope = r.string(d, "correlationScope", path)
-            let auth = r.outboundAuth(d["auth"], ConfigReader.join(path, "auth"))
+            let auth = r.outboundAuth(d["auth"], ConfigReader.join(path, "auth"), factories: registry.auth)
             let tls = r.clientTLS(d["tls"], ConfigReader.join(path, "tls"))
             if let adapter = factory.makeDestination(name: name, config: d, path: path, reader: r) {
                 c.destinations[name] = DestinationSettings(name: name, adapterName: adapterName, adapter: adapter, policy: policy,
@@ -296,7 +296,8 @@ public struct RelayConfig: Sendable {
             _ = r.object(value, path, keys: common + factory.sourceKeys)
         }
         let sourceURL = r.string(o, "publicURL", path) ?? publicURL
-        let verifier = r.verifier(o["verify"], ConfigReader.join(path, "verify"), publicBaseURL: sourceURL)
+        let verifier = r.verifier(o["verify"], ConfigReader.join(path, "verify"), publicBaseURL: sourceURL,
+                                  presets: registry.verifyPresets)
         let idempotency = r.idempotency(o["idempotency"], ConfigReader.join(path, "idempotency"))
         let adapter = factory?.makeSource(name: name, config: o, path: path, reader: r)
         let unmapped = r.choice(o, "unmappedStatus", path, UnmappedStatusPolicy.allCases.map(\.rawValue))

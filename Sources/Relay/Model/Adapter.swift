@@ -141,8 +141,19 @@ public protocol SourceAdapterFactory: Sendable {
 public struct AdapterRegistry: Sendable {
     public var sources: [String: any SourceAdapterFactory]
     public var destinations: [String: any DestinationAdapterFactory]
+    /// The schemes a destination's `auth` block may name, in the order they are applied: the engine's and the
+    /// adapters' credential schemes, then those that sign the request as sent.
+    public var auth: [any OutboundAuthFactory]
+    /// The presets a source's `verify: { preset: ... }` may name: the engine's and the adapters'.
+    public var verifyPresets: [VerifyPreset]
 
-    public init(sources: [any SourceAdapterFactory], destinations: [any DestinationAdapterFactory] = []) {
+    /// `auth` and `verifyPresets`: a provider's own schemes, added to the engine's (`BuiltinAuth.factories`,
+    /// `VerifyPreset.builtin`).
+    public init(sources: [any SourceAdapterFactory], destinations: [any DestinationAdapterFactory] = [],
+                auth: [any OutboundAuthFactory] = [], verifyPresets: [VerifyPreset] = []) {
+        let schemes = BuiltinAuth.factories + auth
+        self.auth = schemes.filter { !$0.signsRequest } + schemes.filter(\.signsRequest)
+        self.verifyPresets = VerifyPreset.builtin + verifyPresets
         var map: [String: any SourceAdapterFactory] = [:]
         for f in sources { map[f.name] = f }
         self.sources = map

@@ -45,7 +45,7 @@ public final class Metrics: Sendable {
         "relay_circuit_open": ("gauge", "1 while a destination's circuit breaker is open or half-open, by destination"),
         "relay_queue_depth": ("gauge", "Deliveries waiting (pending or in flight), by destination"),
         "relay_queue_oldest_age_seconds": ("gauge", "Age of the oldest waiting delivery, by destination"),
-        "relay_token_fetches_total": ("counter", "Token requests made by OAuth2 and Capillary token auth, by destination"),
+        "relay_token_fetches_total": ("counter", "Token requests made by token auth schemes (OAuth2, an adapter's token flow), by destination"),
         "relay_deliveries_dead": ("gauge", "Dead-lettered deliveries in the store, by destination"),
         "relay_store_transactions_total": ("counter", "Write transactions committed by the store (group commit: many events per transaction)"),
         "relay_store_events_written_total": ("counter", "New events written by the store (events / transactions = the mean group-commit batch)"),

@@ -1,16 +1,22 @@
 import Crypto
 import Foundation
 
-/// The built-in signature schemes, as HMAC settings that a source's `verify` block may override key by key.
-public enum VerifyPreset: String, CaseIterable, Sendable {
-    case standardWebhooks = "standard-webhooks"
-    case stripe, github, shopify, slack, punchh
+/// A named signature scheme (`verify: { preset: "github" }`): HMAC settings that a source's `verify` block may
+/// override key by key. The engine knows the web's common ones (`VerifyPreset.builtin`); a provider's own preset is
+/// registered by its adapter (`AdapterRegistry.verifyPresets`).
+public struct VerifyPreset: Sendable {
+    public let name: String
+    public let make: @Sendable () -> (HMACVerifier, HMACVerifier.SecretEncoding)
 
-    func base() -> (HMACVerifier, HMACVerifier.SecretEncoding) {
-        var v = HMACVerifier(scheme: rawValue)
-        switch self {
-        case .standardWebhooks:
+    public init(_ name: String, make: @escaping @Sendable () -> (HMACVerifier, HMACVerifier.SecretEncoding)) {
+        self.name = name
+        self.make = make
+    }
+
+    public static let builtin: [VerifyPreset] = [
+        VerifyPreset("standard-webhooks") {
             // Svix sends the same scheme under svix-* names.
+            var v = HMACVerifier(scheme: "standard-webhooks")
             v.headers = ["webhook-signature", "svix-signature"]
             v.separator = " "
             v.prefix = "v1,"
@@ -20,40 +26,41 @@ public enum VerifyPreset: String, CaseIterable, Sendable {
             v.idHeaders = ["webhook-id", "svix-id"]
             v.defaultIdempotency = .header(["webhook-id", "svix-id"])
             return (v, .whsec)
-        case .stripe:
+        },
+        VerifyPreset("stripe") {
+            var v = HMACVerifier(scheme: "stripe")
             v.headers = ["Stripe-Signature"]
             v.keyed = HMACVerifier.KeyedFormat()
             v.template = [.timestamp, .literal(Array(".".utf8)), .body]
             v.defaultIdempotency = .field("$.id")
             return (v, .utf8)
-        case .github:
+        },
+        VerifyPreset("github") {
+            var v = HMACVerifier(scheme: "github")
             v.headers = ["X-Hub-Signature-256"]
             v.prefix = "sha256="
             v.idHeaders = ["X-GitHub-Delivery"]
             v.defaultIdempotency = .header(["X-GitHub-Delivery"])
             return (v, .utf8)
-        case .shopify:
+        },
+        VerifyPreset("shopify") {
+            var v = HMACVerifier(scheme: "shopify")
             v.headers = ["X-Shopify-Hmac-SHA256"]
             v.encoding = .base64
             v.idHeaders = ["X-Shopify-Webhook-Id"]
             v.defaultIdempotency = .header(["X-Shopify-Webhook-Id", "X-Shopify-Event-Id"])
             return (v, .utf8)
-        case .slack:
+        },
+        VerifyPreset("slack") {
+            var v = HMACVerifier(scheme: "slack")
             v.headers = ["X-Slack-Signature"]
             v.prefix = "v0="
             v.template = [.literal(Array("v0:".utf8)), .timestamp, .literal(Array(":".utf8)), .body]
             v.timestampHeaders = ["X-Slack-Request-Timestamp"]
             v.defaultIdempotency = .field("$.event_id")
             return (v, .utf8)
-        case .punchh:
-            // Punchh: `authorization: hmac <HMAC(URI + BODY)>`; digest, encoding and URI form are configurable.
-            v.headers = ["Authorization"]
-            v.prefix = "hmac "
-            v.template = [.uri, .body]
-            v.defaultIdempotency = .field("$.content_id")
-            return (v, .utf8)
-        }
-    }
+        },
+    ]
 }
 
 extension ConfigReader {
@@ -62,7 +69,8 @@ extension ConfigReader {
 
     /// Reads a source's `verify` block. Exactly one scheme: `preset`, `hmac`, `basic`, `bearer`, `token`,
     /// `apiKey` or `none: true`.
-    public func verifier(_ value: JSONValue?, _ path: String, publicBaseURL: String?) -> (any Verifier)? {
+    public func verifier(_ value: JSONValue?, _ path: String, publicBaseURL: String?,
+                         presets: [VerifyPreset] = VerifyPreset.builtin) -> (any Verifier)? {
         guard let value else {
             problem(path, "is required: say how this source's webhooks are verified (a preset, hmac, basic, bearer, token, apiKey), or `verify: { none: true }` to accept unsigned webhooks")
             return nil
@@ -83,11 +91,11 @@ extension ConfigReader {
         switch scheme {
         case "preset":
             guard let name = string(o, "preset", path) else { return nil }
-            guard let preset = VerifyPreset(rawValue: name) else {
-                problem(Self.join(path, "preset"), "unknown preset \(shown(o["preset"], name)) (known: \(VerifyPreset.allCases.map(\.rawValue).joined(separator: ", ")))")
+            guard let preset = presets.first(where: { $0.name == name }) else {
+                problem(Self.join(path, "preset"), "unknown preset \(shown(o["preset"], name)) (known: \(presets.map(\.name).joined(separator: ", ")))")
                 return nil
             }
-            let (base, secretEncoding) = preset.base()
+            let (base, secretEncoding) = preset.make()
             return hmac(o, path, base: base, secretEncoding: secretEncoding, publicBaseURL: publicBaseURL)
         case "hmac":
             let p = Self.join(path, "hmac")

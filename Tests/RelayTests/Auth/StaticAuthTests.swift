@@ -9,7 +9,7 @@ import Testing
 func makeAuth(_ block: String, environment: [String: String] = [:]) -> (auth: (any OutboundAuth)?, problems: [String]) {
     let r = ConfigReader(environment: environment)
     let value = try? JSONValue.parse(Data(block.utf8), json5: true)
-    let auth = r.outboundAuth(value, "destinations.d.auth")
+    let auth = r.outboundAuth(value, "destinations.d.auth", factories: BuiltinAdapters.registry.auth)
     return (auth, r.problems.map(\.description))
 }
 

@@ -1,3 +1,4 @@
+import Relay
 import Foundation
 
 /// Capillary's token flow: `POST {url}` with `{"key": ..., "secret": ...}` answers the token at `data.accessToken`
@@ -29,6 +30,7 @@ public struct CapillaryTokenAuth: OutboundAuth {
     }
 
     public var tokenFetches: Int { cache.fetchCount }
+    public var fetchesTokens: Bool { true }
 
     public var redactions: [String] { [key.value, secret.value] + (cache.currentToken.map { [$0] } ?? []) }
 

@@ -1,3 +1,4 @@
+import Relay
 import Crypto
 import Foundation
 
