@@ -23,11 +23,14 @@ let package = Package(
         // The stores: the only targets that import a database's C library.
         .target(name: "RelaySQLite", dependencies: ["Relay", "Crypto", "CSQLite"]),
         .target(name: "RelayPostgres", dependencies: ["Relay", "Crypto", "CPostgres"]),
-        .target(name: "Adapters", dependencies: ["Relay", "Crypto"]),
-        .executableTarget(name: "RelayCommand", dependencies: ["Relay", "RelaySQLite", "RelayPostgres", "Adapters"]),
+        // The stand-ins of `relay simulate`: a recording sink with faults, a token endpoint; the providers' own
+        // stand-ins (in Adapters) are built on it. Nothing in the engine uses it.
+        .target(name: "Simulator", dependencies: ["Relay", "Crypto"]),
+        .target(name: "Adapters", dependencies: ["Relay", "Crypto", "Simulator"]),
+        .executableTarget(name: "RelayCommand", dependencies: ["Relay", "RelaySQLite", "RelayPostgres", "Adapters", "Simulator"]),
 
         .testTarget(name: "CryptoTests", dependencies: ["Crypto"]),
-        .testTarget(name: "RelayTests", dependencies: ["Relay", "RelaySQLite", "RelayPostgres", "Adapters", "Crypto"]),
+        .testTarget(name: "RelayTests", dependencies: ["Relay", "RelaySQLite", "RelayPostgres", "Adapters", "Simulator", "Crypto"]),
     ],
     swiftLanguageModes: [.v6]
 )

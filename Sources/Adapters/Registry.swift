@@ -1,4 +1,5 @@
 import Relay
+import Simulator
 
 /// Every adapter this build of the relay knows, by its configuration name.
 public enum BuiltinAdapters {

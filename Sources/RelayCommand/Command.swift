@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 import Relay
+import Simulator
 
 enum Command {
     static let version = "0.1.0"

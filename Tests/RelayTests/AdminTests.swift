@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// The admin API over real HTTP, on its own listener, against a relay delivering to a stand-in.

@@ -1,5 +1,6 @@
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 #if canImport(Glibc)

@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// The configuration files shipped in config/ (config/relay.json5, config/demo.json5, config/partners/*.json5), read

@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 import Relay
+import Simulator
 @testable import RelaySQLite
 import Testing
 

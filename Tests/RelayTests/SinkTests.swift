@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import Relay
+import Simulator
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// `statuses:` (added statuses with a fallback) and unmapped provider statuses, from configuration to what a

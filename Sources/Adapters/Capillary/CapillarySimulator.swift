@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Relay
+import Simulator
 import Synchronization
 
 /// Stand-in for Capillary's `PUT /api_gateway/rewards/core/v1/management/transactions` (`relay simulate capillary`,

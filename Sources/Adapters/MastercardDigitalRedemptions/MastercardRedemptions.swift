@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Relay
+import Simulator
 
 /// `adapter: "mastercard-digital-redemptions"`: updates a redemption's status in Mastercard Digital Redemptions.
 ///

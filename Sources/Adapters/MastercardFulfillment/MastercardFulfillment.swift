@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Relay
+import Simulator
 
 /// `adapter: "mastercard-fulfillment"`: order status updates to Mastercard's Traditional Fulfillment Service,
 /// several statuses for one vendor in one request.

@@ -1,5 +1,6 @@
 import Foundation
 import Relay
+import Simulator
 import Synchronization
 
 // The Punchh adapter: `PunchhSource` (inbound webhooks, PunchhSource.swift), `PunchhDestination` (redemption code

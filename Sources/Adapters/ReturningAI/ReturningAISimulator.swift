@@ -1,5 +1,6 @@
 import Foundation
 import Relay
+import Simulator
 import Synchronization
 
 /// Stand-in for Returning.AI's `PUT /v1/redemption-transactions/status` (`relay simulate returning-ai`, port 9104).

@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// Capillary's vendor redemption definitions pasted as they are (`vendorRedemption`), checked and run.

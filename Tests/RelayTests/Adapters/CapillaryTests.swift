@@ -2,6 +2,7 @@ import Adapters
 import Crypto
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// Capillary: the fulfilment-status destination, the vendor-redemption source, the stand-in, and both ends of the

@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// The generic destination over real HTTP: multi-step actions, resuming at the failed step, skipped deliveries, and

@@ -1,6 +1,7 @@
 @testable import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 // Mastercard Digital Redemptions and the Traditional Fulfillment Service: translation to the exact request,

@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// The providers end to end over real HTTP: a relay in process, each destination at its provider's stand-in (which

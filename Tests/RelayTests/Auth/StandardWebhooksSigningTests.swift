@@ -2,6 +2,7 @@ import Adapters
 import Crypto
 import Foundation
 @testable import Relay
+import Simulator
 import Synchronization
 import Testing
 

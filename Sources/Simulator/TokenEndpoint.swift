@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Relay
 import Synchronization
 
 /// Stand-in for an OAuth 2.0 authorization server's token endpoint (client credentials, RFC 6749 §4.4) and for an

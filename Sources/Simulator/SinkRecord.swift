@@ -1,4 +1,5 @@
 import Foundation
+import Relay
 
 /// One request the sink received, recorded before any fault was applied, with the status it was answered.
 public struct SinkRequest: Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import Relay
 import Synchronization
 
 /// Settings of a `Sink`.

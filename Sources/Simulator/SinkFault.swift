@@ -1,4 +1,5 @@
 import Foundation
+import Relay
 
 /// A fault rule of the sink (`relay simulate sink`): which requests it applies to and how they are answered.
 ///
