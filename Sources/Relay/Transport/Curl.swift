@@ -36,6 +36,107 @@ final class CurlEasy {
     var errorDetail: String { String(cString: errorBuffer) }
 }
 
+/// Every option the transport sets, one named method each (as swift-corelibs-foundation's EasyHandle does), so that
+/// no caller passes a raw CURLOPT or forgets a failed setopt. Each throws `.invalidRequest` naming the option
+/// (`.io` when libcurl is out of memory).
+extension CurlEasy {
+    private func check(_ rc: CURLcode, _ what: String) throws(TransportError) {
+        guard rc == CURLE_OK else {
+            let message = TransportError.curlMessage(rc, detail: "")
+            if rc == CURLE_OUT_OF_MEMORY { throw .io(code: Int32(bitPattern: rc.rawValue), message: message) }
+            throw .invalidRequest(what + ": " + message)
+        }
+    }
+
+    /// What every transfer has: libcurl's detail into `errorBuffer`, no signals (threads), http and https only,
+    /// redirects not followed (a 3xx is the destination's answer), TCP keep-alive.
+    func setDefaults() throws(TransportError) {
+        errorBuffer[0] = 0
+        try check(relay_curl_easy_setopt_ptr(handle, CURLOPT_ERRORBUFFER, errorBuffer), "error buffer")
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_NOSIGNAL, 1), "nosignal")
+        try check(relay_curl_easy_setopt_str(handle, CURLOPT_PROTOCOLS_STR, "http,https"), "protocols")
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0), "follow location")
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1), "TCP keep-alive")
+    }
+
+    func setURL(_ url: String) throws(TransportError) {
+        try check(relay_curl_easy_setopt_str(handle, CURLOPT_URL, url), "url")
+    }
+
+    func setTimeouts(connectMillis: Int, totalMillis: Int) throws(TransportError) {
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connectMillis), "connect timeout")
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_TIMEOUT_MS, totalMillis), "total timeout")
+    }
+
+    /// Peer and host verification on or off, and the CA bundle when not the system's.
+    func setTLSVerification(_ verify: Bool, caBundle: String?) throws(TransportError) {
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, verify ? 1 : 0), "verify peer")
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, verify ? 2 : 0), "verify host")
+        if let caBundle { try check(relay_curl_easy_setopt_str(handle, CURLOPT_CAINFO, caBundle), "CA bundle") }
+    }
+
+    /// Mutual TLS from PEM files.
+    func setClientCertificate(_ tls: ClientTLS) throws(TransportError) {
+        try check(relay_curl_easy_setopt_str(handle, CURLOPT_SSLCERT, tls.certificatePath), "client certificate")
+        try check(relay_curl_easy_setopt_str(handle, CURLOPT_SSLCERTTYPE, "PEM"), "client certificate type")
+        try check(relay_curl_easy_setopt_str(handle, CURLOPT_SSLKEY, tls.keyPath), "client key")
+        // Always set: without it OpenSSL would prompt for an encrypted key's passphrase on the terminal.
+        try check(relay_curl_easy_setopt_str(handle, CURLOPT_KEYPASSWD, tls.keyPassword ?? ""), "client key password")
+    }
+
+    /// The body and header callbacks, with `context` (the transfer) as their userdata.
+    func setReceivers(context: UnsafeMutableRawPointer) throws(TransportError) {
+        try check(relay_curl_easy_setopt_writefn(handle, CURLOPT_WRITEFUNCTION, relayTransportWriteBody), "write function")
+        try check(relay_curl_easy_setopt_ptr(handle, CURLOPT_WRITEDATA, context), "write data")
+        try check(relay_curl_easy_setopt_writefn(handle, CURLOPT_HEADERFUNCTION, relayTransportWriteHeader), "header function")
+        try check(relay_curl_easy_setopt_ptr(handle, CURLOPT_HEADERDATA, context), "header data")
+    }
+
+    /// HEAD: no body is read.
+    func setNoBody() throws(TransportError) {
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_NOBODY, 1), "nobody")
+    }
+
+    /// No body sent (and no Content-Length).
+    func setGet() throws(TransportError) {
+        try check(relay_curl_easy_setopt_long(handle, CURLOPT_HTTPGET, 1), "httpget")
+    }
+
+    /// `count` bytes at `bytes` (which must stay valid until the transfer ends) as the body, with its Content-Length.
+    func setBody(_ bytes: UnsafeMutableRawPointer, count: Int) throws(TransportError) {
+        try check(relay_curl_easy_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(count)), "body size")
+        try check(relay_curl_easy_setopt_ptr(handle, CURLOPT_POSTFIELDS, bytes), "body")
+    }
+
+    func setMethod(_ method: String) throws(TransportError) {
+        try check(relay_curl_easy_setopt_str(handle, CURLOPT_CUSTOMREQUEST, method), "method")
+    }
+
+    func setHeaders(_ list: CurlHeaderList) throws(TransportError) {
+        try check(relay_curl_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, list.head), "headers")
+    }
+
+    /// After a transfer: the HTTP status, the connections it opened, and whether it connected at all.
+    var responseCode: Int {
+        var v = 0
+        _ = relay_curl_easy_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &v)
+        return v
+    }
+    var newConnections: Int {
+        var v = 0
+        _ = relay_curl_easy_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &v)
+        return v
+    }
+    var connected: Bool {
+        var v = 0.0
+        _ = relay_curl_easy_getinfo_double(handle, CURLINFO_CONNECT_TIME, &v)
+        return v > 0
+    }
+
+    /// Every option cleared, for the next transfer (the connection stays in the multi handle's cache).
+    func reset() { curl_easy_reset(handle) }
+}
+
 /// The multi handle: the transfers in progress and the connection cache they share.
 final class CurlMulti {
     private(set) var handle: UnsafeMutableRawPointer?

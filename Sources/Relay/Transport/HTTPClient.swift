@@ -198,9 +198,6 @@ private final class ClientCore: @unchecked Sendable {
     /// Sets every option of one transfer on a fresh (or reset) easy handle.
     private func configure(_ t: Transfer) throws(TransportError) {
         let request = t.submission.request
-        let h = t.easy.handle
-        t.easy.errorBuffer[0] = 0
-
         let method = request.method
         guard !method.isEmpty, method.utf8.allSatisfy(ClientCore.isTokenByte) else {
             throw .invalidRequest("the method is not an HTTP token")
@@ -214,38 +211,14 @@ private final class ClientCore: @unchecked Sendable {
             throw .invalidRequest("the URL contains spaces or control characters")
         }
 
-        func set(_ rc: CURLcode, _ what: String) throws(TransportError) {
-            guard rc == CURLE_OK else {
-                let message = TransportError.curlMessage(rc, detail: "")
-                if rc == CURLE_OUT_OF_MEMORY { throw .io(code: Int32(bitPattern: rc.rawValue), message: message) }
-                throw .invalidRequest(what + ": " + message)
-            }
-        }
-        let me = Unmanaged.passUnretained(t).toOpaque()
-        try set(relay_curl_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, t.easy.errorBuffer), "error buffer")
-        try set(relay_curl_easy_setopt_long(h, CURLOPT_NOSIGNAL, 1), "nosignal")
-        try set(relay_curl_easy_setopt_str(h, CURLOPT_URL, url), "url")
-        try set(relay_curl_easy_setopt_str(h, CURLOPT_PROTOCOLS_STR, "http,https"), "protocols")
-        try set(relay_curl_easy_setopt_long(h, CURLOPT_FOLLOWLOCATION, 0), "follow location")
-        try set(relay_curl_easy_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, ClientCore.millis(request.connectTimeout)),
-                "connect timeout")
-        try set(relay_curl_easy_setopt_long(h, CURLOPT_TIMEOUT_MS, ClientCore.millis(request.totalTimeout)),
-                "total timeout")
-        try set(relay_curl_easy_setopt_long(h, CURLOPT_SSL_VERIFYPEER, options.verifyTLS ? 1 : 0), "verify peer")
-        try set(relay_curl_easy_setopt_long(h, CURLOPT_SSL_VERIFYHOST, options.verifyTLS ? 2 : 0), "verify host")
-        if let ca = options.caBundlePath { try set(relay_curl_easy_setopt_str(h, CURLOPT_CAINFO, ca), "CA bundle") }
-        if let tls = request.clientTLS {
-            try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLCERT, tls.certificatePath), "client certificate")
-            try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLCERTTYPE, "PEM"), "client certificate type")
-            try set(relay_curl_easy_setopt_str(h, CURLOPT_SSLKEY, tls.keyPath), "client key")
-            // Always set: without it OpenSSL would prompt for an encrypted key's passphrase on the terminal.
-            try set(relay_curl_easy_setopt_str(h, CURLOPT_KEYPASSWD, tls.keyPassword ?? ""), "client key password")
-        }
-        try set(relay_curl_easy_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1), "TCP keep-alive")
-        try set(relay_curl_easy_setopt_writefn(h, CURLOPT_WRITEFUNCTION, relayTransportWriteBody), "write function")
-        try set(relay_curl_easy_setopt_ptr(h, CURLOPT_WRITEDATA, me), "write data")
-        try set(relay_curl_easy_setopt_writefn(h, CURLOPT_HEADERFUNCTION, relayTransportWriteHeader), "header function")
-        try set(relay_curl_easy_setopt_ptr(h, CURLOPT_HEADERDATA, me), "header data")
+        let easy = t.easy
+        try easy.setDefaults()
+        try easy.setURL(url)
+        try easy.setTimeouts(connectMillis: ClientCore.millis(request.connectTimeout),
+                             totalMillis: ClientCore.millis(request.totalTimeout))
+        try easy.setTLSVerification(options.verifyTLS, caBundle: options.caBundlePath)
+        if let tls = request.clientTLS { try easy.setClientCertificate(tls) }
+        try easy.setReceivers(context: Unmanaged.passUnretained(t).toOpaque())
 
         // Method and body. GET and HEAD without a body send no Content-Length; POST, PUT and PATCH always send
         // one (0 for an empty body); other methods send one when they have a body.
@@ -253,18 +226,16 @@ private final class ClientCore: @unchecked Sendable {
         let sendsBody: Bool
         if upper == "HEAD" {
             guard request.body.isEmpty else { throw .invalidRequest("a HEAD request cannot have a body") }
-            try set(relay_curl_easy_setopt_long(h, CURLOPT_NOBODY, 1), "nobody")
+            try easy.setNoBody()
             sendsBody = false
         } else if request.body.isEmpty && !["POST", "PUT", "PATCH"].contains(upper) {
-            try set(relay_curl_easy_setopt_long(h, CURLOPT_HTTPGET, 1), "httpget")
+            try easy.setGet()
             sendsBody = false
         } else {
-            try set(relay_curl_easy_setopt_off(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)),
-                    "body size")
-            try set(relay_curl_easy_setopt_ptr(h, CURLOPT_POSTFIELDS, t.pinBody(request.body)), "body")
+            try easy.setBody(t.pinBody(request.body), count: request.body.count)
             sendsBody = true
         }
-        try set(relay_curl_easy_setopt_str(h, CURLOPT_CUSTOMREQUEST, method), "method")
+        try easy.setMethod(method)
 
         // Headers: the caller's, in order; then blanks that stop libcurl adding its own `Expect: 100-continue`
         // and (for a body) its form Content-Type. A line `Name;` is libcurl's way to send an empty value.
@@ -290,7 +261,7 @@ private final class ClientCore: @unchecked Sendable {
             || sendsBody && !hasContentType && !t.headerList.append("Content-Type:") {
             throw .io(code: Int32(bitPattern: CURLE_OUT_OF_MEMORY.rawValue), message: "curl_slist_append failed")
         }
-        try set(relay_curl_easy_setopt_slist(h, CURLOPT_HTTPHEADER, t.headerList.head), "headers")
+        try easy.setHeaders(t.headerList)
     }
 
     /// Completes every transfer libcurl reports done.
@@ -308,24 +279,18 @@ private final class ClientCore: @unchecked Sendable {
     }
 
     private func outcome(_ t: Transfer, _ code: CURLcode) -> Result<OutboundResponse, TransportError> {
-        let h = t.easy.handle
         if code != CURLE_OK {
-            var connectTime = 0.0
-            _ = relay_curl_easy_getinfo_double(h, CURLINFO_CONNECT_TIME, &connectTime)
-            return .failure(.fromCurl(code, detail: t.easy.errorDetail, connected: connectTime > 0))
+            return .failure(.fromCurl(code, detail: t.easy.errorDetail, connected: t.easy.connected))
         }
-        var status = 0
-        var connects = 0
-        _ = relay_curl_easy_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
-        _ = relay_curl_easy_getinfo_long(h, CURLINFO_NUM_CONNECTS, &connects)
-        return .success(OutboundResponse(status: status, headers: HTTPHeaders(t.responseHeaders), body: t.responseBody,
+        let connects = t.easy.newConnections
+        return .success(OutboundResponse(status: t.easy.responseCode, headers: HTTPHeaders(t.responseHeaders), body: t.responseBody,
                                          truncated: t.truncated, elapsed: transportNow() - t.submission.submittedAt,
                                          newConnections: connects))
     }
 
     /// Back to the idle list with every option cleared (the connection stays in the multi handle's cache).
     private func recycle(_ easy: CurlEasy) {
-        curl_easy_reset(easy.handle)
+        easy.reset()
         if idleHandles.count < ClientCore.maxIdleHandles { idleHandles.append(easy) }
     }
 
