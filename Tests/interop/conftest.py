@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +41,9 @@ def relay_binary() -> Path:
     return path
 
 
-def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1; closed again so the relay can bind it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# One copy of the port helper for every script (Tests/support/harness.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
+from harness import free_port  # noqa: E402
 
 
 @dataclass
