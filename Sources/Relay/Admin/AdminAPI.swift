@@ -65,6 +65,9 @@ public final class AdminAPI: Sendable {
         // Readiness is asked by load balancers and Kubernetes probes, which carry no token: it says only whether
         // the store answers (the reason is in the log).
         if request.path == "/readyz" { return request.method == "GET" ? readyz() : HTTPResponse.error(405, "method not allowed").adding(headers: [("Allow", "GET")]) }
+        // The console's page, script and style hold no data: they load without the token, and the script then
+        // asks for it (every API call it makes is checked below like any other).
+        if Console.owns(request.path) { return Console.answer(request) }
         return api(request).adding(headers: [("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store")])
     }
 
