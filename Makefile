@@ -8,7 +8,8 @@
 #                    interface; the admin API stays on loopback)
 #   make test        deps + test deps + swift test (SQLite and a throwaway PostgreSQL) + the interop suite + the crash
 #                    test + the multi-relay test on PostgreSQL + container-check
-#   make test-deps   deps + openssl + a Python venv (.venv) with the interop suite's packages (PY_TEST_PACKAGES)
+#   make test-deps   deps + openssl, postgresql, chromium and chromium-driver (the console's browser test) + a Python
+#                    venv (.venv) with the interop suite's packages (PY_TEST_PACKAGES)
 #   make demo        deps + build, then demo/run: the stand-ins, config/demo.json5 and a signed sequence; prints
 #                    what each provider received (a table)
 #   make interop     pytest Tests/interop against .build/debug/relay (or $RELAY_BINARY, then no build)
@@ -38,11 +39,12 @@ SWIFT ?= swift
 PYTHON ?= python3
 VENV := $(ROOT)/.venv
 VENV_PY := $(VENV)/bin/python
-PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis svix oauthlib PyYAML
-PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis,svix,oauthlib,yaml
+PY_TEST_PACKAGES := standardwebhooks stripe pytest requests mastercard-oauth1-signer cryptography PyJWT prometheus-client schemathesis svix oauthlib PyYAML selenium
+PY_TEST_MODULES := standardwebhooks,stripe,pytest,requests,oauth1,cryptography,jwt,prometheus_client,schemathesis,svix,oauthlib,yaml,selenium
 
 APT_DEPS := libcurl4-openssl-dev libmicrohttpd-dev libhttp-parser-dev libssl-dev libsqlite3-dev libpq-dev pkg-config
-APT_TEST_DEPS := openssl postgresql
+# chromium and chromium-driver: the console's browser test (Tests/interop/test_console.py, headless).
+APT_TEST_DEPS := openssl postgresql chromium chromium-driver
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -195,32 +195,6 @@ enum Try {
                 note = "auth: \(auth.scheme) adds its credentials when sent (a token is fetched then)"
             }
         }
-        let redactions = destination.auth?.redactions ?? []
-        var out = "\(request.method) \(request.url)\n"
-        for (k, v) in request.headers {
-            out += "\(k): \(mask(k, v, force: added.contains(k.lowercased()), redactions: redactions))\n"
-        }
-        if let note { out += "(\(note))\n" }
-        if !request.body.isEmpty {
-            out += "\n" + String(decoding: request.body, as: UTF8.self)
-        }
-        return out
-    }
-
-    /// A header value fit to show: credentials become their scheme word and `***`.
-    static func mask(_ name: String, _ value: String, force: Bool, redactions: [String]) -> String {
-        let n = name.lowercased()
-        let credential = force || ["authorization", "proxy-authorization", "cookie"].contains(n)
-            || ["token", "secret", "password", "key", "signature", "auth", "session"].contains { n.contains($0) }
-        if credential {
-            let words = value.split(separator: " ", maxSplits: 1)
-            if words.count == 2, ["basic", "bearer", "token", "oauth", "hmac", "digest"].contains(words[0].lowercased()) {
-                return "\(words[0]) ***"
-            }
-            return "***"
-        }
-        var shown = value
-        for s in redactions where s.count >= 4 { shown = shown.replacingOccurrences(of: s, with: "***") }
-        return shown
+        return RequestPreview(request, credentialHeaders: added, redactions: destination.auth?.redactions ?? [], note: note).text
     }
 }

@@ -65,6 +65,27 @@ public final class AdminAPI: Sendable {
         // Readiness is asked by load balancers and Kubernetes probes, which carry no token: it says only whether
         // the store answers (the reason is in the log).
         if request.path == "/readyz" { return request.method == "GET" ? readyz() : HTTPResponse.error(405, "method not allowed").adding(headers: [("Allow", "GET")]) }
+        // The console's page, script and style hold no data: they load without the token, and the script then
+        // asks for it (every API call it makes is checked below like any other).
+        if Console.owns(request.path) { return Console.answer(request) }
+        return api(request).adding(headers: [("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store")])
+    }
+
+    /// A browser's cross-site request that changes something (a page elsewhere posting to a loopback listener that
+    /// has no token) is refused: its `Origin` names another site than the listener's own `Host`. Command-line
+    /// clients send no `Origin`.
+    static func crossSite(_ request: HTTPRequest) -> Bool {
+        guard request.method != "GET" && request.method != "HEAD", let origin = request.headers["Origin"] else { return false }
+        guard let host = request.headers["Host"], !host.isEmpty else { return true }
+        return origin != "http://" + host && origin != "https://" + host
+    }
+
+    func api(_ request: HTTPRequest) -> HTTPResponse {
+        if Self.crossSite(request) {
+            log.warn("admin request refused", ["method": request.method, "path": request.path, "remote": request.remoteAddress,
+                                               "reason": "cross-site Origin \(request.headers["Origin"] ?? "")"])
+            return HTTPResponse.error(403, "forbidden", ["reason": "a request from another site's page (Origin) is refused"])
+        }
         if let token {
             let given = request.headers["Authorization"] ?? ""
             let want = "Bearer " + token.value
@@ -90,6 +111,9 @@ public final class AdminAPI: Sendable {
             case 2 where parts == ["v1", "deliveries"]: return try route("GET", try deliveries(query))
             case 4 where parts[0] == "v1" && parts[1] == "deliveries" && parts[3] == "replay":
                 return try route("POST", try replay(parts[2]))
+            case 4 where parts[0] == "v1" && parts[1] == "deliveries" && parts[3] == "request":
+                return try route("GET", try outboundRequest(parts[2]))
+            case 2 where parts == ["v1", "destinations"]: return try route("GET", try destinations())
             case 2 where parts == ["v1", "routes"]: return try route("GET", routes())
             case 2 where parts == ["v1", "replay"]: return try route("POST", try bulkReplay(request.body))
             case 4 where parts[0] == "v1" && parts[1] == "destinations" && (parts[3] == "pause" || parts[3] == "resume"):
@@ -254,6 +278,89 @@ public final class AdminAPI: Sendable {
             return .json(202, JSONValue.object(["deliveryId": .string(id), "state": .string("pending"),
                                                 "previousState": .string(from)]).jsonString())
         }
+    }
+
+    /// `GET /v1/destinations`: every configured destination with its adapter, auth scheme, pause, circuit breaker
+    /// (as saved in the store, so any relay sharing it shows the same) and queue (waiting, the oldest one's age, dead).
+    func destinations() throws -> HTTPResponse {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let queues = Dictionary(try store.queueStats().map { ($0.destination, $0) }, uniquingKeysWith: { a, _ in a })
+        let circuits = try store.circuits()
+        let paused = pausedNow()
+        let rows = config.destinations.sorted(by: { $0.key < $1.key }).map { name, d -> JSONValue in
+            var o: [String: JSONValue] = ["name": .string(name), "adapter": .string(d.adapterName),
+                                          "paused": .bool(paused.contains(name))]
+            if let auth = d.auth { o["auth"] = .string(auth.scheme) }
+            let c = circuits[name]
+            var circuit: [String: JSONValue] = ["state": .string((c?.state ?? .closed).rawValue)]
+            // The store keeps a breaker at its transitions: the failures that opened it, and when it probes.
+            if let c, c.state != .closed {
+                circuit["consecutiveFailures"] = .number(Double(c.consecutiveFailures))
+                if let at = c.reopensAtMillis {
+                    circuit["reopensAt"] = .string(Timestamp.iso8601(Date(timeIntervalSince1970: Double(at) / 1000)))
+                }
+            }
+            o["circuit"] = .object(circuit)
+            let q = queues[name]
+            o["queue"] = .object([
+                "depth": .number(Double(q?.waiting ?? 0)),
+                "oldestAgeSeconds": .number(q?.oldestQueuedAt.map { Double(max(0, now - $0)) / 1000 } ?? 0),
+                "dead": .number(Double(q?.dead ?? 0)),
+            ])
+            return .object(o)
+        }
+        return .json(200, JSONValue.object(["destinations": .array(rows)]).jsonString())
+    }
+
+    /// `GET /v1/deliveries/{id}/request`: the request the delivery's destination is sent for it at its current step,
+    /// as the adapter translates its event now, with the `Idempotency-Key` the dispatcher adds. Attempts record
+    /// only their answers, so this is how an attempt's request is seen. Credentials are never shown: the auth
+    /// scheme is named, not applied (a token scheme would fetch a token), credential-like headers are masked and
+    /// every secret value the destination's auth knows is blanked out of the URL, headers and body.
+    func outboundRequest(_ id: String) throws -> HTTPResponse {
+        guard let d = try store.delivery(id: id) else { throw AdminError(status: 404, message: "no delivery \(id)") }
+        guard let destination = config.destinations[d.destination] else {
+            throw AdminError(status: 409, message: "delivery \(id) is for \(d.destination), which is no longer configured")
+        }
+        guard let event = try store.event(id: d.eventID) else {
+            throw AdminError(status: 404, message: "the event \(d.eventID) of delivery \(id) is not in the store")
+        }
+        var o: [String: JSONValue] = ["deliveryId": .string(id), "destination": .string(d.destination),
+                                      "step": .number(Double(d.step))]
+        let context = DeliveryContext(deliveryID: id, destination: d.destination, attempt: d.attempts + 1, step: d.step,
+                                      values: d.values)
+        do throws(TranslateError) {
+            var request = try destination.adapter.translate(event, context: context)
+            request.headers.append(("Idempotency-Key", d.step == 0 ? id : "\(id)-\(d.step)"))
+            var note: String?
+            var added = Set<String>()
+            if let auth = destination.auth {
+                note = "auth: \(auth.scheme) adds its credentials when sent"
+                // Static credentials and signatures are applied (and masked) to show where they go; a token scheme
+                // is not asked, as that could start a token request or fail the one the dispatcher waits for.
+                if !auth.scheme.contains("oauth2") && !auth.scheme.contains("capillary") {
+                    let box = Handoff<Result<OutboundRequest, AuthError>>()
+                    auth.authorize(request, context: AuthContext(client: nil, deliveryID: id)) { box.put($0) }
+                    if case .success(let signed)? = box.take(timeout: 1) {
+                        let before = Set(request.headers.map { "\($0.0.lowercased()):\($0.1)" })
+                        for (k, v) in signed.headers where !before.contains("\(k.lowercased()):\(v)") { added.insert(k.lowercased()) }
+                        request = signed
+                        note = "auth: \(auth.scheme) (credentials masked)"
+                    }
+                }
+            }
+            o["request"] = RequestPreview(request, credentialHeaders: added, redactions: destination.auth?.redactions ?? [], note: note).json
+        } catch {
+            let kind: String
+            switch error.kind {
+            case .skip: kind = "skip"
+            case .terminal: kind = "terminal"
+            case .retry: kind = "retry"
+            }
+            o["translation"] = .object(["outcome": .string(kind),
+                                        "reason": .string(destination.auth?.redact(error.reason) ?? error.reason)])
+        }
+        return .json(200, JSONValue.object(o).jsonString())
     }
 
     /// `POST /v1/destinations/{name}/pause|resume`.
