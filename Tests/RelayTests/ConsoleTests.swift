@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// The web console's files on the admin listener (`/ui`), the endpoints it added to the admin API, and the token

@@ -338,7 +338,7 @@ public final class AdminAPI: Sendable {
                 note = "auth: \(auth.scheme) adds its credentials when sent"
                 // Static credentials and signatures are applied (and masked) to show where they go; a token scheme
                 // is not asked, as that could start a token request or fail the one the dispatcher waits for.
-                if !auth.scheme.contains("oauth2") && !auth.scheme.contains("capillary") {
+                if !auth.fetchesTokens {
                     let box = Handoff<Result<OutboundRequest, AuthError>>()
                     auth.authorize(request, context: AuthContext(client: nil, deliveryID: id)) { box.put($0) }
                     if case .success(let signed)? = box.take(timeout: 1) {
