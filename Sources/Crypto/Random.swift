@@ -1,4 +1,5 @@
 import COpenSSL
+import Synchronization
 
 /// Cryptographically secure random values from OpenSSL's CSPRNG (`RAND_bytes`).
 public enum SecureRandom {
@@ -36,6 +37,8 @@ public enum SecureRandom {
 
     private static let nonceAlphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".utf8)
 
+    static func fillBuffer(_ buffer: UnsafeMutableRawBufferPointer) { fill(buffer) }
+
     private static func fill(_ buffer: UnsafeMutableRawBufferPointer) {
         guard var pointer = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
         var remaining = buffer.count
@@ -47,6 +50,38 @@ public enum SecureRandom {
             }
             pointer += chunk
             remaining -= chunk
+        }
+    }
+}
+
+/// Random 64-bit values for identifiers that must be unpredictable but are drawn on hot paths (trace and span ids):
+/// one `RAND_bytes` call fills a pool of 256 values, handed out one at a time under a lock, so a webhook's ids
+/// cost a locked load instead of a call into OpenSSL each.
+public final class RandomPool: Sendable {
+    private static let size = 256
+    private struct State {
+        var values = [UInt64](repeating: 0, count: RandomPool.size)
+        var next = RandomPool.size
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// One process-wide pool.
+    public static let shared = RandomPool()
+
+    /// A uniformly random value, never 0 (0 is the invalid id in W3C Trace Context and OTLP).
+    public func nonZero() -> UInt64 {
+        while true {
+            let v = state.withLock { s -> UInt64 in
+                if s.next == RandomPool.size {
+                    s.values.withUnsafeMutableBytes { SecureRandom.fillBuffer($0) }
+                    s.next = 0
+                }
+                defer { s.next += 1 }
+                return s.values[s.next]
+            }
+            if v != 0 { return v }
         }
     }
 }

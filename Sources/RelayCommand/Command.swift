@@ -4,7 +4,7 @@ import Relay
 import Simulator
 
 enum Command {
-    static let version = "0.1.0"
+    static let version = RelayVersion.current
 
     static let usage = """
         relay: webhook relay and protocol-translation gateway

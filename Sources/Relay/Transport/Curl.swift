@@ -116,6 +116,11 @@ extension CurlEasy {
         try check(relay_curl_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, list.head), "headers")
     }
 
+    /// The `User-Agent` libcurl sends when the headers have none of their own.
+    func setUserAgent(_ agent: String) throws(TransportError) {
+        try check(relay_curl_easy_setopt_str(handle, CURLOPT_USERAGENT, agent), "user agent")
+    }
+
     /// After a transfer: the HTTP status, the connections it opened, and whether it connected at all.
     var responseCode: Int {
         var v = 0

@@ -239,7 +239,7 @@ private final class ClientCore: @unchecked Sendable {
 
         // Headers: the caller's, in order; then blanks that stop libcurl adding its own `Expect: 100-continue`
         // and (for a body) its form Content-Type. A line `Name;` is libcurl's way to send an empty value.
-        var hasExpect = false, hasContentType = false
+        var hasExpect = false, hasContentType = false, hasUserAgent = false
         for (name, value) in request.headers {
             guard !name.isEmpty, name.utf8.allSatisfy(ClientCore.isTokenByte) else {
                 throw .invalidRequest("a header name is not an HTTP token")
@@ -252,6 +252,7 @@ private final class ClientCore: @unchecked Sendable {
             }
             if HTTPHeaders.sameName(name, "Expect") { hasExpect = true }
             if HTTPHeaders.sameName(name, "Content-Type") { hasContentType = true }
+            if HTTPHeaders.sameName(name, "User-Agent") { hasUserAgent = true }
             let trimmed = value.trimmingCharacters(in: .whitespaces)
             guard t.headerList.append(trimmed.isEmpty ? name + ";" : name + ": " + trimmed) else {
                 throw .io(code: Int32(bitPattern: CURLE_OUT_OF_MEMORY.rawValue), message: "curl_slist_append failed")
@@ -262,6 +263,7 @@ private final class ClientCore: @unchecked Sendable {
             throw .io(code: Int32(bitPattern: CURLE_OUT_OF_MEMORY.rawValue), message: "curl_slist_append failed")
         }
         try easy.setHeaders(t.headerList)
+        if !hasUserAgent, let agent = options.userAgent { try easy.setUserAgent(agent) }
     }
 
     /// Completes every transfer libcurl reports done.

@@ -103,6 +103,19 @@ public enum TransportError: Error, Sendable, CustomStringConvertible {
     /// certificate required) or the local TLS setup (53, 54, 59, 64, 66): the same again next time.
     static let retryableTLSCodes: Set<Int32> = [35, 80]
 
+    /// A short name of the kind of failure (`error.type` of a span): connect, timeout, tls, io, invalid_request,
+    /// closed.
+    public var kindName: String {
+        switch self {
+        case .connect: return "connect"
+        case .timeout: return "timeout"
+        case .tls: return "tls"
+        case .io: return "io"
+        case .invalidRequest: return "invalid_request"
+        case .closed: return "closed"
+        }
+    }
+
     public var description: String {
         switch self {
         case .connect(let code, let message): return "connect failed (curl \(code)): \(message)"
@@ -125,6 +138,9 @@ public struct HTTPClientOptions: Sendable {
     public var maxConnectionsPerHost: Int = 16
     /// Open connections in all at most; also the size of the keep-alive cache. 0: no limit.
     public var maxTotalConnections: Int = 256
+    /// Sent as `User-Agent` by every request that has no `User-Agent` header of its own (a destination's
+    /// configured headers); nil: none.
+    public var userAgent: String? = RelayVersion.userAgent
 
     public init(caBundlePath: String? = nil, verifyTLS: Bool = true, maxConnectionsPerHost: Int = 16,
                 maxTotalConnections: Int = 256) {
