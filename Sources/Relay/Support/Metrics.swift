@@ -51,6 +51,8 @@ public final class Metrics: Sendable {
         "relay_store_events_written_total": ("counter", "New events written by the store (events / transactions = the mean group-commit batch)"),
         "relay_store_flushes_total": ("counter", "fdatasync calls on the WAL (synchronous: full); each answers every event written before it"),
         "relay_store_flush_seconds_total": ("counter", "Time spent in those fdatasync calls"),
+        "relay_trace_spans_exported_total": ("counter", "Spans the OTLP endpoint accepted (tracing.otlp)"),
+        "relay_trace_spans_dropped_total": ("counter", "Spans not exported, by reason (queue_full: the export queue was full; export_failed: the endpoint did not take them after retries, or the relay stopped first)"),
     ]
 
     private let state = Mutex(State())
