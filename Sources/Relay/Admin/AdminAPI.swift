@@ -231,7 +231,7 @@ public final class AdminAPI: Sendable {
     func event(_ id: String) throws -> HTTPResponse {
         guard let event = try store.event(id: id) else { throw AdminError(status: 404, message: "no event \(id)") }
         let deliveries = try store.deliveries(eventID: id)
-        var out = "{\"event\":" + event.jsonText(includeRaw: true) + ",\"deliveries\":["
+        var out = "{\"event\":" + event.jsonText(includeRaw: true, includeTrace: true) + ",\"deliveries\":["
         out += try deliveries.map { d in try deliveryJSON(d, withAttempts: true) }.joined(separator: ",")
         out += "]}"
         return .json(200, out)

@@ -118,12 +118,18 @@ public struct CanonicalEvent: Codable, Sendable, Equatable {
     /// The key the event is deduplicated on within its source.
     public var idempotencyKey: String
     public var raw: RawPayload?
+    /// The trace the event belongs to (W3C Trace Context): the trace id, the ingest span (the parent of every
+    /// delivery attempt's span), the flags and the `tracestate` received. Stored with the event and shown by the
+    /// admin API; not part of what destinations receive (`jsonText(includeTrace:)`). Nil for events stored before.
+    public var trace: TraceContext?
 
     public init(id: String, source: String, type: String, subject: [String: String] = [:],
                 status: CanonicalStatus? = nil, providerStatus: ProviderStatus? = nil, occurredAt: String? = nil,
                 receivedAt: String, attributes: [String: JSONValue] = [:], idempotencyKey: String,
-                raw: RawPayload? = nil, statusFallback: CanonicalStatus? = nil, statusUnmapped: Bool? = nil) {
+                raw: RawPayload? = nil, statusFallback: CanonicalStatus? = nil, statusUnmapped: Bool? = nil,
+                trace: TraceContext? = nil) {
         self.id = id
+        self.trace = trace
         self.statusFallback = statusFallback
         self.statusUnmapped = statusUnmapped
         self.source = source
@@ -192,8 +198,9 @@ public enum EventID {
 
 extension CanonicalEvent {
     /// Compact JSON with sorted keys, nil fields left out: the same text JSONEncoder writes for this type with
-    /// `.sortedKeys`, made without it because this runs once per accepted webhook.
-    public func jsonText(includeRaw: Bool = true) -> String {
+    /// `.sortedKeys`, made without it because this runs once per accepted webhook. `includeTrace`: with the trace
+    /// context (the store's copy and the admin API); what destinations receive has none, so it is off by default.
+    public func jsonText(includeRaw: Bool = true, includeTrace: Bool = false) -> String {
         var out = "{\"attributes\":"
         JSONValue.object(attributes).write(to: &out)
         out += ",\"id\":"
@@ -240,7 +247,12 @@ extension CanonicalEvent {
             out += ":"
             JSONValue.appendQuoted(subject[k]!, to: &out)
         }
-        out += "},\"type\":"
+        out += "}"
+        if includeTrace, let trace {
+            out += ",\"trace\":"
+            trace.writeJSON(to: &out)
+        }
+        out += ",\"type\":"
         JSONValue.appendQuoted(type, to: &out)
         out += "}"
         return out

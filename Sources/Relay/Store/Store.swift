@@ -84,7 +84,7 @@ public struct CorrelationScope: Sendable, Equatable {
 /// retained and released every field at each step.
 public final class PendingCommit: Sendable {
     public let event: CanonicalEvent
-    /// The canonical event's JSON, without the raw body.
+    /// The canonical event's JSON, without the raw body, with its trace context.
     public let json: String
     /// The raw body, byte for byte.
     public let body: [UInt8]
@@ -95,7 +95,7 @@ public final class PendingCommit: Sendable {
     public init(event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                 completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         self.event = event
-        json = event.jsonText(includeRaw: false)
+        json = event.jsonText(includeRaw: false, includeTrace: true)
         body = event.raw?.bytes ?? []
         self.deliveries = deliveries
         self.link = link
