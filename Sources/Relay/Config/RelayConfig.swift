@@ -81,6 +81,8 @@ public struct RelayConfig: Sendable {
     /// The admin API's listener and token (`admin:`, default 127.0.0.1:9090 without a token); nil (`admin: false`):
     /// no admin API.
     public var admin: AdminSettings? = AdminSettings()
+    /// Trace export (`tracing:`); nil: none (trace context is still propagated).
+    public var tracing: TracingSettings?
 
     /// Loads and checks a JSON5 file. Throws `ConfigError` listing every problem with its key path.
     /// `showLines`: whether a JSON5 syntax error quotes the file's line (false where problems go to a log: the line
@@ -160,10 +162,64 @@ public struct RelayConfig: Sendable {
         return .sqlite(o)
     }
 
+    /// `tracing: { otlp: { endpoint, headers, serviceName, timeout }, sampleRatio }`.
+    static func tracingSettings(_ t: [String: JSONValue], reader r: ConfigReader) -> TracingSettings {
+        var settings = TracingSettings()
+        if let v = t["sampleRatio"], !v.isNull {
+            if case .number(let n) = v, n >= 0, n <= 1 {
+                settings.sampleRatio = n
+            } else {
+                var found = v.kindName
+                if case .number(let n) = v { found = n == n.rounded() && abs(n) < 1e15 ? String(Int64(n)) : String(n) }
+                r.problem("tracing.sampleRatio", "expected a number from 0 to 1 (the share of new traces that are sampled), found \(found)")
+            }
+        }
+        let path = "tracing.otlp"
+        guard let o = r.object(t["otlp"], path, keys: ["endpoint", "headers", "serviceName", "timeout"]) else { return settings }
+        var otlp = OTLPSettings()
+        if let endpoint = r.string(o, "endpoint", path) {
+            let lower = endpoint.lowercased()
+            let rest = lower.hasPrefix("http://") ? lower.dropFirst(7) : lower.hasPrefix("https://") ? lower.dropFirst(8) : nil
+            if let rest, let first = rest.first, first != "/", first != "?",
+               !endpoint.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) {
+                otlp.endpoint = endpoint
+            } else {
+                r.problem(path + ".endpoint", "\(r.shown(o["endpoint"], endpoint)) is not an absolute http:// or https:// URL (e.g. \"\(OTLPSettings.defaultEndpoint)\")")
+            }
+        }
+        if let headers = r.map(o["headers"], path + ".headers") {
+            for name in headers.keys.sorted() {
+                let p = ConfigReader.join(path + ".headers", name)
+                let token = !name.isEmpty && name.utf8.allSatisfy { c in
+                    (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7a) || "!#$%&'*+-.^_`|~".utf8.contains(c)
+                }
+                guard token else { r.problem(p, "is not a header name"); continue }
+                if ["content-type", "content-length", "transfer-encoding"].contains(name.lowercased()) {
+                    r.problem(p, "is set by the exporter (Content-Type: application/x-protobuf)")
+                    continue
+                }
+                guard let value = r.string(headers, name, path + ".headers", required: true) else { continue }
+                if value.utf8.contains(where: { $0 == 0x0d || $0 == 0x0a || $0 == 0 }) {
+                    r.problem(p, "holds a line break or NUL")
+                    continue
+                }
+                otlp.headers[name] = value
+            }
+        }
+        if let name = r.string(o, "serviceName", path) {
+            if name.trimmingCharacters(in: .whitespaces).isEmpty { r.problem(path + ".serviceName", "must not be empty") } else { otlp.serviceName = name }
+        }
+        if let v = r.duration(o, "timeout", path) {
+            if v <= 0 { r.problem(path + ".timeout", "must be more than 0") } else { otlp.timeout = v }
+        }
+        settings.otlp = otlp
+        return settings
+    }
+
     static func read(_ tree: JSONValue, reader r: ConfigReader, registry: AdapterRegistry) -> RelayConfig {
         var c = RelayConfig()
         guard let root = r.object(tree, "", keys: ["server", "store", "log", "client", "correlation", "admin", "statuses",
-                                                   "sources", "destinations", "routes"]) else {
+                                                   "tracing", "sources", "destinations", "routes"]) else {
             return c
         }
         // Before any source, destination or route: they name statuses.
@@ -220,6 +276,9 @@ public struct RelayConfig: Sendable {
             if let v = r.bool(cl, "verifyTLS", "client") { c.client.verifyTLS = v }
             if let v = r.int(cl, "maxConnectionsPerHost", "client", min: 1) { c.client.maxConnectionsPerHost = v }
             if let v = r.int(cl, "maxConnections", "client", min: 1) { c.client.maxTotalConnections = v }
+        }
+        if let t = r.object(root["tracing"], "tracing", keys: ["otlp", "sampleRatio"]) {
+            c.tracing = tracingSettings(t, reader: r)
         }
         if let l = r.object(root["log"], "log", keys: ["level"]) {
             if let v = r.choice(l, "level", "log", LogLevel.allCases.map(\.name)) { c.logLevel = LogLevel(name: v)! }

@@ -93,6 +93,9 @@ public final class Dispatcher: @unchecked Sendable {
     private let correlationBox: Mutex<CorrelationSettings>
     var correlation: CorrelationSettings { correlationBox.withLock { $0 } }
     let metrics: Metrics?
+    /// Every request carries `traceparent` (a new span id per request, a child of the event's ingest span); its
+    /// CLIENT span is exported when the trace is sampled and tracing is configured.
+    let tracer: Tracer
     /// The loop has read what the store keeps for it (claims to recover, pauses, circuits): until then it claims
     /// nothing, and retries every second (a database that is down at start).
     private var prepared = false                     // the loop thread's
@@ -120,8 +123,10 @@ public final class Dispatcher: @unchecked Sendable {
     private var thread: Thread?
 
     public init(store: any DeliveryQueueStore, client: HTTPClient, destinations: [Destination], log: Logger,
-                correlation: CorrelationSettings = CorrelationSettings(keys: []), metrics: Metrics? = nil) {
+                correlation: CorrelationSettings = CorrelationSettings(keys: []), metrics: Metrics? = nil,
+                tracer: Tracer = .disabled) {
         self.metrics = metrics
+        self.tracer = tracer
         destinationNames = Mutex(Set(destinations.map(\.name)))
         self.store = store
         correlationBox = Mutex(correlation)
@@ -513,26 +518,49 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Attaches the destination's credentials (maybe after fetching a token) and sends. `retriedAuth`: this is
     /// the one resend after a 401 made the auth drop its cached credentials.
-    private func authorizeAndSend(_ request: OutboundRequest, claims: [ClaimedDelivery], events: [CanonicalEvent],
+    private func authorizeAndSend(_ unsent: OutboundRequest, claims: [ClaimedDelivery], events: [CanonicalEvent],
                                   context: DeliveryContext?, learned: [String: String], destination: Destination,
                                   started: Double, retriedAuth: Bool) {
         let name = destination.name
+        // One span per HTTP request (each step, each resend after a 401), a child of the event's ingest span; an
+        // event stored before tracing existed starts a trace of its own. The header goes in before the credentials,
+        // so that a signature covers the request as sent.
+        let trace = events.first?.trace ?? tracer.newTrace()
+        let spanID = tracer.spanID()
+        var traced = unsent
+        traced.headers.removeAll { HTTPHeaders.sameName($0.0, "traceparent") || HTTPHeaders.sameName($0.0, "tracestate") }
+        traced.headers.append(("traceparent", trace.traceparent(span: spanID)))
+        if let state = trace.state { traced.headers.append(("tracestate", state)) }
+        let request = traced
+        let attempt: AttemptSpan? = tracer.records(trace)
+            ? AttemptSpan(tracer: tracer, trace: trace, spanID: spanID, claims: claims, events: events, context: context,
+                          destination: destination, request: request)
+            : nil
         let finish: @Sendable (Result<OutboundResponse, TransportError>?, TranslateError?, Bool) -> Void = { [self] result, failure, authFailed in
             enqueue(Finished(claims: claims, events: events, destination: name, startedAt: started, context: context,
                              learned: learned, result: result, translateFailure: failure, unsigned: request,
                              retriedAuth: retriedAuth, authFailure: authFailed, auth: destination.auth))
         }
+        let client = self.client
+        let send: @Sendable (OutboundRequest) -> Void = { signed in
+            let start = Span.now()
+            client.send(signed) { result in
+                attempt?.record(start: start, result: result, auth: destination.auth)
+                finish(result, nil, false)
+            }
+        }
         guard let auth = destination.auth else {
-            client.send(request) { result in finish(result, nil, false) }
+            send(request)
             return
         }
-        let client = self.client
         auth.authorize(request, context: AuthContext(client: client, deliveryID: claims[0].id)) { result in
             switch result {
             case .success(let signed):
-                client.send(signed) { result in finish(result, nil, false) }
+                send(signed)
             case .failure(let e):
-                finish(nil, TranslateError("\(auth.scheme) auth: \(e.reason)", kind: e.retryable ? .retry : .terminal), true)
+                let failure = TranslateError("\(auth.scheme) auth: \(e.reason)", kind: e.retryable ? .retry : .terminal)
+                attempt?.record(start: Span.now(), authFailure: auth.redact(failure.reason))
+                finish(nil, failure, true)
             }
         }
     }
@@ -812,5 +840,88 @@ public final class Dispatcher: @unchecked Sendable {
         for f in pending.finishes { storeFinish(f.records, links: f.links, keys: f.keys, nowMillis: f.nowMillis, retry: true) }
         for r in pending.releases { storeRelease(r, retry: true) }
         return unrecorded.withLock { $0.isEmpty }
+    }
+}
+
+/// The CLIENT span of one request to a destination, recorded when its answer (or failure) comes back: name
+/// `deliver <destination>`, attributes `relay.destination`, `relay.delivery_id`, `relay.attempt` (and `relay.step`
+/// for a later step, `relay.batch_size` for a batch, linked to the other events' traces), `http.request.method`,
+/// `server.address`, `server.port`, `http.response.status_code`; an error status for a failure or a 4xx/5xx answer.
+/// Never the URL's path, query or userinfo, a header or a body.
+struct AttemptSpan: Sendable {
+    let tracer: Tracer
+    let template: Span
+
+    init(tracer: Tracer, trace: TraceContext, spanID: UInt64, claims: [ClaimedDelivery], events: [CanonicalEvent],
+         context: DeliveryContext?, destination: Dispatcher.Destination, request: OutboundRequest) {
+        self.tracer = tracer
+        var attributes: [(String, Span.Value)] = [
+            ("relay.destination", .string(destination.name)),
+            ("relay.delivery_id", .string(claims[0].id)),
+            ("relay.attempt", .int(Int64(claims[0].attempts + 1))),
+            ("http.request.method", .string(request.method)),
+        ]
+        if let step = context?.step, step > 0 { attributes.append(("relay.step", .int(Int64(step)))) }
+        if claims.count > 1 { attributes.append(("relay.batch_size", .int(Int64(claims.count)))) }
+        if let (host, port) = Self.server(of: request.url) {
+            attributes.append(("server.address", .string(host)))
+            attributes.append(("server.port", .int(Int64(port))))
+        }
+        var span = Span(childOf: trace, spanID: spanID, name: "deliver \(destination.name)", kind: .client, start: 0,
+                        attributes: attributes)
+        var seen: Set<TraceID> = [trace.traceID]
+        for e in events.dropFirst() {
+            guard let t = e.trace, seen.insert(t.traceID).inserted else { continue }
+            span.links.append(Span.Link(traceID: t.traceID, spanID: t.spanID, flags: t.flags))
+        }
+        template = span
+    }
+
+    func record(start: UInt64, result: Result<OutboundResponse, TransportError>, auth: (any OutboundAuth)?) {
+        var s = template
+        s.start = start
+        s.end = Span.now()
+        switch result {
+        case .success(let r):
+            s.attributes.append(("http.response.status_code", .int(Int64(r.status))))
+            if r.status >= 400 {
+                s.fail("HTTP \(r.status)")
+                s.attributes.append(("error.type", .string(String(r.status))))
+            }
+        case .failure(let e):
+            s.fail(auth.map { $0.redact(e.description) } ?? e.description)
+            s.attributes.append(("error.type", .string(e.kindName)))
+        }
+        tracer.record(s)
+    }
+
+    /// No request went out: the credentials could not be had.
+    func record(start: UInt64, authFailure reason: String) {
+        var s = template
+        s.start = start
+        s.end = start
+        s.fail(reason)
+        s.attributes.append(("error.type", .string("auth")))
+        tracer.record(s)
+    }
+
+    /// The host and port of an absolute URL, without userinfo (IPv6 literals without their brackets).
+    static func server(of url: String) -> (String, Int)? {
+        guard let scheme = url.range(of: "://") else { return nil }
+        let secure = url[..<scheme.lowerBound].lowercased() == "https"
+        let rest = url[scheme.upperBound...]
+        var authority = rest[..<(rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex)]
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        var host = authority, port = secure ? 443 : 80
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if after.hasPrefix(":"), let p = Int(after.dropFirst()) { port = p }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = authority[..<colon]
+            if let p = Int(authority[authority.index(after: colon)...]) { port = p }
+        }
+        return host.isEmpty ? nil : (String(host), port)
     }
 }

@@ -15,6 +15,8 @@ public final class Ingest: Sendable {
     let correlation: CorrelationSettings
 
     let metrics: Metrics?
+    /// Trace context from the webhook's `traceparent` (or a new trace), and the ingest span when exported.
+    let tracer: Tracer
     /// Each source's hot-path counters, looked up once here rather than by name and labels on every webhook.
     private let counters: [String: SourceCounters]
 
@@ -25,7 +27,8 @@ public final class Ingest: Sendable {
 
     public init(sources: [String: SourceSettings], router: Router = Router(routes: []), store: any EventStore, log: Logger,
                 metrics: Metrics? = nil, disciplines: [String: QueueDiscipline] = [:],
-                correlation: CorrelationSettings = CorrelationSettings()) {
+                correlation: CorrelationSettings = CorrelationSettings(), tracer: Tracer = .disabled) {
+        self.tracer = tracer
         self.disciplines = disciplines
         self.correlation = correlation
         self.metrics = metrics
@@ -102,6 +105,19 @@ public final class Ingest: Sendable {
         let now = Date()
         let counters = self.counters[name]
         counters?.received.increment()
+        // The ingest span: a child of the sender's traceparent, or the root of a new trace. Only an exported trace
+        // pays for the span itself (a responder that records it when the answer goes out).
+        let (trace, parentSpan) = tracer.ingest(request.headers)
+        var traced: IngestSpanResponder?
+        if tracer.records(trace) {
+            traced = IngestSpanResponder(responder, tracer: tracer, span: Span(
+                traceID: trace.traceID, spanID: trace.spanID, parentSpanID: parentSpan, flags: trace.flags,
+                parentIsRemote: parentSpan != 0, traceState: trace.state, name: "\(request.method) /v1/hooks/{source}",
+                kind: .server, start: Span.now(),
+                attributes: [("relay.source", .string(name)), ("http.request.method", .string(request.method)),
+                             ("url.path", .string(request.path))]))
+        }
+        let responder: any HTTPResponder = traced ?? responder
         switch source.verifier.verify(request, now: now) {
         case .rejected(let reason):
             metrics?.increment("relay_webhooks_rejected_total", ["source": name, "reason": "unauthorized"])
@@ -111,12 +127,13 @@ public final class Ingest: Sendable {
             return
         case .verified(let verified):
             accept(request, source: source, verified: verified, now: now, requestID: requestID, committedCounter: counters?.committed,
-               responder: responder)
+               responder: responder, trace: trace, traced: traced)
         }
     }
 
     private func accept(_ request: HTTPRequest, source: SourceSettings, verified: VerifiedRequest, now: Date,
-                        requestID: String, committedCounter: Metrics.Counter?, responder: any HTTPResponder) {
+                        requestID: String, committedCounter: Metrics.Counter?, responder: any HTTPResponder,
+                        trace: TraceContext, traced: IngestSpanResponder?) {
         let reject = { (status: Int, message: String, reason: String) in
             self.log.warn("webhook refused", ["requestId": requestID, "source": source.name, "status": status,
                                               "reason": reason])
@@ -163,14 +180,15 @@ public final class Ingest: Sendable {
             receivedAt: Timestamp.iso8601(now), attributes: normalized.attributes, idempotencyKey: key,
             raw: RawPayload(contentType: contentType, bytes: request.body),
             statusFallback: normalized.status.flatMap(source.statuses.fallback(of:)),
-            statusUnmapped: unmapped ? true : nil)
+            statusUnmapped: unmapped ? true : nil, trace: trace)
         let log = self.log
         let destinations = router.destinations(for: event)
         // The completion runs on the store's flush thread, once per event: it captures only what it uses (not the
         // event, its body or the source's settings, which would all be retained and released there).
         let sourceName = source.name
         let info = log.enabled(.info)
-            ? (type: event.type, status: event.storedStatus ?? "", destinations: destinations.joined(separator: ","))
+            ? (type: event.type, status: event.storedStatus ?? "", destinations: destinations.joined(separator: ","),
+               traceId: trace.traceID.description)
             : nil
         let metrics = self.metrics
         let planned = destinations.map { PlannedDelivery($0, disciplines[$0] ?? .unordered) }
@@ -181,14 +199,16 @@ public final class Ingest: Sendable {
                 if let info {
                     log.info("webhook accepted", ["requestId": requestID, "source": sourceName, "eventId": id,
                                                   "type": info.type, "status": info.status,
-                                                  "destinations": info.destinations])
+                                                  "destinations": info.destinations, "traceId": info.traceId])
                 }
-                responder.respond(.json(202, "{\"eventId\":\"\(id)\"}", headers: [("X-Request-Id", requestID)]))
+                let answer = HTTPResponse.json(202, "{\"eventId\":\"\(id)\"}", headers: [("X-Request-Id", requestID)])
+                if let traced { traced.respond(answer, eventID: id) } else { responder.respond(answer) }
             case .success(.duplicate(let id)):
                 metrics?.increment("relay_webhooks_duplicate_total", ["source": sourceName])
                 log.info("duplicate webhook", ["requestId": requestID, "source": sourceName, "eventId": id])
-                responder.respond(.json(200, "{\"eventId\":\"\(id)\",\"duplicate\":true}",
-                                        headers: [("X-Request-Id", requestID)]))
+                let answer = HTTPResponse.json(200, "{\"eventId\":\"\(id)\",\"duplicate\":true}",
+                                               headers: [("X-Request-Id", requestID)])
+                if let traced { traced.respond(answer, eventID: id, duplicate: true) } else { responder.respond(answer) }
             case .failure(let error):
                 metrics?.increment("relay_store_failures_total", ["source": sourceName])
                 log.error("store commit failed", ["requestId": requestID, "source": sourceName, "error": error.description])
@@ -287,5 +307,39 @@ public final class Ingest: Sendable {
             if let rule = source.verifier.defaultIdempotency, let k = apply(rule) { return k }
         }
         return "sha256:" + ByteEncoding.hex(Digest.sha256(request.body))
+    }
+}
+
+/// Answers a webhook and then records its ingest span: ended as the answer goes out (after the durable commit for
+/// a 2xx), with the status, the event id when there is one, and an error status for a 4xx or 5xx answer.
+final class IngestSpanResponder: HTTPResponder {
+    let inner: any HTTPResponder
+    let tracer: Tracer
+    let span: Span
+
+    init(_ inner: any HTTPResponder, tracer: Tracer, span: Span) {
+        self.inner = inner
+        self.tracer = tracer
+        self.span = span
+    }
+
+    func respond(_ response: HTTPResponse) { respond(response, eventID: nil) }
+
+    func respond(_ response: HTTPResponse, eventID: String?, duplicate: Bool = false) {
+        let end = Span.now()
+        inner.respond(response)
+        var s = span
+        s.end = end
+        if let eventID { s.attributes.append(("relay.event_id", .string(eventID))) }
+        if duplicate { s.attributes.append(("relay.duplicate", .bool(true))) }
+        s.attributes.append(("http.response.status_code", .int(Int64(response.status))))
+        if response.status >= 400 {
+            // The answer's own words: {"error": ..., "reason": ...} (what the sender is told, never a secret).
+            let o = (try? JSONParser.parse(response.body))?.objectValue
+            let error = o?["error"]?.stringValue ?? "HTTP \(response.status)"
+            s.fail(o?["reason"]?.stringValue.map { "\(error): \($0)" } ?? error)
+            s.attributes.append(("error.type", .string(String(response.status))))
+        }
+        tracer.record(s)
     }
 }

@@ -17,6 +17,8 @@ public final class RelayService: Sendable {
     private let ingestBox: Locked<Ingest>
     let client: HTTPClient?
     let dispatcher: Dispatcher?
+    /// Trace context and ids for ingest and deliveries; exports spans when `tracing.otlp` is configured.
+    public let tracer: Tracer
 
     /// A relay on `store`, which the caller opened for `config.store` (`RelaySQLite`, `RelayPostgres`); the
     /// service closes it at shutdown.
@@ -25,6 +27,12 @@ public final class RelayService: Sendable {
         current = Locked(config)
         self.log = log
         self.store = store
+        if let otlp = config.tracing?.otlp {
+            let exporter = try SpanExporter(settings: otlp, client: config.client, log: log, metrics: metrics)
+            tracer = Tracer(sampleRatio: config.tracing?.sampleRatio ?? 1, exporter: exporter)
+        } else {
+            tracer = .disabled
+        }
         if config.destinations.isEmpty {
             client = nil
             dispatcher = nil
@@ -34,7 +42,7 @@ public final class RelayService: Sendable {
             dispatcher = Dispatcher(store: store, client: client, destinations: config.destinations.values.map {
                 Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy,
                                        correlationScope: $0.correlationScope, auth: $0.auth, clientTLS: $0.clientTLS)
-            }, log: log, correlation: config.correlation, metrics: metrics)
+            }, log: log, correlation: config.correlation, metrics: metrics, tracer: tracer)
         }
         let dispatcher = self.dispatcher
         // The dispatcher's cue: once per durable batch with new deliveries, from this relay or (a shared store)
@@ -42,7 +50,7 @@ public final class RelayService: Sendable {
         if let dispatcher {
             store.signals.observe(newDeliveries: { dispatcher.wake() }, changed: { dispatcher.storeChanged() })
         }
-        let ingest = Self.ingest(config, store: store, log: log, metrics: metrics)
+        let ingest = Self.ingest(config, store: store, log: log, metrics: metrics, tracer: tracer)
         let box = Locked(ingest)
         ingestBox = box
         let preflight: HTTPServer.Preflight = { method, path, headers in
@@ -65,9 +73,10 @@ public final class RelayService: Sendable {
         }
     }
 
-    static func ingest(_ config: RelayConfig, store: any EventStore, log: Logger, metrics: Metrics) -> Ingest {
+    static func ingest(_ config: RelayConfig, store: any EventStore, log: Logger, metrics: Metrics, tracer: Tracer) -> Ingest {
         Ingest(sources: config.sources, router: Router(routes: config.routes), store: store, log: log, metrics: metrics,
-               disciplines: config.destinations.mapValues { $0.policy.discipline }, correlation: config.correlation)
+               disciplines: config.destinations.mapValues { $0.policy.discipline }, correlation: config.correlation,
+               tracer: tracer)
     }
 
     public func start() throws {
@@ -95,6 +104,8 @@ public final class RelayService: Sendable {
         server.shutdown(timeout: config.server.shutdownTimeout)
         adminServer?.shutdown(timeout: 2)
         dispatcher?.shutdown(timeout: config.server.shutdownTimeout)
+        // After the last answer and the last attempt: their spans are queued; send them before exiting.
+        tracer.exporter?.shutdown(timeout: 3)
         client?.shutdown(timeout: 1)
         store.close()
         log.info("stopped")
@@ -115,11 +126,13 @@ public final class RelayService: Sendable {
         if new.store != old.store { notes.append("store: needs a restart") }
         if (new.admin?.http.host, new.admin?.http.port) != (old.admin?.http.host, old.admin?.http.port)
             || new.admin?.token?.value != old.admin?.token?.value { notes.append("admin: needs a restart") }
+        if new.tracing != old.tracing { notes.append("tracing: needs a restart") }
         var applied = new
         applied.server = old.server
         applied.store = old.store
         applied.admin = old.admin
         applied.client = old.client
+        applied.tracing = old.tracing
         if let dispatcher {
             dispatcher.replaceDestinations(new.destinations.values.map {
                 Dispatcher.Destination(name: $0.name, adapter: $0.adapter, policy: $0.policy,
@@ -130,7 +143,7 @@ public final class RelayService: Sendable {
             applied.destinations = [:]
             applied.routes = new.routes.map { RouteSettings(from: $0.from, to: [], when: $0.when) }
         }
-        ingestBox.value = Self.ingest(applied, store: store, log: log, metrics: metrics)
+        ingestBox.value = Self.ingest(applied, store: store, log: log, metrics: metrics, tracer: tracer)
         current.value = applied
         log.info("configuration reloaded", ["sources": applied.sources.keys.sorted().joined(separator: ","),
                                             "destinations": applied.destinations.keys.sorted().joined(separator: ","),
