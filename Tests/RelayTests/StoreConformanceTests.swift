@@ -492,6 +492,37 @@ struct StoreConformanceTests {
         #expect(d.state == "delivered" && d.values == ["voucher": "VCH-1"])
     }
 
+    @Test("trace context: kept with the event (trace id, ingest span, flags, tracestate) through commit, claim, a restart and the admin reads",
+          arguments: StoreKind.available)
+    func traceContext(_ kind: StoreKind) throws {
+        let t = try StoreUnderTest(kind)
+        defer { t.remove() }
+        var traced = Self.event("tr1", subject: ["orderId": "T1"])
+        traced.trace = TraceContext(traceID: TraceID(high: 0x4bf92f3577b34da6, low: 0xa3ce929d0e0e4736),
+                                    spanID: 0x00f067aa0ba902b7, flags: 1, state: "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        var unsampled = Self.event("tr2", subject: ["orderId": "T2"])
+        unsampled.trace = TraceContext(traceID: TraceID(high: 1, low: 2), spanID: 3, flags: 0)
+        let plain = Self.event("tr3", subject: ["orderId": "T3"])
+        for e in [traced, unsampled, plain] { try Self.commit(t.store, e, [PlannedDelivery("d1")]) }
+        let claimed = try Self.claim(t.store, "d1")
+        #expect(claimed.claims.count == 3)
+        let byID = Dictionary(uniqueKeysWithValues: claimed.events.values.map { ($0.id, $0) })
+        #expect(byID[traced.id]?.trace == traced.trace)
+        #expect(byID[unsampled.id]?.trace == unsampled.trace && byID[unsampled.id]?.trace?.sampled == false)
+        #expect(byID[plain.id]?.trace == nil)
+        // The body a destination gets is the same as without a trace.
+        #expect(byID[traced.id]?.jsonText() == { var e = traced; e.trace = nil; return e.jsonText() }())
+        try t.reopen()
+        #expect(try t.store.event(id: traced.id)?.trace == traced.trace)
+        #expect(try t.store.event(id: plain.id)?.trace == nil)
+        var q = EventQuery(limit: 10)
+        q.source = "s"
+        let rows = try t.store.events(q).compactMap { try? JSONValue.parse(Data($0.json.utf8)) }
+        let row = try #require(rows.first { $0["id"]?.stringValue == traced.id })
+        #expect(row["trace"]?["parent"]?.stringValue == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        #expect(row["trace"]?["state"]?.stringValue == traced.trace?.state)
+    }
+
     // MARK: Shared store only
 
     @Test("PostgreSQL: two relays on one database never claim the same delivery, and keep per-subject order between them",
