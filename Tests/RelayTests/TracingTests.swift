@@ -1,6 +1,7 @@
 import Adapters
 import Foundation
 @testable import Relay
+import Simulator
 import Testing
 
 /// Tracing: W3C `traceparent` read as the specification says, the protobuf encoder against bytes worked out by
