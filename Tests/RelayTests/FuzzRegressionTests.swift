@@ -1,0 +1,55 @@
+import Crypto
+import Foundation
+import Relay
+import Testing
+
+/// What the fuzz targets (Fuzz/, docs/fuzzing.md) found, each kept here as a unit test beside the input that
+/// found it (Fuzz/regressions/<target>/, replayed by `make fuzz-smoke`).
+@Suite("Fuzz regressions")
+struct FuzzRegressionTests {
+    /// An HMAC verifier over `{path}:{body}` (the target as sent), as a `signedContent` of the `hmac` block gives.
+    static func pathVerifier() -> HMACVerifier {
+        var v = HMACVerifier(scheme: "hmac")
+        v.headers = ["X-Sig"]
+        v.template = [.path, .literal(Array(":".utf8)), .body]
+        v.keys = [HMACKey(.sha256, key: Array("fuzz-secret".utf8))]
+        return v
+    }
+
+    static func request(_ target: String, _ headers: [(String, String)], _ body: [UInt8]) -> HTTPRequest {
+        HTTPRequest(method: "POST", target: target, headers: HTTPHeaders(headers), body: body, remoteAddress: "127.0.0.1")
+    }
+
+    @Test("FuzzSignatures: a target ending in an empty query keeps its '?', so a signature over the target verifies")
+    func emptyQueryMark() throws {
+        let r = Self.request("/v1/hooks/x?", [], [])
+        #expect(r.path == "/v1/hooks/x" && r.query == "" && r.target == "/v1/hooks/x?")
+        #expect(Self.request("/v1/hooks/x", [], []).target == "/v1/hooks/x")
+        #expect(Self.request("/v1/hooks/x?a=1", [], []).target == "/v1/hooks/x?a=1")
+
+        let v = Self.pathVerifier()
+        let body = Array("{}".utf8)
+        let headers = try #require(v.senderHeaders(body: body, url: "http://relay.example/v1/hooks/x?", now: Date()))
+        guard case .verified = v.verify(Self.request("/v1/hooks/x?", headers, body), now: Date()) else {
+            Issue.record("a request signed over /v1/hooks/x? was refused")
+            return
+        }
+        // Without the '?' it is another target, and the signature does not cover it.
+        guard case .rejected = v.verify(Self.request("/v1/hooks/x", headers, body), now: Date()) else {
+            Issue.record("a signature over /v1/hooks/x? verified /v1/hooks/x")
+            return
+        }
+    }
+
+    @Test("FuzzSignatures: `relay send` signs the whole target of a URL whose query holds another URL")
+    func urlInQuery() throws {
+        let v = Self.pathVerifier()
+        let body = Array("{}".utf8)
+        let target = "/v1/hooks/x?next=https://a.example/b"
+        let headers = try #require(v.senderHeaders(body: body, url: "http://relay.example" + target, now: Date()))
+        guard case .verified = v.verify(Self.request(target, headers, body), now: Date()) else {
+            Issue.record("a request signed for \(target) was refused")
+            return
+        }
+    }
+}
