@@ -71,4 +71,21 @@ struct FuzzRegressionTests {
         #expect(over.status == 400, "\(over)")
         #expect(try relay.store.eventCount() == 2)
     }
+
+    @Test("Tests/abuse/run: an event whose attribute keeps the deepest body ingest accepts is read back from the store")
+    func deepestEventReadBack() throws {
+        let relay = try RunningRelay(sources: """
+            "mapped": { adapter: "generic", verify: { none: true }, map: { subject: { orderId: "$.order.id" }, attributes: { all: "$" } } },
+            """)
+        defer { relay.stop() }
+        let levels = JSONParser.maxDepth
+        let body = #"{"order":{"id":"D-2"},"x":"# + String(repeating: "[", count: levels - 1) + String(repeating: "]", count: levels - 1) + "}"
+        let id = try expectAccepted(try relay.client.post("/v1/hooks/mapped", json: body))
+        // Stored as {"attributes":{"all":<body>},...}: two levels more than the body, which Foundation's JSONDecoder
+        // (the stores' reader, at most 512 levels) must still take.
+        let event = try #require(try relay.store.event(id: id))
+        #expect(event.subject["orderId"] == "D-2")
+        #expect(event.attributes["all"] == (try JSONParser.parse(Array(body.utf8))))
+        #expect(levels + 2 <= 512)
+    }
 }

@@ -13,7 +13,12 @@ public struct JSONParseError: Error, CustomStringConvertible, Sendable {
 /// values costs five times the parse (dynamic casts), and a Decodable walk throws on every type probe. Its
 /// behaviour is checked against JSONSerialization in the tests.
 public struct JSONParser {
-    public static let maxDepth = 512
+    /// Deeper nesting is refused (400). Whatever ingest accepts must be storable and read back: a stored event holds
+    /// its body's values a few levels down (`attributes`, an adapter's own objects), and the stores read events back
+    /// with Foundation's JSONDecoder, which refuses more than 512 levels. At 512 here, an event whose attribute kept
+    /// a deep part of its body was acknowledged but could not be read again (by the admin API, nor by the
+    /// dispatcher's claim). No webhook nests anywhere near 256 levels.
+    public static let maxDepth = 256
 
     public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
         try run(bytes, build: true)
