@@ -35,6 +35,9 @@ BODIES = [
     b'[1,]',
     b'{"a":',
     b'[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]',
+    # CapillaryTests: a reward id beyond 2^64
+    b'{"transactions":[{"customerId":"0085076836","fulfillmentDetails":{"status":"received"},'
+    b'"rewardId":12345678901234567890,"transactionId":"TX-3482445"}]}',
 ]
 
 FORMS = [
@@ -99,6 +102,10 @@ RAW_REQUESTS = [
     b"PUT /v1/hooks/punchh?x=1 HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
     b"GARBAGE\r\n\r\n",
 ]
+# Nested as deep as the ingest parser takes (JSONParser.maxDepth), kept whole as an attribute by the mapped source.
+DEEP = b'{"order":{"id":"D","state":"SHIPPED"},"items":' + b"[" * 255 + b"]" * 255 + b"}"
+RAW_REQUESTS.append(b"POST /v1/hooks/mapped HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % len(DEEP) + DEEP)
 
 
 def write(target: str, data: bytes) -> None:

@@ -16,14 +16,53 @@ import Synchronization
 //   request signed as `relay send` signs it, framed by the selector's bits (Content-Length, chunked in pieces,
 //   100-continue), sent one to three times on one connection: each must be answered in order; a signed JSON body
 //   to a pass-through source with no extra headers must be accepted (202).
-// After every input no request may stay in flight (a leak there would hold a stop forever).
+// After every input no request may stay in flight (a leak there would hold a stop forever), and every event accepted
+// must read back from the store unchanged (NullStore).
+// Every accepted event must also read back as the stores read it: they store `jsonText(includeRaw: false)` and read
+// it with JSONDecoder (RelaySQLite, RelayPostgres), so an event that does not decode, or decodes to another event,
+// would be acknowledged and then lost or changed.
 final class NullStore: EventStore, @unchecked Sendable {
     let committed = Mutex<[String]>([])
+    let problems = Mutex<[String]>([])
     func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                 completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         committed.withLock { $0.append(event.source) }
-        _ = event.attributes.count
+        let text = event.jsonText(includeRaw: false)
+        var expected = event
+        expected.raw = nil
+        if let back = try? JSONDecoder().decode(CanonicalEvent.self, from: Data(text.utf8)) {
+            if !sameEvent(back, expected) {
+                problems.withLock { $0.append("an accepted event reads back changed: stored \(text.prefix(300)), read \(back.jsonText(includeRaw: false).prefix(300))") }
+            }
+        } else {
+            problems.withLock { $0.append("an accepted event cannot be read back (JSONDecoder): \(text.prefix(300))") }
+        }
         completion(.success(.inserted(event.id)))
+    }
+}
+
+func sameEvent(_ a: CanonicalEvent, _ b: CanonicalEvent) -> Bool {
+    a.id == b.id && a.source == b.source && a.type == b.type && a.subject == b.subject && a.status == b.status
+        && a.statusFallback == b.statusFallback && a.statusUnmapped == b.statusUnmapped && a.providerStatus == b.providerStatus
+        && a.occurredAt == b.occurredAt && a.receivedAt == b.receivedAt && a.idempotencyKey == b.idempotencyKey
+        && a.attributes.count == b.attributes.count
+        && a.attributes.allSatisfy { k, v in b.attributes[k].map { sameJSON(v, $0) } ?? false }
+}
+
+/// Equal values; a number kept as digits (`.integer`) and a Double are the same when the digits are the number the
+/// Double stands for (its shortest text: `1e+30` is 10^30; 1.2345678901234567e+19 is not 12345678901234567890).
+func sameJSON(_ a: JSONValue, _ b: JSONValue) -> Bool {
+    func exact(_ digits: String, _ d: Double) -> Bool {
+        guard let x = Decimal(string: digits), let y = Decimal(string: "\(d)") else { return false }
+        return x == y
+    }
+    switch (a, b) {
+    case (.integer(let x), .number(let y)): return exact(x, y)
+    case (.number(let x), .integer(let y)): return exact(y, x)
+    case (.array(let x), .array(let y)): return x.count == y.count && zip(x, y).allSatisfy(sameJSON)
+    case (.object(let x), .object(let y)):
+        return x.count == y.count && x.allSatisfy { k, v in y[k].map { sameJSON(v, $0) } ?? false }
+    default: return a == b
     }
 }
 
@@ -49,11 +88,13 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let input = fuzzBytes(data, size)
     guard let mode = input.first else { return 0 }
     store.committed.withLock { $0 = [] }
+    store.problems.withLock { $0 = [] }
     if mode & 2 == 0 {
         raw(Array(input.dropFirst()), input)
     } else {
         structured(input)
     }
+    if let problem = store.problems.withLock({ $0.first }) { fuzzFailure(problem, input) }
     // Every request finished once its connection is closed (the server counts them down before it closes).
     let deadline = EpollClock.now() + 2
     while server.requestsInFlight != 0 {
