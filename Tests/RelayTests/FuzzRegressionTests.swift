@@ -88,4 +88,27 @@ struct FuzzRegressionTests {
         #expect(event.attributes["all"] == (try JSONParser.parse(Array(body.utf8))))
         #expect(levels + 2 <= 512)
     }
+
+    @Test("FuzzHTTP: integers past 2^53 in an attribute read back from the store with all their digits")
+    func bigIntegersReadBack() throws {
+        let relay = try RunningRelay(sources: """
+            "mapped": { adapter: "generic", verify: { none: true }, map: { subject: { orderId: "$.order.id" }, attributes: { all: "$" } } },
+            """)
+        defer { relay.stop() }
+        let body = #"{"order":{"id":"B-1"},"reward":12345678901234567890,"big":12345678901234567890123456789012345678,"#
+            + #""max":18446744073709551615,"neg":-9007199254740993,"edge":9007199254740992,"small":42,"frac":1.5,"#
+            + #""exp":1e30,"huge":1e300,"long":123456789012345678901234567890123456789012}"#
+        let id = try expectAccepted(try relay.client.post("/v1/hooks/mapped", json: body))
+        let all = try #require(try relay.store.event(id: id)?.attributes["all"]?.objectValue)
+        #expect(all["reward"] == .integer("12345678901234567890"))
+        #expect(all["big"] == .integer("12345678901234567890123456789012345678"))
+        #expect(all["max"] == .integer("18446744073709551615"))
+        #expect(all["neg"] == .integer("-9007199254740993"))
+        #expect(all["edge"] == .integer("9007199254740992"))
+        #expect(all["small"] == .number(42) && all["frac"] == .number(1.5) && all["huge"] == .number(1e300))
+        // Written as 1e+30 (a Double), read as its digits: the same number.
+        #expect(all["exp"]?.numberValue == 1e30)
+        // Past 38 digits a Double at ingest already, and the same Double after.
+        #expect(all["long"] == .number(123456789012345678901234567890123456789012))
+    }
 }

@@ -19,6 +19,10 @@ public struct JSONParser {
     /// a deep part of its body was acknowledged but could not be read again (by the admin API, nor by the
     /// dispatcher's claim). No webhook nests anywhere near 256 levels.
     public static let maxDepth = 256
+    /// An integer of 2^53 or more in magnitude with at most this many digits keeps them (`.integer`); a longer one is
+    /// a Double. 38 is what a Decimal holds exactly: the stores read events back through JSONDecoder, which gives
+    /// such an integer back exactly (`JSONValue.init(from:)`) only up to there.
+    public static let maxIntegerDigits = 38
 
     public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
         try run(bytes, build: true)
@@ -79,7 +83,7 @@ public struct JSONParser {
             let n = try number()
             guard build else { return .null }
             // An integer beyond 2^53 loses digits in a Double: keep its text.
-            if abs(n) >= 9_007_199_254_740_992, i - start <= 64,
+            if abs(n) >= 9_007_199_254_740_992, i - start - (b[start] == UInt8(ascii: "-") ? 1 : 0) <= Self.maxIntegerDigits,
                b[start..<i].allSatisfy({ $0 == UInt8(ascii: "-") || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) }) {
                 return .integer(String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self))
             }
