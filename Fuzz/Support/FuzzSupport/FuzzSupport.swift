@@ -1,5 +1,6 @@
 import CFuzzer
 import Foundation
+import Relay
 
 /// libFuzzer's C callback: one input, its bytes and their count.
 public typealias FuzzCallback = @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
@@ -48,4 +49,21 @@ public struct FuzzFields {
     public func text(_ i: Int) -> String { String(decoding: fields[i], as: UTF8.self) }
     /// The first byte of field `i` (0 when it is empty): a selector.
     public func byte(_ i: Int) -> UInt8 { fields[i].first ?? 0 }
+}
+
+/// Equal values; a number kept as digits (`.integer`) and a Double are the same when the digits are the number the
+/// Double stands for (its shortest text: `1e+30` is 10^30; 1.2345678901234567e+19 is not 12345678901234567890).
+public func sameJSON(_ a: JSONValue, _ b: JSONValue) -> Bool {
+    func exact(_ digits: String, _ d: Double) -> Bool {
+        guard let x = Decimal(string: digits), let y = Decimal(string: "\(d)") else { return false }
+        return x == y
+    }
+    switch (a, b) {
+    case (.integer(let x), .number(let y)): return exact(x, y)
+    case (.number(let x), .integer(let y)): return exact(y, x)
+    case (.array(let x), .array(let y)): return x.count == y.count && zip(x, y).allSatisfy(sameJSON)
+    case (.object(let x), .object(let y)):
+        return x.count == y.count && x.allSatisfy { k, v in y[k].map { sameJSON(v, $0) } ?? false }
+    default: return a == b
+    }
 }

@@ -49,22 +49,6 @@ func sameEvent(_ a: CanonicalEvent, _ b: CanonicalEvent) -> Bool {
         && a.attributes.allSatisfy { k, v in b.attributes[k].map { sameJSON(v, $0) } ?? false }
 }
 
-/// Equal values; a number kept as digits (`.integer`) and a Double are the same when the digits are the number the
-/// Double stands for (its shortest text: `1e+30` is 10^30; 1.2345678901234567e+19 is not 12345678901234567890).
-func sameJSON(_ a: JSONValue, _ b: JSONValue) -> Bool {
-    func exact(_ digits: String, _ d: Double) -> Bool {
-        guard let x = Decimal(string: digits), let y = Decimal(string: "\(d)") else { return false }
-        return x == y
-    }
-    switch (a, b) {
-    case (.integer(let x), .number(let y)): return exact(x, y)
-    case (.number(let x), .integer(let y)): return exact(y, x)
-    case (.array(let x), .array(let y)): return x.count == y.count && zip(x, y).allSatisfy(sameJSON)
-    case (.object(let x), .object(let y)):
-        return x.count == y.count && x.allSatisfy { k, v in y[k].map { sameJSON(v, $0) } ?? false }
-    default: return a == b
-    }
-}
 
 let store = NullStore()
 let server: EpollServer = {
