@@ -7,7 +7,7 @@
 #                    127.0.0.1:9090); LISTEN=HOST:PORT listens there instead (make run LISTEN=0.0.0.0:8080: every
 #                    interface; the admin API stays on loopback)
 #   make test        deps + test deps + swift test (SQLite and a throwaway PostgreSQL) + the interop suite + the crash
-#                    test + the multi-relay test on PostgreSQL + container-check
+#                    test + the multi-relay test on PostgreSQL + the abuse test + fuzz-smoke + container-check
 #   make test-deps   deps + openssl, postgresql, chromium and chromium-driver (the console's browser test) + a Python
 #                    venv (.venv) with the interop suite's packages (PY_TEST_PACKAGES)
 #   make demo        deps + build, then demo/run: the stand-ins, config/demo.json5 and a signed sequence; prints
@@ -16,6 +16,11 @@
 #   make crash-test  Tests/crash/run: SIGKILLs the relay while webhooks arrive; every 2xx must be delivered
 #   make multi-test  Tests/multi/run beside a throwaway PostgreSQL (Tests/pg/with-postgres): 3 relays on one database,
 #                    SIGKILLs, cut connections, a database crash; every 2xx delivered, per-subject order kept
+#   make abuse-test  Tests/abuse/run: hostile input against a running relay (random and mutated requests, 10^5-deep
+#                    JSON, header floods, bad Content-Length, slowloris, the connection limit, a full disk on a tmpfs)
+#   make fuzz        Fuzz/run: builds the libFuzzer targets (-sanitize=fuzzer,address, .build-fuzz/), replays
+#                    Fuzz/regressions and the seeds, fuzzes each target FUZZ_SECONDS (default 60); docs/fuzzing.md
+#   make fuzz-smoke  the same, FUZZ_SMOKE_SECONDS (default 20) each: what `make test` runs
 #   make container-check  Tests/container/check-libs: release build (.build-container/) as the Dockerfile does it;
 #                    every library ldd shows must come from the Dockerfile's runtime packages; static Swift stdlib
 #   make bench       bench/run (about 8 minutes): ingest beside nginx and adnanh/webhook under wrk, then
@@ -62,7 +67,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: deps build run demo test test-deps swift-test interop crash-test multi-test container-check bench bench-deliveries bench-postgres profile clean distclean
+.PHONY: deps build run demo test test-deps swift-test interop crash-test multi-test abuse-test fuzz fuzz-smoke container-check bench bench-deliveries bench-postgres profile clean distclean
 
 deps:
 	@$(call apt_ensure,$(APT_DEPS))
@@ -119,6 +124,21 @@ crash-test: test-deps $(if $(RELAY_BINARY),,build)
 multi-test: test-deps $(if $(RELAY_BINARY),,build)
 	cd "$(ROOT)" && RELAY_BINARY="$(or $(RELAY_BINARY),$(ROOT)/.build/debug/relay)" Tests/pg/with-postgres Tests/multi/run </dev/null
 
+# Hostile input against a running relay (about a minute); the full-disk part mounts a 2 MiB tmpfs (root, or sudo -n;
+# skipped with a notice otherwise). With RELAY_BINARY set, that binary is tested, no build.
+abuse-test: $(if $(RELAY_BINARY),,build)
+	cd "$(ROOT)" && RELAY_BINARY="$(or $(RELAY_BINARY),$(ROOT)/.build/debug/relay)" Tests/abuse/run </dev/null
+
+# libFuzzer targets (Fuzz/Targets, declared in Package.swift only when RELAY_FUZZ is set; built in .build-fuzz/, never
+# by `swift build`). A crash, sanitizer report, broken property, hang or OOM fails and prints the reproducer's path.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 20
+fuzz: deps
+	cd "$(ROOT)" && SWIFT="$(SWIFT)" FUZZ_SECONDS="$(FUZZ_SECONDS)" Fuzz/run </dev/null
+
+fuzz-smoke: deps
+	cd "$(ROOT)" && SWIFT="$(SWIFT)" FUZZ_SMOKE_SECONDS="$(FUZZ_SMOKE_SECONDS)" Fuzz/run --smoke </dev/null
+
 # The Docker image's runtime stage against the release binary's ldd (Docker itself is not needed): builds
 # `swift build -c release --static-swift-stdlib --product relay` in .build-container/, maps every library to its
 # Debian package, fails on one the runtime stage does not install or on a dynamically linked Swift stdlib.
@@ -132,6 +152,8 @@ test: deps test-deps build
 	$(MAKE) -C "$(ROOT)" interop RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
 	$(MAKE) -C "$(ROOT)" crash-test RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
 	$(MAKE) -C "$(ROOT)" multi-test RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
+	$(MAKE) -C "$(ROOT)" abuse-test RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
+	$(MAKE) -C "$(ROOT)" fuzz-smoke || rc=1; \
 	$(MAKE) -C "$(ROOT)" container-check || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
@@ -155,7 +177,7 @@ bench-postgres: deps
 	cd "$(ROOT)" && swift build -c release && RELAY_BINARY="$(ROOT)/.build/release/relay" Tests/pg/with-postgres bench/postgres </dev/null
 
 clean:
-	cd "$(ROOT)" && rm -rf .build .build-container .pytest_cache bench/out
+	cd "$(ROOT)" && rm -rf .build .build-container .build-fuzz .pytest_cache bench/out
 	find "$(ROOT)/Tests" -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -34,3 +35,18 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The libFuzzer targets (Fuzz/, docs/fuzzing.md): declared only when RELAY_FUZZ is set, as `make fuzz` and
+// `make fuzz-smoke` do, which build them with `-sanitize=fuzzer,address` in their own build path (.build-fuzz/).
+// A plain `swift build`, `swift test` or `make run` never sees them (they link only against libFuzzer).
+if ProcessInfo.processInfo.environment["RELAY_FUZZ"] != nil {
+    package.targets += [
+        // LLVMFuzzerRunDriver, libFuzzer's entry point for a program with its own main.
+        .systemLibrary(name: "CFuzzer", path: "Fuzz/Support/CFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzer", "Relay", "Adapters", "Crypto"], path: "Fuzz/Support/FuzzSupport"),
+    ]
+    for name in ["FuzzJSON", "FuzzForm", "FuzzJSON5", "FuzzTemplate", "FuzzSignatures", "FuzzHTTP"] {
+        package.targets.append(.executableTarget(name: name, dependencies: ["FuzzSupport", "Relay", "Adapters", "Crypto"],
+                                                 path: "Fuzz/Targets/\(name)"))
+    }
+}

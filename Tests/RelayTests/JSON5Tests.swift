@@ -288,7 +288,17 @@ struct JSON5Tests {
     @Test("the same tree as Foundation's JSON5 decoder: a sample with every feature both read")
     func agreesWithFoundationOnSample() throws {
         let ours = try JSON5.parse(Self.foundationSample)
-        let theirs = try Self.foundation(Data(Self.foundationSample.utf8))
+        // JSONValue's Decodable keeps an integer past 2^53 as its digits (stored events must not change); the
+        // JSON5 reader rounds it to a Double, as Foundation's own JSON5 numbers are.
+        func doubles(_ v: JSONValue) -> JSONValue {
+            switch v {
+            case .integer(let digits): return .number(Double(digits)!)
+            case .array(let a): return .array(a.map(doubles))
+            case .object(let o): return .object(o.mapValues(doubles))
+            default: return v
+            }
+        }
+        let theirs = doubles(try Self.foundation(Data(Self.foundationSample.utf8)))
         #expect(ours == theirs, "ours: \(ours.jsonString())\ntheirs: \(theirs.jsonString())")
     }
 

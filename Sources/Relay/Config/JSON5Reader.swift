@@ -18,7 +18,8 @@ import Foundation
 /// Numbers come back as `.number(Double)` like Foundation's JSON5 decoder gave them (integers beyond 2^53 are
 /// rounded to the nearest Double); a number too large for a Double is refused.
 public enum JSON5 {
-    /// Nesting deeper than this is refused (as the ingest parser does).
+    /// Nesting deeper than this is refused (a configuration is never stored as an event: the ingest parser's
+    /// tighter `JSONParser.maxDepth` is about what the stores can read back).
     public static let maxDepth = 512
 
     /// Parses one JSON5 text. `showLines`: whether errors quote the line they are on (and the characters found

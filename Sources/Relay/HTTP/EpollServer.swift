@@ -69,7 +69,10 @@ public final class EpollServer: HTTPServing, @unchecked Sendable {
             let group = exited
             let t = Thread { loop.run(); group.leave() }
             t.name = "relay-http-\(loop.index)"
-            t.stackSize = 1 << 20
+            // A request is parsed, verified, normalised and encoded for the store on this thread: JSON nested as
+            // deep as the parsers allow (512 levels) takes about 1 MiB of stack in a debug build (was the whole
+            // stack here: a crash). The stack is reserved, not used: what it costs is address space.
+            t.stackSize = 8 << 20
             threads.append(t)
             t.start()
         }

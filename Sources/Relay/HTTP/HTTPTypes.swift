@@ -50,14 +50,18 @@ public struct HTTPRequest: Sendable {
     public var headers: HTTPHeaders
     public var body: [UInt8]
     public var remoteAddress: String
+    /// The target had a `?` with nothing after it (`/v1/hooks/x?`), which `target` gives back: a signature over
+    /// the target as sent (`{path}`, `{uri}`) covers it.
+    var emptyQueryMark = false
     /// The request target as sent: path plus `?query` when present.
-    public var target: String { query.isEmpty ? path : path + "?" + query }
+    public var target: String { query.isEmpty && !emptyQueryMark ? path : path + "?" + query }
 
     /// The request of `target` as sent (path, then `?query` when present).
     public init(method: String, target: String, headers: HTTPHeaders, body: [UInt8], remoteAddress: String) {
         let q = target.firstIndex(of: "?")
         self.init(method: method, path: Self.path(of: target), query: q.map { String(target[target.index(after: $0)...]) } ?? "",
                   headers: headers, body: body, remoteAddress: remoteAddress)
+        emptyQueryMark = q != nil && query.isEmpty
     }
 
     /// The path of a request target: what comes before any `?`.

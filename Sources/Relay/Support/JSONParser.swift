@@ -13,7 +13,16 @@ public struct JSONParseError: Error, CustomStringConvertible, Sendable {
 /// values costs five times the parse (dynamic casts), and a Decodable walk throws on every type probe. Its
 /// behaviour is checked against JSONSerialization in the tests.
 public struct JSONParser {
-    public static let maxDepth = 512
+    /// Deeper nesting is refused (400). Whatever ingest accepts must be storable and read back: a stored event holds
+    /// its body's values a few levels down (`attributes`, an adapter's own objects), and the stores read events back
+    /// with Foundation's JSONDecoder, which refuses more than 512 levels. At 512 here, an event whose attribute kept
+    /// a deep part of its body was acknowledged but could not be read again (by the admin API, nor by the
+    /// dispatcher's claim). No webhook nests anywhere near 256 levels.
+    public static let maxDepth = 256
+    /// An integer of 2^53 or more in magnitude with at most this many digits keeps them (`.integer`); a longer one is
+    /// a Double. 38 is what a Decimal holds exactly: the stores read events back through JSONDecoder, which gives
+    /// such an integer back exactly (`JSONValue.init(from:)`) only up to there.
+    public static let maxIntegerDigits = 38
 
     public static func parse(_ bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
         try run(bytes, build: true)
@@ -74,7 +83,7 @@ public struct JSONParser {
             let n = try number()
             guard build else { return .null }
             // An integer beyond 2^53 loses digits in a Double: keep its text.
-            if abs(n) >= 9_007_199_254_740_992, i - start <= 64,
+            if abs(n) >= 9_007_199_254_740_992, i - start - (b[start] == UInt8(ascii: "-") ? 1 : 0) <= Self.maxIntegerDigits,
                b[start..<i].allSatisfy({ $0 == UInt8(ascii: "-") || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) }) {
                 return .integer(String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self))
             }

@@ -187,10 +187,30 @@ extension JSONValue: Codable {
         let c = try decoder.singleValueContainer()
         if c.decodeNil() { self = .null; return }
         if let b = try? c.decode(Bool.self) { self = .bool(b); return }
-        if let n = try? c.decode(Double.self) { self = .number(n); return }
         if let s = try? c.decode(String.self) { self = .string(s); return }
+        // Integers exactly: past 2^53 a Double loses digits, so such an integer comes back as `.integer`, as
+        // `JSONParser` gave it. Stored events are read back through here (the stores' JSONDecoder): an id in an
+        // attribute must not change between the 202 and the delivery.
+        if let i = try? c.decode(Int64.self) {
+            self = i.magnitude >= 9_007_199_254_740_992 ? .integer(String(i)) : .number(Double(i))
+            return
+        }
+        if let u = try? c.decode(UInt64.self) { self = .integer(String(u)); return }
+        if let d = try? c.decode(Decimal.self), let digits = Self.integerDigits(d) { self = .integer(digits); return }
+        if let n = try? c.decode(Double.self) { self = .number(n); return }
         if let a = try? c.decode([JSONValue].self) { self = .array(a); return }
         self = .object(try c.decode([String: JSONValue].self))
+    }
+
+    /// The digits of an integral `d` of 2^53 or more in magnitude and at most 38 digits (what a Decimal holds
+    /// exactly, and what `JSONParser` keeps as `.integer`), else nil.
+    static func integerDigits(_ d: Decimal) -> String? {
+        let text = d.description
+        let digits = text.hasPrefix("-") ? text.dropFirst() : Substring(text)
+        guard !digits.isEmpty, digits.utf8.count <= JSONParser.maxIntegerDigits,
+              digits.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              d.magnitude >= Decimal(9_007_199_254_740_992) else { return nil }
+        return text
     }
 
     public func encode(to encoder: Encoder) throws {

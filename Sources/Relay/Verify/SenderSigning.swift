@@ -30,8 +30,8 @@ extension HMACVerifier {
         let timestamp = String(Int64(now.timeIntervalSince1970))
         let givenID = given.first { g in idHeaders.contains { $0.caseInsensitiveCompare(g.0) == .orderedSame } }?.1
         let messageID = givenID ?? "msg_" + ByteEncoding.hex(SecureRandom.bytes(12))
-        // The request target: the path and query of the URL.
-        let afterScheme = url.components(separatedBy: "://").dropFirst().first ?? url
+        // The request target: the path and query of the URL (after the first `://` only: a query may hold a URL).
+        let afterScheme = url.range(of: "://").map { String(url[$0.upperBound...]) } ?? url
         let target = afterScheme.firstIndex(of: "/").map { String(afterScheme[$0...]) } ?? "/"
         let uri: String = {
             guard let base = publicBaseURL else { return url }
