@@ -12,15 +12,16 @@ import Synchronization
 //   every answer well-formed with an expected status, and no event of a signed source stored (the secrets are
 //   random: a made-up request that passes is a hole);
 // - 2, 3: NUL-separated fields (selector bytes: mode, source, method, framing, chunk size, repeats; then the
-//   target's suffix, extra header lines, the content type, the body) make a
-//   request signed as `relay send` signs it, framed by the selector's bits (Content-Length, chunked in pieces,
-//   100-continue), sent one to three times on one connection: each must be answered in order; a signed JSON body
-//   to a pass-through source with no extra headers must be accepted (202).
+//   target's suffix, extra header lines, the content type, the body) make a request signed as `relay send` signs
+//   it, framed by the selector (Content-Length, chunked in pieces, 100-continue), sent one to three times on one
+//   connection: each must be answered in order; a signed JSON body to a pass-through source with no extra headers
+//   must be accepted (202).
 // After every input no request may stay in flight (a leak there would hold a stop forever), and every event accepted
-// must read back from the store unchanged (NullStore).
-// Every accepted event must also read back as the stores read it: they store `jsonText(includeRaw: false)` and read
-// it with JSONDecoder (RelaySQLite, RelayPostgres), so an event that does not decode, or decodes to another event,
-// would be acknowledged and then lost or changed.
+// must read back unchanged as the stores read it (NullStore).
+
+/// Keeps nothing, but checks what the stores would read back: they store `jsonText(includeRaw: false)` and read it
+/// with JSONDecoder (RelaySQLite, RelayPostgres), so an event that does not decode, or decodes to another event,
+/// would be acknowledged and then lost or changed.
 final class NullStore: EventStore, @unchecked Sendable {
     let committed = Mutex<[String]>([])
     let problems = Mutex<[String]>([])
@@ -48,7 +49,6 @@ func sameEvent(_ a: CanonicalEvent, _ b: CanonicalEvent) -> Bool {
         && a.attributes.count == b.attributes.count
         && a.attributes.allSatisfy { k, v in b.attributes[k].map { sameJSON(v, $0) } ?? false }
 }
-
 
 let store = NullStore()
 let server: EpollServer = {
