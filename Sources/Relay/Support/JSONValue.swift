@@ -188,16 +188,21 @@ extension JSONValue: Codable {
         if c.decodeNil() { self = .null; return }
         if let b = try? c.decode(Bool.self) { self = .bool(b); return }
         if let s = try? c.decode(String.self) { self = .string(s); return }
-        // Integers exactly: past 2^53 a Double loses digits, so such an integer comes back as `.integer`, as
-        // `JSONParser` gave it. Stored events are read back through here (the stores' JSONDecoder): an id in an
-        // attribute must not change between the 202 and the delivery.
-        if let i = try? c.decode(Int64.self) {
-            self = i.magnitude >= 9_007_199_254_740_992 ? .integer(String(i)) : .number(Double(i))
+        // Every JSON number decodes as a Double; only a number goes on to the exact readings below, so an array or
+        // an object is not made to fail three more decodes first.
+        if let n = try? c.decode(Double.self) {
+            // Integers exactly: past 2^53 a Double loses digits, so such an integer comes back as `.integer`, as
+            // `JSONParser` gave it. Stored events are read back through here (the stores' JSONDecoder): an id in an
+            // attribute must not change between the 202 and the delivery.
+            if let i = try? c.decode(Int64.self) {
+                self = i.magnitude >= 9_007_199_254_740_992 ? .integer(String(i)) : .number(Double(i))
+                return
+            }
+            if let u = try? c.decode(UInt64.self) { self = .integer(String(u)); return }
+            if let d = try? c.decode(Decimal.self), let digits = Self.integerDigits(d) { self = .integer(digits); return }
+            self = .number(n)
             return
         }
-        if let u = try? c.decode(UInt64.self) { self = .integer(String(u)); return }
-        if let d = try? c.decode(Decimal.self), let digits = Self.integerDigits(d) { self = .integer(digits); return }
-        if let n = try? c.decode(Double.self) { self = .number(n); return }
         if let a = try? c.decode([JSONValue].self) { self = .array(a); return }
         self = .object(try c.decode([String: JSONValue].self))
     }
