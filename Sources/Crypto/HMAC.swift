@@ -1,4 +1,5 @@
 import COpenSSL
+import Synchronization
 
 /// HMAC message authentication codes (libcrypto `HMAC()`).
 public enum HMAC {
@@ -50,8 +51,9 @@ public enum ConstantTime {
 }
 
 /// An HMAC key prepared once (libcrypto `EVP_MAC` with the key schedule already computed), for keys used on
-/// every request: each `authenticate` copies the keyed context (`EVP_MAC_CTX_dup`) instead of fetching the
-/// algorithm and hashing the key again, which the one-shot `HMAC()` does on each call in OpenSSL 3.
+/// every request: each `authenticate` takes a keyed context (one used before and restarted, or a copy of the
+/// template: `EVP_MAC_CTX_dup`) instead of fetching the algorithm and hashing the key again, which the one-shot
+/// `HMAC()` does on each call in OpenSSL 3.
 public final class HMACKey: @unchecked Sendable {
     // The template is never updated after init; `EVP_MAC_CTX_dup` only reads it, so concurrent use is safe.
     private let template: OpaquePointer
@@ -87,15 +89,46 @@ public final class HMACKey: @unchecked Sendable {
         template = ctx
     }
 
-    deinit { EVP_MAC_CTX_free(template) }
+    /// Keyed contexts that finished a MAC, to be used again: `EVP_MAC_init` with no key starts a new MAC under the
+    /// same key, which costs less than a copy of the template and its free. At most `maxSpare` are kept.
+    private let spare = Mutex<[SpareContext]>([])
+    private static let maxSpare = 8
+
+    /// A context that no thread is using (it only moves between the pool and one caller at a time).
+    private struct SpareContext: @unchecked Sendable { let ctx: OpaquePointer }
+
+    deinit {
+        EVP_MAC_CTX_free(template)
+        for s in spare.withLock({ $0 }) { EVP_MAC_CTX_free(s.ctx) }
+    }
+
+    /// A context ready for a new MAC under this key.
+    private func takeContext() -> OpaquePointer {
+        if let ctx = spare.withLock({ $0.popLast() })?.ctx {
+            if EVP_MAC_init(ctx, nil, 0, nil) == 1 { return ctx }
+            EVP_MAC_CTX_free(ctx)
+        }
+        guard let ctx = EVP_MAC_CTX_dup(template) else { fatalError("\(CryptoError.fromOpenSSL("EVP_MAC_CTX_dup"))") }
+        return ctx
+    }
+
+    private func giveBack(_ ctx: OpaquePointer) {
+        let given = SpareContext(ctx: ctx)
+        let kept = spare.withLock { list -> Bool in
+            guard list.count < Self.maxSpare else { return false }
+            list.append(given)
+            return true
+        }
+        if !kept { EVP_MAC_CTX_free(ctx) }
+    }
 
     public func authenticate(_ message: [UInt8]) -> [UInt8] {
         message.withUnsafeBytes { authenticate($0) }
     }
 
     public func authenticate(_ message: UnsafeRawBufferPointer) -> [UInt8] {
-        guard let ctx = EVP_MAC_CTX_dup(template) else { fatalError("\(CryptoError.fromOpenSSL("EVP_MAC_CTX_dup"))") }
-        defer { EVP_MAC_CTX_free(ctx) }
+        let ctx = takeContext()
+        defer { giveBack(ctx) }
         var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length = 0
         let ok = withNonNullBase(message) { base in

@@ -136,6 +136,24 @@ public final class Statement {
         if rc != SQLITE_OK { throw db.error(rc, sql) }
     }
 
+    /// Binds text that SQLite reads in place, without a copy (`SQLITE_STATIC`): `utf8` must stay valid until the
+    /// statement is reset, so bind, step and `reset()` inside the closure that lent the pointer.
+    public func bindInPlace(_ index: Int32, text utf8: UnsafeRawBufferPointer) throws {
+        guard let base = utf8.baseAddress, utf8.count > 0 else {
+            let rc = sqlite3_bind_text(handle, index, "", 0, relay_sqlite_transient())
+            if rc != SQLITE_OK { throw db.error(rc, sql) }
+            return
+        }
+        let rc = sqlite3_bind_text(handle, index, base.assumingMemoryBound(to: CChar.self), Int32(utf8.count), nil)
+        if rc != SQLITE_OK { throw db.error(rc, sql) }
+    }
+
+    /// A blob read in place (`SQLITE_STATIC`), on the terms of `bindInPlace(_:text:)`.
+    public func bindInPlace(_ index: Int32, blob: UnsafeRawBufferPointer) throws {
+        let rc = sqlite3_bind_blob(handle, index, blob.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(blob.count), nil)
+        if rc != SQLITE_OK { throw db.error(rc, sql) }
+    }
+
     /// Binds in order from parameter 1.
     public func bind(_ values: [String?]) throws {
         for (i, v) in values.enumerated() { try bind(Int32(i + 1), v) }

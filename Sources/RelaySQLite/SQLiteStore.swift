@@ -628,10 +628,22 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
             INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, idempotency_key) DO NOTHING
             """)
-        try insert.bind([e.id, e.source, e.idempotencyKey, e.type, e.storedStatus, e.receivedAt, p.json,
-                         e.raw?.contentType])
-        try insert.bind(9, blob: p.body)
-        try insert.step()
+        try insert.bind(1, e.id)
+        try insert.bind(2, e.source)
+        try insert.bind(3, e.idempotencyKey)
+        try insert.bind(4, e.type)
+        try insert.bind(5, e.storedStatus)
+        try insert.bind(6, e.receivedAt)
+        try insert.bind(8, e.raw?.contentType)
+        // The two large values are read where they are: bound, stepped and unbound while their buffers are lent.
+        try p.jsonBytes.withUnsafeBytes { json in
+            try p.body.withUnsafeBytes { body in
+                defer { insert.reset() }
+                try insert.bindInPlace(7, text: json)
+                try insert.bindInPlace(9, blob: body)
+                try insert.step()
+            }
+        }
         guard writer.changes == 1 else {
             let find = try writer.statement("SELECT id FROM events WHERE source = ? AND idempotency_key = ?")
             defer { find.reset() }

@@ -152,12 +152,18 @@ struct HMACKeyTests {
         }
     }
 
-    @Test("concurrent use of one prepared key")
+    @Test("concurrent use of one prepared key: contexts used again start each MAC afresh")
     func concurrent() async {
         let key = HMACKey(.sha256, key: Array("k".utf8))
-        let expected = HMAC.authenticate(.sha256, key: Array("k".utf8), message: Array("m".utf8))
         await withTaskGroup(of: Bool.self) { group in
-            for _ in 0..<16 { group.addTask { (0..<200).allSatisfy { _ in key.authenticate(Array("m".utf8)) == expected } } }
+            for t in 0..<16 {
+                group.addTask {
+                    (0..<200).allSatisfy { i in
+                        let message = Array("m-\(t)-\(i)".utf8) + [UInt8](repeating: UInt8(i % 256), count: i)
+                        return key.authenticate(message) == HMAC.authenticate(.sha256, key: Array("k".utf8), message: message)
+                    }
+                }
+            }
             for await ok in group { #expect(ok) }
         }
     }

@@ -32,6 +32,26 @@ import Testing
         #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(text.utf8)) }
     }
 
+    /// Strings are scanned eight bytes at a time: a quote, a backslash, a control character or a non-ASCII byte at
+    /// every offset of a long string, in validation and in parsing, is judged as JSONSerialization judges it.
+    @Test func longStringsAgreeAtEveryOffset() throws {
+        let specials: [[UInt8]] = [Array(#"\""#.utf8), Array(#"\\"#.utf8), Array(#"\n"#.utf8), Array(#"\u00e9"#.utf8),
+                                   [0x09], [0x0a], [0x1f], [0x00], Array("é".utf8), Array("😀".utf8), [0x7f], [0x20],
+                                   [0x22], [0xff], [0xc3]]
+        for special in specials {
+            for offset in 0..<20 {
+                let text = Array("{\"k\":\"".utf8) + Array(repeating: UInt8(ascii: "a"), count: offset) + special
+                    + Array(repeating: UInt8(ascii: "b"), count: 19 - offset) + Array("\"}".utf8)
+                let theirs = try? JSONSerialization.jsonObject(with: Data(text), options: [])
+                let parsed = try? JSONParser.parse(text)
+                let validated: Bool = (try? JSONParser.validate(text)) != nil
+                #expect((theirs != nil) == (parsed != nil), "parse \(special) at \(offset)")
+                #expect((theirs != nil) == validated, "validate \(special) at \(offset)")
+                if let theirs, let parsed { #expect(parsed == JSONValue(foundation: theirs), "value \(special) at \(offset)") }
+            }
+        }
+    }
+
     @Test func refusesInvalidUTF8() {
         #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xff, 0xfe, 0x22]) }
     }

@@ -124,9 +124,11 @@ final class EpollConnection: @unchecked Sendable {
     var method = ""
     var target = ""
     var url: [UInt8] = []
-    var headerField: [UInt8] = []
-    var headerValue: [UInt8] = []
+    /// The parser's last piece was a value: a name piece that follows begins a new field.
     var lastWasValue = false
+    var fieldOpen = false
+    /// Past the header section: what comes as fields now is a chunked body's trailer, which is not read.
+    var headersDone = false
     var headers = HTTPHeaders()
     var body: [UInt8] = []
     var tooLarge = false
@@ -157,21 +159,14 @@ final class EpollConnection: @unchecked Sendable {
 
     func resetRequest() {
         url.removeAll(keepingCapacity: true)
-        headerField.removeAll(keepingCapacity: true)
-        headerValue.removeAll(keepingCapacity: true)
         lastWasValue = false
+        fieldOpen = false
+        headersDone = false
         headers = HTTPHeaders()
         body = []
         tooLarge = false
         early = nil
         startedWhileStopping = false
-    }
-
-    func flushHeader() {
-        guard !headerField.isEmpty else { return }
-        headers.add(String(decoding: headerField, as: UTF8.self), String(decoding: headerValue, as: UTF8.self))
-        headerField.removeAll(keepingCapacity: true)
-        headerValue.removeAll(keepingCapacity: true)
     }
 }
 
@@ -208,24 +203,27 @@ private let onURL: http_data_cb = { p, at, n in
 
 private let onHeaderField: http_data_cb = { p, at, n in
     let c = conn(p)
-    if c.lastWasValue {
-        c.flushHeader()
+    if c.headersDone { return 0 }
+    if c.lastWasValue || !c.fieldOpen {
+        c.headers.beginField()
+        c.fieldOpen = true
         c.lastWasValue = false
     }
-    if let at { c.headerField.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n)) }
+    if let at { c.headers.appendName(UnsafeRawBufferPointer(start: at, count: n)) }
     return 0
 }
 
 private let onHeaderValue: http_data_cb = { p, at, n in
     let c = conn(p)
+    if c.headersDone { return 0 }
     c.lastWasValue = true
-    if let at { c.headerValue.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n)) }
+    if let at { c.headers.appendValue(UnsafeRawBufferPointer(start: at, count: n)) }
     return 0
 }
 
 private let onHeadersComplete: http_cb = { p in
     let c = conn(p)
-    c.flushHeader()
+    c.headersDone = true
     c.keepAlive = http_should_keep_alive(p) != 0
     let server = c.loop.server
     let options = server.options
@@ -318,6 +316,8 @@ final class EpollLoop: @unchecked Sendable {
     private var acceptPaused = false
     private var dateLine: [UInt8] = []
     private var dateSecond: Int = -1
+    /// "HTTP/1.1 202 Accepted\r\n" and the like, made once per status.
+    private var statusLines: [Int: [UInt8]] = [:]
 
     static let continueLine = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
@@ -609,27 +609,62 @@ final class EpollLoop: @unchecked Sendable {
     }
 
     private func write(_ c: EpollConnection, _ response: HTTPResponse) {
-        var head = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\n"
-        for (k, v) in response.headers where !Self.framing(k) {
-            head += k
-            head += ": "
-            head += v
-            head += "\r\n"
+        // Bytes straight into the connection's buffer: the status line is made once per status, the rest copied.
+        if let line = statusLines[response.status] {
+            c.output.append(contentsOf: line)
+        } else {
+            let line = Array("HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\n".utf8)
+            statusLines[response.status] = line
+            c.output.append(contentsOf: line)
         }
-        head += "Content-Length: \(response.body.count)\r\n"
-        if c.closeAfterWrite { head += "Connection: close\r\n" }
-        c.output.append(contentsOf: head.utf8)
+        for (k, v) in response.headers where !Self.framing(k) {
+            c.output.append(contentsOf: k.utf8)
+            c.output.append(0x3A)
+            c.output.append(0x20)
+            c.output.append(contentsOf: v.utf8)
+            c.output.append(13)
+            c.output.append(10)
+        }
+        c.output.append(contentsOf: Self.contentLengthName)
+        Self.appendDecimal(response.body.count, to: &c.output)
+        c.output.append(13)
+        c.output.append(10)
+        if c.closeAfterWrite { c.output.append(contentsOf: Self.connectionClose) }
         c.output.append(contentsOf: date())
-        c.output.append(contentsOf: [13, 10])
+        c.output.append(13)
+        c.output.append(10)
         if !c.isHead { c.output.append(contentsOf: response.body) }
         c.isHead = false
         flush(c)
     }
 
+    private static let contentLengthName = Array("Content-Length: ".utf8)
+    private static let connectionClose = Array("Connection: close\r\n".utf8)
+
+    static func appendDecimal(_ value: Int, to out: inout [UInt8]) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var v = UInt(max(0, value))
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                d[19 - n] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+                n += 1
+            } while v > 0
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[(20 - n)...]))
+        }
+    }
+
     /// Headers the server frames itself.
     static func framing(_ name: String) -> Bool {
-        HTTPHeaders.sameName(name, "Content-Length") || HTTPHeaders.sameName(name, "Connection")
-            || HTTPHeaders.sameName(name, "Transfer-Encoding")
+        switch name.utf8.count {
+        case 10: return HTTPHeaders.sameName(name, "Connection")
+        case 14: return HTTPHeaders.sameName(name, "Content-Length")
+        case 17: return HTTPHeaders.sameName(name, "Transfer-Encoding")
+        default: return false
+        }
     }
 
     private func flush(_ c: EpollConnection) {

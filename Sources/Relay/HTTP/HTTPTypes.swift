@@ -1,18 +1,104 @@
 import Foundation
 
 /// Header fields in arrival order; names compare case-insensitively.
+///
+/// Kept as the bytes that arrived: one buffer holds every name and value, and a field is a pair of ranges in it. A
+/// server appends what its parser hands it without making a `String` per field (a webhook carries ten or so, and a
+/// handler reads three or four); a lookup compares bytes, and only the value it finds becomes a `String`.
 public struct HTTPHeaders: Sendable, Sequence {
-    public private(set) var fields: [(name: String, value: String)] = []
+    private var bytes: [UInt8] = []
+    private var spans: [Field] = []
+
+    /// One field: where its name and its value are in `bytes`.
+    private struct Field: Sendable {
+        var name: Int32
+        var nameCount: Int32
+        var value: Int32
+        var valueCount: Int32
+    }
 
     public init() {}
-    public init(_ fields: [(String, String)]) { self.fields = fields.map { (name: $0.0, value: $0.1) } }
+    public init(_ fields: [(String, String)]) { for f in fields { add(f.0, f.1) } }
 
-    public mutating func add(_ name: String, _ value: String) { fields.append((name: name, value: value)) }
+    public var fields: [(name: String, value: String)] { spans.map { (name: text($0.name, $0.nameCount), value: text($0.value, $0.valueCount)) } }
+    public var count: Int { spans.count }
+    public var isEmpty: Bool { spans.isEmpty }
+
+    public mutating func add(_ name: String, _ value: String) {
+        reserveOnFirstUse()
+        let n = Int32(bytes.count)
+        bytes.append(contentsOf: name.utf8)
+        let v = Int32(bytes.count)
+        bytes.append(contentsOf: value.utf8)
+        spans.append(Field(name: n, nameCount: v - n, value: v, valueCount: Int32(bytes.count) - v))
+    }
+
+    // A parser's pieces (http-parser may hand a name or a value in several calls): a new field, then more of its
+    // name, then its value.
+    mutating func beginField() {
+        reserveOnFirstUse()
+        let at = Int32(bytes.count)
+        spans.append(Field(name: at, nameCount: 0, value: at, valueCount: 0))
+    }
+
+    mutating func appendName(_ piece: UnsafeRawBufferPointer) {
+        guard !spans.isEmpty else { return }
+        bytes.append(contentsOf: piece)
+        spans[spans.count - 1].nameCount += Int32(piece.count)
+        spans[spans.count - 1].value = Int32(bytes.count)
+    }
+
+    mutating func appendValue(_ piece: UnsafeRawBufferPointer) {
+        guard !spans.isEmpty else { return }
+        bytes.append(contentsOf: piece)
+        spans[spans.count - 1].valueCount += Int32(piece.count)
+    }
+
+    private mutating func reserveOnFirstUse() {
+        if spans.isEmpty && spans.capacity == 0 {
+            spans.reserveCapacity(12)
+            bytes.reserveCapacity(512)
+        }
+    }
+
+    private func text(_ start: Int32, _ count: Int32) -> String {
+        bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[Int(start)..<Int(start + count)]), as: UTF8.self) }
+    }
+
+    /// The index of the first field after `from` named `name`, case-insensitively.
+    private func index(of name: String, from: Int = 0) -> Int? {
+        var name = name
+        return name.withUTF8 { wanted -> Int? in
+            bytes.withUnsafeBufferPointer { all -> Int? in
+                var i = from
+                while i < spans.count {
+                    let f = spans[i]
+                    if Int(f.nameCount) == wanted.count,
+                       HTTPHeaders.asciiEqualIgnoringCase(UnsafeBufferPointer(rebasing: all[Int(f.name)..<Int(f.name + f.nameCount)]), wanted) {
+                        return i
+                    }
+                    i += 1
+                }
+                return nil
+            }
+        }
+    }
 
     /// The first value of `name`, case-insensitively.
     public subscript(name: String) -> String? {
-        for f in fields where HTTPHeaders.sameName(f.name, name) { return f.value }
-        return nil
+        guard let i = index(of: name) else { return nil }
+        return text(spans[i].value, spans[i].valueCount)
+    }
+
+    /// Every value of `name`, in arrival order.
+    public func values(of name: String) -> [String] {
+        var out: [String] = []
+        var from = 0
+        while let i = index(of: name, from: from) {
+            out.append(text(spans[i].value, spans[i].valueCount))
+            from = i + 1
+        }
+        return out
     }
 
     /// ASCII case-insensitive equality (header names are ASCII tokens).
@@ -58,15 +144,16 @@ public struct HTTPRequest: Sendable {
 
     /// The request of `target` as sent (path, then `?query` when present).
     public init(method: String, target: String, headers: HTTPHeaders, body: [UInt8], remoteAddress: String) {
-        let q = target.firstIndex(of: "?")
-        self.init(method: method, path: Self.path(of: target), query: q.map { String(target[target.index(after: $0)...]) } ?? "",
+        let q = target.utf8.firstIndex(of: UInt8(ascii: "?"))
+        self.init(method: method, path: q.map { String(decoding: target.utf8[..<$0], as: UTF8.self) } ?? target,
+                  query: q.map { String(decoding: target.utf8[target.utf8.index(after: $0)...], as: UTF8.self) } ?? "",
                   headers: headers, body: body, remoteAddress: remoteAddress)
         emptyQueryMark = q != nil && query.isEmpty
     }
 
     /// The path of a request target: what comes before any `?`.
     public static func path(of target: String) -> String {
-        target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
+        target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(decoding: target.utf8[..<$0], as: UTF8.self) } ?? target
     }
 
     public init(method: String, path: String, query: String = "", headers: HTTPHeaders = HTTPHeaders(),

@@ -55,8 +55,7 @@ public final class Ingest: Sendable {
         if !path.hasPrefix(Self.hooksPrefix) {
             refusal = .error(404, "not found")
         } else {
-            name = String(path.dropFirst(Self.hooksPrefix.count))
-            if name.utf8.contains(UInt8(ascii: "%")) { name = name.removingPercentEncoding ?? "" }
+            name = Self.sourceName(path)
             if sources[name] == nil {
                 refusal = .error(404, "unknown source")
             } else if ["GET", "HEAD", "POST", "PUT"].contains(method) {
@@ -72,6 +71,13 @@ public final class Ingest: Sendable {
         return refusal.adding(headers: [("X-Request-Id", requestID)])
     }
 
+    /// The source named by a path under `hooksPrefix` (percent-decoded; "" when that fails).
+    static func sourceName(_ path: String) -> String {
+        let rest = path.utf8.dropFirst(hooksPrefix.utf8.count)
+        let name = String(decoding: rest, as: UTF8.self)
+        return rest.contains(UInt8(ascii: "%")) ? (name.removingPercentEncoding ?? "") : name
+    }
+
     /// The server's handler: `/v1/hooks/{source}` and `/healthz`; everything else is 404.
     public func handle(_ request: HTTPRequest, _ responder: any HTTPResponder) {
         let requestID = Self.requestID(request)
@@ -84,8 +90,7 @@ public final class Ingest: Sendable {
             responder.respond(withID(.error(404, "not found"), requestID))
             return
         }
-        var name = String(request.path.dropFirst(Self.hooksPrefix.count))
-        if name.utf8.contains(UInt8(ascii: "%")) { name = name.removingPercentEncoding ?? "" }
+        let name = Self.sourceName(request.path)
         guard let source = sources[name] else {
             log.warn("unknown source", ["requestId": requestID, "source": String(name.prefix(100)), "remote": request.remoteAddress])
             responder.respond(withID(.error(404, "unknown source"), requestID))
@@ -255,7 +260,7 @@ public final class Ingest: Sendable {
     /// Content-Type is taken as JSON when it parses as JSON. JSON is only validated here; the tree is built when an
     /// adapter or an idempotency rule reads it.
     static func parse(_ body: [UInt8], contentType: String) -> Result<LazyPayload, ParseError> {
-        let media = contentType.split(separator: ";").first.map { $0.trimmedASCII.lowercased() } ?? ""
+        let media = mediaType(contentType)
         if body.isEmpty { return .failure(ParseError(status: 400, reason: "empty body")) }
         let isJSON = media == "application/json" || media == "text/json" || (media.hasPrefix("application/") && media.hasSuffix("+json"))
         if isJSON || media.isEmpty {
@@ -276,6 +281,20 @@ public final class Ingest: Sendable {
             return .success(LazyPayload(.form(fields)))
         }
         return .failure(ParseError(status: 415, reason: "Content-Type \(media) is not accepted (JSON or form)"))
+    }
+
+    /// A Content-Type's media type: before any `;`, without surrounding spaces and tabs, in lower case.
+    static func mediaType(_ contentType: String) -> String {
+        let u = contentType.utf8
+        let end = u.firstIndex(of: UInt8(ascii: ";")) ?? u.endIndex
+        var lo = u.startIndex, hi = end
+        while lo < hi, u[lo] == 0x20 || u[lo] == 0x09 { lo = u.index(after: lo) }
+        while lo < hi, u[u.index(before: hi)] == 0x20 || u[u.index(before: hi)] == 0x09 { hi = u.index(before: hi) }
+        let media = u[lo..<hi]
+        if media.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) {
+            return String(decoding: media.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }, as: UTF8.self)
+        }
+        return String(decoding: media, as: UTF8.self)
     }
 
     public static func parseForm(_ body: [UInt8]) -> [(String, String)]? {

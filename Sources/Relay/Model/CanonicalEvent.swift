@@ -201,60 +201,71 @@ extension CanonicalEvent {
     /// `.sortedKeys`, made without it because this runs once per accepted webhook. `includeTrace`: with the trace
     /// context (the store's copy and the admin API); what destinations receive has none, so it is off by default.
     public func jsonText(includeRaw: Bool = true, includeTrace: Bool = false) -> String {
-        var out = "{\"attributes\":"
-        JSONValue.object(attributes).write(to: &out)
-        out += ",\"id\":"
-        JSONValue.appendQuoted(id, to: &out)
-        out += ",\"idempotencyKey\":"
-        JSONValue.appendQuoted(idempotencyKey, to: &out)
+        String(decoding: jsonBytes(includeRaw: includeRaw, includeTrace: includeTrace), as: UTF8.self)
+    }
+
+    /// `jsonText` as UTF-8 bytes (what the stores write).
+    public func jsonBytes(includeRaw: Bool = true, includeTrace: Bool = false) -> [UInt8] {
+        var w = JSONWriter(capacity: 512 + (includeRaw ? (raw?.bytes.count ?? 0) * 5 / 4 : 0))
+        w.raw("{\"attributes\":")
+        w.value(.object(attributes))
+        w.raw(",\"id\":")
+        w.quoted(id)
+        w.raw(",\"idempotencyKey\":")
+        w.quoted(idempotencyKey)
         if let occurredAt {
-            out += ",\"occurredAt\":"
-            JSONValue.appendQuoted(occurredAt, to: &out)
+            w.raw(",\"occurredAt\":")
+            w.quoted(occurredAt)
         }
         if let providerStatus {
-            out += ",\"providerStatus\":{\"code\":"
-            JSONValue.appendQuoted(providerStatus.code, to: &out)
+            w.raw(",\"providerStatus\":{\"code\":")
+            w.quoted(providerStatus.code)
             if let label = providerStatus.label {
-                out += ",\"label\":"
-                JSONValue.appendQuoted(label, to: &out)
+                w.raw(",\"label\":")
+                w.quoted(label)
             }
-            out += "}"
+            w.raw("}")
         }
         if includeRaw, let raw {
-            out += ",\"raw\":{\"body\":"
-            JSONValue.appendQuoted(raw.body, to: &out)
-            out += ",\"contentType\":"
-            JSONValue.appendQuoted(raw.contentType, to: &out)
-            out += "}"
+            w.raw(",\"raw\":{\"body\":")
+            w.quoted(raw.body)
+            w.raw(",\"contentType\":")
+            w.quoted(raw.contentType)
+            w.raw("}")
         }
-        out += ",\"receivedAt\":"
-        JSONValue.appendQuoted(receivedAt, to: &out)
-        out += ",\"source\":"
-        JSONValue.appendQuoted(source, to: &out)
+        w.raw(",\"receivedAt\":")
+        w.quoted(receivedAt)
+        w.raw(",\"source\":")
+        w.quoted(source)
         if let status {
-            out += ",\"status\":"
-            JSONValue.appendQuoted(status.rawValue, to: &out)
+            w.raw(",\"status\":")
+            w.quoted(status.rawValue)
         }
         if let statusFallback {
-            out += ",\"statusFallback\":"
-            JSONValue.appendQuoted(statusFallback.rawValue, to: &out)
+            w.raw(",\"statusFallback\":")
+            w.quoted(statusFallback.rawValue)
         }
-        if statusUnmapped == true { out += ",\"statusUnmapped\":true" }
-        out += ",\"subject\":{"
+        if statusUnmapped == true { w.raw(",\"statusUnmapped\":true") }
+        w.raw(",\"subject\":{")
         for (i, k) in subject.keys.sorted().enumerated() {
-            if i > 0 { out += "," }
-            JSONValue.appendQuoted(k, to: &out)
-            out += ":"
-            JSONValue.appendQuoted(subject[k]!, to: &out)
+            if i > 0 { w.raw(",") }
+            w.quoted(k)
+            w.raw(":")
+            w.quoted(subject[k]!)
         }
-        out += "}"
+        w.raw("}")
         if includeTrace, let trace {
-            out += ",\"trace\":"
-            trace.writeJSON(to: &out)
+            w.raw(",\"trace\":{\"parent\":")
+            w.quoted(trace.traceparent)
+            if let state = trace.state {
+                w.raw(",\"state\":")
+                w.quoted(state)
+            }
+            w.raw("}")
         }
-        out += ",\"type\":"
-        JSONValue.appendQuoted(type, to: &out)
-        out += "}"
-        return out
+        w.raw(",\"type\":")
+        w.quoted(type)
+        w.raw("}")
+        return w.bytes
     }
 }

@@ -84,8 +84,10 @@ public struct CorrelationScope: Sendable, Equatable {
 /// retained and released every field at each step.
 public final class PendingCommit: Sendable {
     public let event: CanonicalEvent
-    /// The canonical event's JSON, without the raw body, with its trace context.
-    public let json: String
+    /// The canonical event's JSON, without the raw body, with its trace context: UTF-8, made once on the thread
+    /// that received the webhook.
+    public let jsonBytes: [UInt8]
+    public var json: String { String(decoding: jsonBytes, as: UTF8.self) }
     /// The raw body, byte for byte.
     public let body: [UInt8]
     public let deliveries: [PlannedDelivery]
@@ -95,7 +97,7 @@ public final class PendingCommit: Sendable {
     public init(event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                 completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         self.event = event
-        json = event.jsonText(includeRaw: false, includeTrace: true)
+        jsonBytes = event.jsonBytes(includeRaw: false, includeTrace: true)
         body = event.raw?.bytes ?? []
         self.deliveries = deliveries
         self.link = link

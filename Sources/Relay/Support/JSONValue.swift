@@ -89,30 +89,9 @@ public enum JSONValue: Sendable, Equatable, Hashable {
 
     /// Appends compact JSON text with sorted keys.
     public func write(to out: inout String) {
-        switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .number(let n):
-            if n.rounded() == n, abs(n) < 9.0e15 { out += String(Int64(n)) } else if n.isFinite { out += String(n) } else { out += "null" }
-        case .integer(let digits): out += digits
-        case .string(let s): JSONValue.appendQuoted(s, to: &out)
-        case .array(let a):
-            out += "["
-            for (i, v) in a.enumerated() {
-                if i > 0 { out += "," }
-                v.write(to: &out)
-            }
-            out += "]"
-        case .object(let o):
-            out += "{"
-            for (i, k) in o.keys.sorted().enumerated() {
-                if i > 0 { out += "," }
-                JSONValue.appendQuoted(k, to: &out)
-                out += ":"
-                o[k]!.write(to: &out)
-            }
-            out += "}"
-        }
+        var w = JSONWriter()
+        w.value(self)
+        out += w.string
     }
 
     /// Appends `s` as a JSON string literal. Escaping works on UTF-8 bytes (multi-byte sequences never contain a
@@ -230,6 +209,79 @@ extension JSONValue: Codable {
         case .string(let s): try c.encode(s)
         case .array(let a): try c.encode(a)
         case .object(let o): try c.encode(o)
+        }
+    }
+}
+
+/// Compact JSON written as UTF-8 bytes into one buffer: what the stores keep of every event and what adapters send,
+/// so it runs once or more per webhook (appending to a `String` piece by piece costs several times as much).
+public struct JSONWriter {
+    public private(set) var bytes: [UInt8] = []
+
+    public init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
+
+    public var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// Text that is already JSON (punctuation, a key with its quotes).
+    public mutating func raw(_ text: StaticString) {
+        text.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    public mutating func raw(_ text: String) { bytes.append(contentsOf: text.utf8) }
+
+    /// `s` as a JSON string literal: `"`, `\`, and control characters escaped; everything else as it is.
+    public mutating func quoted(_ s: String) {
+        var s = s
+        s.withUTF8 { quoted(bytes: $0) }
+    }
+
+    public mutating func quoted(bytes text: UnsafeBufferPointer<UInt8>) {
+        bytes.append(0x22)
+        var run = 0   // start of the bytes not yet copied
+        for (i, u) in text.enumerated() where u < 0x20 || u == 0x22 || u == 0x5c {
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[run..<i]))
+            run = i + 1
+            switch u {
+            case 0x22: bytes.append(0x5c); bytes.append(0x22)
+            case 0x5c: bytes.append(0x5c); bytes.append(0x5c)
+            case 0x0a: bytes.append(0x5c); bytes.append(UInt8(ascii: "n"))
+            case 0x0d: bytes.append(0x5c); bytes.append(UInt8(ascii: "r"))
+            case 0x09: bytes.append(0x5c); bytes.append(UInt8(ascii: "t"))
+            default:
+                let hex: StaticString = "0123456789abcdef"
+                bytes.append(0x5c); bytes.append(UInt8(ascii: "u")); bytes.append(UInt8(ascii: "0")); bytes.append(UInt8(ascii: "0"))
+                bytes.append(hex.utf8Start[Int(u >> 4)]); bytes.append(hex.utf8Start[Int(u & 0xf)])
+            }
+        }
+        bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[run...]))
+        bytes.append(0x22)
+    }
+
+    /// A value, objects with sorted keys (the text `JSONValue.jsonString()` gives).
+    public mutating func value(_ v: JSONValue) {
+        switch v {
+        case .null: raw("null")
+        case .bool(let b): if b { raw("true") } else { raw("false") }
+        case .number(let n):
+            if n.rounded() == n, abs(n) < 9.0e15 { raw(String(Int64(n))) } else if n.isFinite { raw(String(n)) } else { raw("null") }
+        case .integer(let digits): raw(digits)
+        case .string(let s): quoted(s)
+        case .array(let a):
+            bytes.append(UInt8(ascii: "["))
+            for (i, e) in a.enumerated() {
+                if i > 0 { bytes.append(UInt8(ascii: ",")) }
+                value(e)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        case .object(let o):
+            bytes.append(UInt8(ascii: "{"))
+            for (i, k) in o.keys.sorted().enumerated() {
+                if i > 0 { bytes.append(UInt8(ascii: ",")) }
+                quoted(k)
+                bytes.append(UInt8(ascii: ":"))
+                value(o[k]!)
+            }
+            bytes.append(UInt8(ascii: "}"))
         }
     }
 }

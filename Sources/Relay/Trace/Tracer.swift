@@ -72,19 +72,11 @@ public final class Tracer: Sendable {
     /// children), and its parent: the `traceparent`'s parent id, or 0 when the header was absent or invalid and a
     /// new trace was started.
     public func ingest(_ headers: HTTPHeaders) -> (context: TraceContext, parent: UInt64) {
-        var parentHeader: String?
-        var duplicated = false
-        var state: String?
-        for f in headers.fields where f.name.utf8.count == 11 || f.name.utf8.count == 10 {
-            if HTTPHeaders.sameName(f.name, "traceparent") {
-                duplicated = parentHeader != nil
-                parentHeader = f.value
-            } else if HTTPHeaders.sameName(f.name, "tracestate") {
-                state = state.map { $0 + "," + f.value } ?? f.value
-            }
-        }
+        let parents = headers.values(of: "traceparent")
         let span = spanID()
-        if let parentHeader, !duplicated, let p = Traceparent.parse(parentHeader) {
+        if parents.count == 1, let p = Traceparent.parse(parents[0]) {
+            let states = headers.values(of: "tracestate")
+            let state: String? = states.isEmpty ? nil : states.joined(separator: ",")
             return (TraceContext(traceID: p.traceID, spanID: span, flags: p.flags, state: Traceparent.state(state)), p.parentID)
         }
         return (newTrace(spanID: span), 0)

@@ -225,7 +225,10 @@ public struct HMACVerifier: Verifier {
     }
 
     private func stripPrefix(_ s: Substring) -> Substring? {
-        let t = s.drop(while: { $0 == " " })
+        let u = s.utf8
+        var start = u.startIndex
+        while start < u.endIndex, u[start] == 0x20 { start = u.index(after: start) }
+        let t = Substring(u[start...])
         if prefix.isEmpty { return t }
         // Byte-wise, ASCII letters in either case (the prefixes are ASCII: `sha256=`, `v1,`).
         let head = t.utf8.prefix(prefix.utf8.count)
