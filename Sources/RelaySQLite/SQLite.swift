@@ -136,9 +136,14 @@ public final class Statement {
         if rc != SQLITE_OK { throw db.error(rc, sql) }
     }
 
-    /// Binds text that SQLite reads in place, without a copy (`SQLITE_STATIC`): `utf8` must stay valid until the
-    /// statement is reset, so bind, step and `reset()` inside the closure that lent the pointer.
-    public func bindInPlace(_ index: Int32, text utf8: UnsafeRawBufferPointer) throws {
+    /// Binds text that SQLite reads in place, without a copy (`SQLITE_STATIC`), or NULL for nil: `utf8` must stay
+    /// valid until the statement is reset, so bind, step and `reset()` inside the closure that lent the pointer.
+    public func bindInPlace(_ index: Int32, text utf8: UnsafeRawBufferPointer?) throws {
+        guard let utf8 else {
+            let rc = sqlite3_bind_null(handle, index)
+            if rc != SQLITE_OK { throw db.error(rc, sql) }
+            return
+        }
         guard let base = utf8.baseAddress, utf8.count > 0 else {
             let rc = sqlite3_bind_text(handle, index, "", 0, relay_sqlite_transient())
             if rc != SQLITE_OK { throw db.error(rc, sql) }

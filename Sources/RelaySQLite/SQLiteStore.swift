@@ -610,6 +610,17 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
     // the text was a measurable part of an insert). Writer thread only.
     private var insertEvent: Statement?
     private var insertDelivery: Statement?
+    /// The writer's buffer for the text an insert binds: every value is copied here once and SQLite reads it in
+    /// place (no copy of its own, nothing to free when the statement is reset).
+    private var scratch: [UInt8] = []
+
+    /// Appends `s` to `scratch`: where it is, or nil for a NULL.
+    private func stage(_ s: String?) -> Range<Int>? {
+        guard let s else { return nil }
+        let start = scratch.count
+        scratch.append(contentsOf: s.utf8)
+        return start..<scratch.count
+    }
 
     private func statement(_ slot: inout Statement?, _ sql: String) throws -> Statement {
         if let s = slot {
@@ -628,20 +639,22 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
             INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, idempotency_key) DO NOTHING
             """)
-        try insert.bind(1, e.id)
-        try insert.bind(2, e.source)
-        try insert.bind(3, e.idempotencyKey)
-        try insert.bind(4, e.type)
-        try insert.bind(5, e.storedStatus)
-        try insert.bind(6, e.receivedAt)
-        try insert.bind(8, e.raw?.contentType)
-        // The two large values are read where they are: bound, stepped and unbound while their buffers are lent.
-        try p.jsonBytes.withUnsafeBytes { json in
-            try p.body.withUnsafeBytes { body in
-                defer { insert.reset() }
-                try insert.bindInPlace(7, text: json)
-                try insert.bindInPlace(9, blob: body)
-                try insert.step()
+        // Every value is read where it is (the event's JSON and body in their own buffers, the rest staged in
+        // `scratch`): bound, stepped and unbound while the buffers are lent.
+        scratch.removeAll(keepingCapacity: true)
+        let texts = [stage(e.id), stage(e.source), stage(e.idempotencyKey), stage(e.type), stage(e.storedStatus),
+                     stage(e.receivedAt), nil, stage(e.raw?.contentType)]
+        try scratch.withUnsafeBytes { staged in
+            try p.jsonBytes.withUnsafeBytes { json in
+                try p.body.withUnsafeBytes { body in
+                    defer { insert.reset() }
+                    for (i, range) in texts.enumerated() where i != 6 {
+                        try insert.bindInPlace(Int32(i + 1), text: range.map { UnsafeRawBufferPointer(rebasing: staged[$0]) })
+                    }
+                    try insert.bindInPlace(7, text: json)
+                    try insert.bindInPlace(9, blob: body)
+                    try insert.step()
+                }
             }
         }
         guard writer.changes == 1 else {
@@ -668,15 +681,21 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
                 INSERT INTO deliveries (rid, event_id, destination, subject_key, state, next_attempt_at, created_at)
                 VALUES (?, ?, ?, ?, 'pending', ?, ?)
                 """)
-            for (i, d) in p.deliveries.enumerated() {
-                delivery.reset()
-                try delivery.bind(1, seq * Self.deliveriesPerEvent + Int64(i))
-                try delivery.bind(2, e.id)
-                try delivery.bind(3, d.destination)
-                try delivery.bind(4, e.subjectKey)
-                try delivery.bind(5, now)
-                try delivery.bind(6, now)
-                try delivery.step()
+            scratch.removeAll(keepingCapacity: true)
+            let id = stage(e.id), subject = stage(e.subjectKey)
+            let destinations = p.deliveries.map { stage($0.destination) }
+            try scratch.withUnsafeBytes { staged in
+                defer { delivery.reset() }
+                for i in p.deliveries.indices {
+                    delivery.reset()
+                    try delivery.bind(1, seq * Self.deliveriesPerEvent + Int64(i))
+                    try delivery.bindInPlace(2, text: id.map { UnsafeRawBufferPointer(rebasing: staged[$0]) })
+                    try delivery.bindInPlace(3, text: destinations[i].map { UnsafeRawBufferPointer(rebasing: staged[$0]) })
+                    try delivery.bindInPlace(4, text: subject.map { UnsafeRawBufferPointer(rebasing: staged[$0]) })
+                    try delivery.bind(5, now)
+                    try delivery.bind(6, now)
+                    try delivery.step()
+                }
             }
         }
         return .inserted(e.id)

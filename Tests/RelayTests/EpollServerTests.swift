@@ -55,6 +55,32 @@ struct EpollServerTests {
         #expect(server.requestsInFlight == 0)
     }
 
+    @Test("header fields split across reads arrive whole and in order; a chunked body's trailer is not read as headers")
+    func headersInPieces() throws {
+        let seen = Mutex<[[(String, String)]]>([])
+        let server = try Self.start { request, responder in
+            seen.withLock { $0.append(request.headers.fields.map { ($0.name, $0.value) }) }
+            responder.respond(HTTPResponse(status: 200, body: Array((request.headers["x-signature"] ?? "-").utf8)))
+        }
+        defer { server.stop() }
+        let c = try Connection(port: server.port)
+        let request = "POST /p HTTP/1.1\r\nHost: x\r\nX-Signature: sha256=abcdef\r\nX-Empty:\r\nX-Dup: 1\r\n"
+            + "x-dup: 2\r\nContent-Length: 2\r\n\r\nok"
+        // One byte per write, with a pause: the parser hands names and values over in pieces.
+        for byte in request.utf8 {
+            try c.send([byte])
+            usleep(200)
+        }
+        #expect(try c.readResponse().text == "sha256=abcdef")
+        try c.send("POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-Signature: forged\r\n\r\n")
+        #expect(try c.readResponse().text == "-")
+        let all = seen.withLock { $0 }
+        #expect(all.count == 2)
+        #expect(all.first?.map(\.0) == ["Host", "X-Signature", "X-Empty", "X-Dup", "x-dup", "Content-Length"])
+        #expect(all.first?.map(\.1) == ["x", "sha256=abcdef", "", "1", "2", "2"])
+        #expect(all.last?.map(\.0) == ["Host", "Transfer-Encoding"])
+    }
+
     @Test("HEAD gets the headers and no body; HTTP/1.0 and Connection: close are answered, then closed")
     func headAndClose() throws {
         let server = try Self.start(handler: Self.echo())
