@@ -441,34 +441,9 @@ public final class Dispatcher: @unchecked Sendable {
         var nextWake = now + 1
         for (name, var lane) in lanes {
             defer { lanes[name] = lane }
-            let p = lane.destination.policy
-            if let rate = p.rateLimit {
-                lane.tokens = min(Self.bucket(rate), lane.tokens + (now - lane.refilledAt) * rate)
-                lane.refilledAt = now
-            }
-            if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
-            if lane.retired || paused.withLock({ $0.contains(name) }) { continue }
-            if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); continue }
-            if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
-                // Due now: give the statuses queued together a moment to join one request.
-                let until = lane.batchHoldUntil ?? (now + batching.wait)
-                lane.batchHoldUntil = until
-                if until > now { nextWake = min(nextWake, until); continue }
-            }
-            var room = p.maxInFlight - lane.inFlight
-            if let rate = p.rateLimit {
-                room = min(room, Int(lane.tokens))
-                if room <= 0 { nextWake = min(nextWake, now + (1 - lane.tokens) / rate) }
-            }
-            guard room > 0 else { continue }
-            if lane.breaker.state != .closed {
-                // Open past its cooldown, or half-open: one probe at a time.
-                let before = lane.breaker.state
-                guard lane.breaker.allow(now: now) else { continue }
-                if before == .open { logCircuit(name, from: before, lane.breaker, cause: nil) }
-                room = 1
-            }
-            wanted.append(LaneRequest(destination: name, limit: room * (lane.batching?.maxItems ?? 1), discipline: p.discipline))
+            guard let room = laneRoom(name, &lane, now: now, nextWake: &nextWake) else { continue }
+            wanted.append(LaneRequest(destination: name, limit: room * (lane.batching?.maxItems ?? 1),
+                                      discipline: lane.destination.policy.discipline))
             requestRoom[name] = room
         }
         guard !wanted.isEmpty else { return nextWake }
@@ -484,35 +459,76 @@ public final class Dispatcher: @unchecked Sendable {
         for (name, batch) in claimed {
             guard var lane = lanes[name] else { continue }
             let limit = wanted.first { $0.destination == name }?.limit ?? 0
-            lane.batchHoldUntil = nil
-            lane.batchBacklog = lane.batching != nil && batch.claims.count >= limit
-            if batch.claims.count < limit {
-                // Drained what is due now: sleep until the next retry is due (or a wake).
-                if let next = batch.nextDueMillis {
-                    lane.nextDue = now + max(0, Double(next - nowMillis) / 1000)
-                } else {
-                    lane.nextDue = .infinity
-                }
-            }
-            if batch.claims.isEmpty { lane.breaker.cancelProbe() }
-            if let batching = lane.batching {
-                let requests = sendBatches(batch.claims, events: batch.events, destination: lane.destination, batching: batching,
-                                           room: requestRoom[name] ?? 1)
-                lane.inFlight += requests
-                if lane.destination.policy.rateLimit != nil { lane.tokens -= Double(requests) }
-            } else {
-                for claim in batch.claims {
-                    lane.inFlight += 1
-                    if lane.destination.policy.rateLimit != nil { lane.tokens -= 1 }
-                    let context = DeliveryContext(deliveryID: claim.id, destination: name, attempt: claim.attempts + 1,
-                                                  step: claim.step, values: claim.values)
-                    send(claim, event: batch.events[claim.eventSeq], context: context, learned: [:], destination: lane.destination)
-                }
-            }
+            start(batch, on: &lane, limit: limit, room: requestRoom[name] ?? 1, now: now, nowMillis: nowMillis)
             lanes[name] = lane
             if lane.nextDue != .infinity { nextWake = min(nextWake, lane.nextDue) }
         }
         return nextWake
+    }
+
+    /// How many requests a lane may start now (its rate budget refilled first): nil when none (not due yet,
+    /// retired or paused, an open circuit, a batch's wait, no room under `maxInFlight` or the rate limit), and
+    /// `nextWake` then says when to look again; one probe for a circuit past its cooldown.
+    private func laneRoom(_ name: String, _ lane: inout Lane, now: Double, nextWake: inout Double) -> Int? {
+        let p = lane.destination.policy
+        if let rate = p.rateLimit {
+            lane.tokens = min(Self.bucket(rate), lane.tokens + (now - lane.refilledAt) * rate)
+            lane.refilledAt = now
+        }
+        if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); return nil }
+        if lane.retired || paused.withLock({ $0.contains(name) }) { return nil }
+        if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); return nil }
+        if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
+            // Due now: give the statuses queued together a moment to join one request.
+            let until = lane.batchHoldUntil ?? (now + batching.wait)
+            lane.batchHoldUntil = until
+            if until > now { nextWake = min(nextWake, until); return nil }
+        }
+        var room = p.maxInFlight - lane.inFlight
+        if let rate = p.rateLimit {
+            room = min(room, Int(lane.tokens))
+            if room <= 0 { nextWake = min(nextWake, now + (1 - lane.tokens) / rate) }
+        }
+        guard room > 0 else { return nil }
+        if lane.breaker.state != .closed {
+            // Open past its cooldown, or half-open: one probe at a time.
+            let before = lane.breaker.state
+            guard lane.breaker.allow(now: now) else { return nil }
+            if before == .open { logCircuit(name, from: before, lane.breaker, cause: nil) }
+            room = 1
+        }
+        return room
+    }
+
+    /// A lane's claims go out (a request each, or in batches) and count in flight; what the claim found tells the
+    /// lane when it is next due.
+    private func start(_ batch: ClaimedLane, on lane: inout Lane, limit: Int, room: Int, now: Double, nowMillis: Int64) {
+        lane.batchHoldUntil = nil
+        lane.batchBacklog = lane.batching != nil && batch.claims.count >= limit
+        if batch.claims.count < limit {
+            // Drained what is due now: sleep until the next retry is due (or a wake).
+            if let next = batch.nextDueMillis {
+                lane.nextDue = now + max(0, Double(next - nowMillis) / 1000)
+            } else {
+                lane.nextDue = .infinity
+            }
+        }
+        if batch.claims.isEmpty { lane.breaker.cancelProbe() }
+        let destination = lane.destination
+        if let batching = lane.batching {
+            let requests = sendBatches(batch.claims, events: batch.events, destination: destination, batching: batching,
+                                       room: room)
+            lane.inFlight += requests
+            if destination.policy.rateLimit != nil { lane.tokens -= Double(requests) }
+        } else {
+            for claim in batch.claims {
+                lane.inFlight += 1
+                if destination.policy.rateLimit != nil { lane.tokens -= 1 }
+                let context = DeliveryContext(deliveryID: claim.id, destination: destination.name,
+                                              attempt: claim.attempts + 1, step: claim.step, values: claim.values)
+                send(claim, event: batch.events[claim.eventSeq], context: context, learned: [:], destination: destination)
+            }
+        }
     }
 
     /// Sends one step of one delivery.
