@@ -133,6 +133,10 @@ public final class Dispatcher: @unchecked Sendable {
         let learned: [String: String]
         /// The destination that sent the step before (a reload may have replaced the lane's since).
         let destination: Destination
+        /// The step before: when it started, and its answer (recorded with the attempt if a stop comes first).
+        let startedAt: Double
+        let status: Int
+        let response: String
 
         /// What is made durable before the step goes out: the delivery resumes there.
         var progress: StepProgress { StepProgress(step: context.step, values: context.values) }
@@ -741,8 +745,8 @@ public final class Dispatcher: @unchecked Sendable {
     /// A finished request, read.
     private enum Reading {
         case final(Verdict)
-        /// A step was answered and another follows; `answer`: the step's status and response.
-        case nextStep(NextStep, answer: Verdict)
+        /// A step was answered and another follows.
+        case nextStep(NextStep)
     }
 
     /// Handles what the inbox brought, in order: each finished request is recorded (the lanes updated, every
@@ -754,6 +758,10 @@ public final class Dispatcher: @unchecked Sendable {
             switch message {
             case .finished(let f):
                 record(f, stopping: stopping, into: &recording)
+            case .continueStep(let next) where stopping:
+                // The stop came while the step's progress was being saved: no new step either.
+                lanes[next.destination.name]?.inFlight -= 1
+                stopBefore(next, Timing(startedAt: next.startedAt, recording), into: &recording)
             case .continueStep(let next):
                 send(next.claim, event: next.event, context: next.context, learned: next.learned,
                      destination: next.destination)
@@ -783,9 +791,9 @@ public final class Dispatcher: @unchecked Sendable {
         lane.inFlight -= 1
         let timing = Timing(startedAt: f.startedAt, recording)
         switch Self.classify(f, destination: lane.destination) {
-        case .nextStep(let next, let answer):
+        case .nextStep(let next):
             if stopping {
-                stopBefore(next, answer, destination: lane.destination, timing, into: &recording)
+                stopBefore(next, timing, into: &recording)
             } else {
                 lane.inFlight += 1   // the same attempt goes on
                 saveProgressAndContinue(next)
@@ -850,9 +858,8 @@ public final class Dispatcher: @unchecked Sendable {
     /// An answer, classified by the adapter: a delivery's step by `outcome` (identifiers learned, values, maybe a
     /// next step), a batch by `classify` (and per item when the answer names them).
     private static func classifyAnswer(_ r: OutboundResponse, _ f: Finished, destination: Destination) -> Reading {
-        var v = Verdict(classification: .delivered, status: r.status,
-                        response: String(decoding: r.body.prefix(AttemptRecord.maxResponse), as: UTF8.self),
-                        learned: f.learned)
+        let response = String(decoding: r.body.prefix(AttemptRecord.maxResponse), as: UTF8.self)
+        var v = Verdict(classification: .delivered, status: r.status, response: response, learned: f.learned)
         guard let context = f.context, let event = f.events.first else {
             v.classification = destination.adapter.classify(r)
             v.items = itemClassifications(r, f, destination: destination)
@@ -865,7 +872,8 @@ public final class Dispatcher: @unchecked Sendable {
             next.step += 1
             next.values.merge(outcome.values) { _, new in new }
             return .nextStep(NextStep(claim: f.delivery, event: event, context: next, learned: v.learned,
-                                      destination: destination), answer: v)
+                                      destination: destination, startedAt: f.startedAt, status: r.status,
+                                      response: response))
         }
         v.classification = outcome.classification
         if v.classification != .delivered {
@@ -909,17 +917,17 @@ public final class Dispatcher: @unchecked Sendable {
         }
     }
 
-    /// No new step while stopping: the attempt is recorded with the step's progress (a retry, due now), and the
-    /// delivery resumes at the next step after the restart.
-    private func stopBefore(_ next: NextStep, _ answer: Verdict, destination: Destination, _ timing: Timing,
-                            into recording: inout Recording) {
+    /// No new step while stopping (the stop came before the step's answer was read, or while its progress was
+    /// being saved): the attempt is recorded with the step's progress (a retry, due now), and the delivery resumes
+    /// at the next step after the restart.
+    private func stopBefore(_ next: NextStep, _ timing: Timing, into recording: inout Recording) {
         recording.records.append(FinishedDelivery(claim: next.claim,
-                                                  attempt: timing.attempt(status: answer.status,
+                                                  attempt: timing.attempt(status: next.status,
                                                                           error: "stopped before step \(next.context.step + 1)",
-                                                                          response: answer.response),
+                                                                          response: next.response),
                                                   result: .retry(atMillis: timing.nowMillis), progress: next.progress,
-                                                  discipline: destination.policy.discipline))
-        link(next.learned, of: next.event, destination: destination, into: &recording)
+                                                  discipline: next.destination.policy.discipline))
+        link(next.learned, of: next.event, destination: next.destination, into: &recording)
     }
 
     /// Identifiers a destination's answers yielded, linked with the event's subject in the destination's scope.
