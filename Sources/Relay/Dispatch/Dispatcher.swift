@@ -133,7 +133,8 @@ public final class Dispatcher: @unchecked Sendable {
         let learned: [String: String]
         /// The destination that sent the step before (a reload may have replaced the lane's since).
         let destination: Destination
-        /// The step before: when it started, and its answer (recorded with the attempt if a stop comes first).
+        /// The step before: when it started, and its answer (recorded with the attempt if a stop comes first;
+        /// credentials blanked out).
         let startedAt: Double
         let status: Int
         let response: String
@@ -873,7 +874,7 @@ public final class Dispatcher: @unchecked Sendable {
             next.values.merge(outcome.values) { _, new in new }
             return .nextStep(NextStep(claim: f.delivery, event: event, context: next, learned: v.learned,
                                       destination: destination, startedAt: f.startedAt, status: r.status,
-                                      response: response))
+                                      response: (f.auth ?? destination.auth).map { $0.redact(response) } ?? response))
         }
         v.classification = outcome.classification
         if v.classification != .delivered {
