@@ -5,8 +5,14 @@ import Synchronization
 /// its destination's adapter, sends it through the HTTP client, classifies the answer and records the attempt.
 ///
 /// One thread runs the loop and owns all per-destination state (in-flight counts, rate budget, circuit breaker,
-/// next due time); the HTTP client's completions come back through an inbox. Every state change is in the store
+/// next due time); the HTTP client's completions, credentials fetched on another thread and a step's saved
+/// progress come back through an inbox, and only the loop translates and sends. Every state change is in the store
 /// (claims, attempts, retries, dead letters): nothing about a delivery lives only in memory.
+///
+/// One request's end (`AttemptOutcome`: not translated, no credentials, answered, no answer) goes through
+/// `record`: a refused 401 is authorized and sent once more; otherwise it is classified, and either a multi-step
+/// delivery goes on to its next step (its progress saved first), or the circuit learns from it and each delivery
+/// it carried gets its record, log line and count; what a turn of the loop recorded goes to the store at once.
 public final class Dispatcher: @unchecked Sendable {
     public struct Destination: Sendable {
         public var name: String
@@ -143,8 +149,9 @@ public final class Dispatcher: @unchecked Sendable {
         var progress: StepProgress { StepProgress(step: context.step, values: context.values) }
     }
 
-    /// What other threads (the HTTP client's, the store's, an auth's token fetch) hand to the loop. They only
-    /// enqueue: everything about a delivery's state, translation and sending happens on the loop's thread.
+    /// What reaches the loop through its inbox: from the HTTP client's thread, the store's, a token fetch's (they
+    /// only enqueue), and from the loop itself (a delivery that could not be translated). Everything about a
+    /// delivery's state, its translation and its sending happens on the loop's thread.
     private enum Message: Sendable {
         /// A request ended (or none could go out).
         case finished(Finished)
