@@ -5,8 +5,14 @@ import Synchronization
 /// its destination's adapter, sends it through the HTTP client, classifies the answer and records the attempt.
 ///
 /// One thread runs the loop and owns all per-destination state (in-flight counts, rate budget, circuit breaker,
-/// next due time); the HTTP client's completions come back through an inbox. Every state change is in the store
+/// next due time); the HTTP client's completions, credentials fetched on another thread and a step's saved
+/// progress come back through an inbox, and only the loop translates and sends. Every state change is in the store
 /// (claims, attempts, retries, dead letters): nothing about a delivery lives only in memory.
+///
+/// One request's end (`AttemptOutcome`: not translated, no credentials, answered, no answer) goes through
+/// `record`: a refused 401 is authorized and sent once more; otherwise it is classified, and either a multi-step
+/// delivery goes on to its next step (its progress saved first), or the circuit learns from it and each delivery
+/// it carried gets its record, log line and count; what a turn of the loop recorded goes to the store at once.
 public final class Dispatcher: @unchecked Sendable {
     public struct Destination: Sendable {
         public var name: String
@@ -48,6 +54,38 @@ public final class Dispatcher: @unchecked Sendable {
         var retired = false
     }
 
+    /// How one request ended.
+    private enum AttemptOutcome: Sendable {
+        /// No request went out: the delivery could not be translated (or its event is missing from the store, or
+        /// the progress of its last step could not be recorded).
+        case translateFailed(TranslateError)
+        /// No request went out: the credentials could not be had (a token endpoint down or refusing).
+        case authFailed(TranslateError, auth: any OutboundAuth)
+        /// The destination answered.
+        case answered(OutboundResponse, Sent)
+        /// The request got no answer (connection, timeout, TLS, I/O).
+        case transportFailed(TransportError, Sent)
+
+        /// A request went out (its duration is measured).
+        var wasSent: Bool {
+            switch self {
+            case .translateFailed, .authFailed: false
+            case .answered, .transportFailed: true
+            }
+        }
+    }
+
+    /// A request that went out, as what its answer may need.
+    private struct Sent: Sendable {
+        /// The request before credentials were attached (to sign again after a 401).
+        let unsigned: OutboundRequest
+        /// This is the one resend after a 401.
+        let retriedAuth: Bool
+        /// The auth that signed the request (a reload may have replaced the destination's since): it knows the token
+        /// that was sent, to drop on a 401 and to blank out of what is stored.
+        let auth: (any OutboundAuth)?
+    }
+
     /// One request's end: a delivery (at some step of it), or a batch of deliveries sharing the request.
     private struct Finished: Sendable {
         let claims: [ClaimedDelivery]
@@ -58,23 +96,73 @@ public final class Dispatcher: @unchecked Sendable {
         let context: DeliveryContext?
         /// Identifiers earlier steps of this attempt learned (correlation).
         let learned: [String: String]
-        let result: Result<OutboundResponse, TransportError>?
-        let translateFailure: TranslateError?
-        /// The request before credentials were attached (to sign again after a 401).
-        var unsigned: OutboundRequest? = nil
-        var retriedAuth = false
-        /// The credentials could not be had (a token endpoint down or refusing): the destination's circuit counts it.
-        var authFailure = false
-        /// The auth that signed the request (a reload may have replaced the destination's since): it knows the token
-        /// that was sent, to drop on a 401 and to blank out of what is stored.
-        var auth: (any OutboundAuth)? = nil
+        let outcome: AttemptOutcome
 
         var delivery: ClaimedDelivery { claims[0] }
-        var isBatch: Bool { context == nil }
+        /// The auth that signed the request, or could not (nil: nothing was to be signed).
+        var auth: (any OutboundAuth)? {
+            switch outcome {
+            case .translateFailed: nil
+            case .authFailed(_, let auth): auth
+            case .answered(_, let sent), .transportFailed(_, let sent): sent.auth
+            }
+        }
+    }
+
+    /// A request on its way (its credentials being attached, or sent): what its end is recorded with.
+    private struct Outgoing: Sendable {
+        let claims: [ClaimedDelivery]
+        let events: [CanonicalEvent]
+        let context: DeliveryContext?
+        let learned: [String: String]
+        let destination: Destination
+        let started: Double
+        /// The request with its trace context, before credentials were attached.
+        let unsigned: OutboundRequest
+        let retriedAuth: Bool
+        let span: AttemptSpan?
+
+        var sent: Sent { Sent(unsigned: unsigned, retriedAuth: retriedAuth, auth: destination.auth) }
+
+        func finished(_ outcome: AttemptOutcome) -> Finished {
+            Finished(claims: claims, events: events, destination: destination.name, startedAt: started, context: context,
+                     learned: learned, outcome: outcome)
+        }
+    }
+
+    /// A multi-step delivery's next step, within the same attempt.
+    private struct NextStep: Sendable {
+        let claim: ClaimedDelivery
+        let event: CanonicalEvent
+        /// The next step, with the values the steps so far extracted.
+        let context: DeliveryContext
+        let learned: [String: String]
+        /// The destination that sent the step before (a reload may have replaced the lane's since).
+        let destination: Destination
+        /// The step before: when it started, and its answer (recorded with the attempt if a stop comes first;
+        /// credentials blanked out).
+        let startedAt: Double
+        let status: Int
+        let response: String
+
+        /// What is made durable before the step goes out: the delivery resumes there.
+        var progress: StepProgress { StepProgress(step: context.step, values: context.values) }
+    }
+
+    /// What reaches the loop through its inbox: from the HTTP client's thread, the store's, a token fetch's (they
+    /// only enqueue), and from the loop itself (a delivery that could not be translated). Everything about a
+    /// delivery's state, its translation and its sending happens on the loop's thread.
+    private enum Message: Sendable {
+        /// A request ended (or none could go out).
+        case finished(Finished)
+        /// A step's progress is durable: the next step goes out.
+        case continueStep(NextStep)
+        /// The credentials came on another thread (after a token fetch): the request goes out.
+        case authorized(OutboundRequest, Outgoing)
     }
 
     private struct Inbox {
-        var finished: [Finished] = []
+        var messages: [Message] = []
         var wake = false
         var stopping = false
         /// How long a stop waits for the attempts in flight (`shutdown(timeout:)`).
@@ -121,6 +209,8 @@ public final class Dispatcher: @unchecked Sendable {
     private let signal = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
     private var thread: Thread?
+    /// The loop's thread, once it runs.
+    private let loopThread = Mutex<pthread_t?>(nil)
 
     public init(store: any DeliveryQueueStore, client: HTTPClient, destinations: [Destination], log: Logger,
                 correlation: CorrelationSettings = CorrelationSettings(keys: []), metrics: Metrics? = nil,
@@ -274,8 +364,8 @@ public final class Dispatcher: @unchecked Sendable {
                                      tokens: d.policy.rateLimit.map(Self.bucket) ?? 0, refilledAt: now)
             }
         }
-        for name in lanes.keys where !kept.contains(name) {
-            if lanes[name]!.inFlight == 0 { lanes[name] = nil } else { lanes[name]!.retired = true }
+        for (name, lane) in lanes where !kept.contains(name) {
+            if lane.inFlight == 0 { lanes[name] = nil } else { lanes[name]?.retired = true }
         }
     }
 
@@ -303,21 +393,13 @@ public final class Dispatcher: @unchecked Sendable {
 
     private func loop() {
         nameThisThread("relay-dispatch")
+        loopThread.withLock { $0 = pthread_self() }
         var stopDeadline: Double?
         while true {
-            let (finished, woken, stopping, stopTimeout, replacement, refresh) = inbox.withLock { box -> ([Finished], Bool, Bool, Double, [Destination]?, Bool) in
-                let f = box.finished
-                box.finished.removeAll(keepingCapacity: true)
-                let w = box.wake
-                box.wake = false
-                let r = box.replacement
-                box.replacement = nil
-                let refresh = box.refresh
-                box.refresh = false
-                return (f, w, box.stopping, box.stopTimeout, r, refresh)
-            }
-            if let replacement { applyReplacement(replacement) }
-            if refresh && prepared {
+            let taken = takeInbox()
+            let stopping = taken.stopping
+            if let replacement = taken.replacement { applyReplacement(replacement) }
+            if taken.refresh && prepared {
                 if let names = try? store.pausedDestinations() { paused.withLock { $0 = names } }
                 if let stored = try? store.circuits() { restoreCircuits(stored) }
             }
@@ -328,13 +410,14 @@ public final class Dispatcher: @unchecked Sendable {
                     continue
                 }
             }
-            if woken { for name in lanes.keys { lanes[name]!.nextDue = 0 } }
-            if !finished.isEmpty { record(finished, stopping: stopping) }
+            if taken.wake { for i in lanes.indices { lanes.values[i].nextDue = 0 } }
+            if !taken.messages.isEmpty { handle(taken.messages, stopping: stopping) }
             let allRecorded = retryUnrecorded(now: Self.clock())
             let inFlight = lanes.values.reduce(0) { $0 + $1.inFlight }
             if stopping {
-                if stopDeadline == nil { stopDeadline = Self.clock() + stopTimeout }
-                if (inFlight == 0 && allRecorded) || Self.clock() > stopDeadline! { break }
+                let deadline = stopDeadline ?? (Self.clock() + taken.stopTimeout)
+                stopDeadline = deadline
+                if (inFlight == 0 && allRecorded) || Self.clock() > deadline { break }
                 _ = signal.wait(timeout: .now() + .milliseconds(50))
                 continue
             }
@@ -345,6 +428,23 @@ public final class Dispatcher: @unchecked Sendable {
         done.signal()
     }
 
+    /// What the inbox holds: its messages, a wake, a replacement and a refresh are taken (the stop stays set).
+    private func takeInbox() -> Inbox {
+        inbox.withLock { box in
+            let taken = box
+            box.messages.removeAll(keepingCapacity: true)
+            box.wake = false
+            box.replacement = nil
+            box.refresh = false
+            return taken
+        }
+    }
+
+    /// True on the loop's thread.
+    private var onLoopThread: Bool {
+        loopThread.withLock { $0 }.map { pthread_equal($0, pthread_self()) != 0 } ?? false
+    }
+
     /// Claims and sends what is due on every lane with room; returns when the loop should look again.
     private func dispatchDue() -> Double {
         let now = Self.clock()
@@ -353,34 +453,9 @@ public final class Dispatcher: @unchecked Sendable {
         var nextWake = now + 1
         for (name, var lane) in lanes {
             defer { lanes[name] = lane }
-            let p = lane.destination.policy
-            if let rate = p.rateLimit {
-                lane.tokens = min(Self.bucket(rate), lane.tokens + (now - lane.refilledAt) * rate)
-                lane.refilledAt = now
-            }
-            if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); continue }
-            if lane.retired || paused.withLock({ $0.contains(name) }) { continue }
-            if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); continue }
-            if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
-                // Due now: give the statuses queued together a moment to join one request.
-                let until = lane.batchHoldUntil ?? (now + batching.wait)
-                lane.batchHoldUntil = until
-                if until > now { nextWake = min(nextWake, until); continue }
-            }
-            var room = p.maxInFlight - lane.inFlight
-            if let rate = p.rateLimit {
-                room = min(room, Int(lane.tokens))
-                if room <= 0 { nextWake = min(nextWake, now + (1 - lane.tokens) / rate) }
-            }
-            guard room > 0 else { continue }
-            if lane.breaker.state != .closed {
-                // Open past its cooldown, or half-open: one probe at a time.
-                let before = lane.breaker.state
-                guard lane.breaker.allow(now: now) else { continue }
-                if before == .open { logCircuit(name, from: before, lane.breaker, cause: nil) }
-                room = 1
-            }
-            wanted.append(LaneRequest(destination: name, limit: room * (lane.batching?.maxItems ?? 1), discipline: p.discipline))
+            guard let room = laneRoom(name, &lane, now: now, nextWake: &nextWake) else { continue }
+            wanted.append(LaneRequest(destination: name, limit: room * (lane.batching?.maxItems ?? 1),
+                                      discipline: lane.destination.policy.discipline))
             requestRoom[name] = room
         }
         guard !wanted.isEmpty else { return nextWake }
@@ -396,398 +471,606 @@ public final class Dispatcher: @unchecked Sendable {
         for (name, batch) in claimed {
             guard var lane = lanes[name] else { continue }
             let limit = wanted.first { $0.destination == name }?.limit ?? 0
-            lane.batchHoldUntil = nil
-            lane.batchBacklog = lane.batching != nil && batch.claims.count >= limit
-            if batch.claims.count < limit {
-                // Drained what is due now: sleep until the next retry is due (or a wake).
-                if let next = batch.nextDueMillis {
-                    lane.nextDue = now + max(0, Double(next - nowMillis) / 1000)
-                } else {
-                    lane.nextDue = .infinity
-                }
-            }
-            if batch.claims.isEmpty { lane.breaker.cancelProbe() }
-            if let batching = lane.batching {
-                let requests = sendBatches(batch.claims, events: batch.events, lane: lane, batching: batching,
-                                           room: requestRoom[name] ?? 1)
-                lane.inFlight += requests
-                if lane.destination.policy.rateLimit != nil { lane.tokens -= Double(requests) }
-            } else {
-                for claim in batch.claims {
-                    lane.inFlight += 1
-                    if lane.destination.policy.rateLimit != nil { lane.tokens -= 1 }
-                    let context = DeliveryContext(deliveryID: claim.id, destination: name, attempt: claim.attempts + 1,
-                                                  step: claim.step, values: claim.values)
-                    send(claim, event: batch.events[claim.eventSeq], context: context, learned: [:], lane: lane)
-                }
-            }
+            start(batch, on: &lane, limit: limit, room: requestRoom[name] ?? 1, now: now, nowMillis: nowMillis)
             lanes[name] = lane
             if lane.nextDue != .infinity { nextWake = min(nextWake, lane.nextDue) }
         }
         return nextWake
     }
 
+    /// How many requests a lane may start now (its rate budget refilled first): nil when none (not due yet,
+    /// retired or paused, an open circuit, a batch's wait, no room under `maxInFlight` or the rate limit), and
+    /// `nextWake` then says when to look again; one probe for a circuit past its cooldown.
+    private func laneRoom(_ name: String, _ lane: inout Lane, now: Double, nextWake: inout Double) -> Int? {
+        let p = lane.destination.policy
+        if let rate = p.rateLimit {
+            lane.tokens = min(Self.bucket(rate), lane.tokens + (now - lane.refilledAt) * rate)
+            lane.refilledAt = now
+        }
+        if lane.nextDue > now { nextWake = min(nextWake, lane.nextDue); return nil }
+        if lane.retired || paused.withLock({ $0.contains(name) }) { return nil }
+        if let reopen = lane.breaker.reopensAt, reopen > now { nextWake = min(nextWake, reopen); return nil }
+        if let batching = lane.batching, batching.wait > 0, !lane.batchBacklog {
+            // Due now: give the statuses queued together a moment to join one request.
+            let until = lane.batchHoldUntil ?? (now + batching.wait)
+            lane.batchHoldUntil = until
+            if until > now { nextWake = min(nextWake, until); return nil }
+        }
+        var room = p.maxInFlight - lane.inFlight
+        if let rate = p.rateLimit {
+            room = min(room, Int(lane.tokens))
+            if room <= 0 { nextWake = min(nextWake, now + (1 - lane.tokens) / rate) }
+        }
+        guard room > 0 else { return nil }
+        if lane.breaker.state != .closed {
+            // Open past its cooldown, or half-open: one probe at a time.
+            let before = lane.breaker.state
+            guard lane.breaker.allow(now: now) else { return nil }
+            if before == .open { logCircuit(name, from: before, lane.breaker, cause: nil) }
+            room = 1
+        }
+        return room
+    }
+
+    /// A lane's claims go out (a request each, or in batches) and count in flight; what the claim found tells the
+    /// lane when it is next due.
+    private func start(_ batch: ClaimedLane, on lane: inout Lane, limit: Int, room: Int, now: Double, nowMillis: Int64) {
+        lane.batchHoldUntil = nil
+        lane.batchBacklog = lane.batching != nil && batch.claims.count >= limit
+        if batch.claims.count < limit {
+            // Drained what is due now: sleep until the next retry is due (or a wake).
+            if let next = batch.nextDueMillis {
+                lane.nextDue = now + max(0, Double(next - nowMillis) / 1000)
+            } else {
+                lane.nextDue = .infinity
+            }
+        }
+        if batch.claims.isEmpty { lane.breaker.cancelProbe() }
+        let destination = lane.destination
+        if let batching = lane.batching {
+            let requests = sendBatches(batch.claims, events: batch.events, destination: destination, batching: batching,
+                                       room: room)
+            lane.inFlight += requests
+            if destination.policy.rateLimit != nil { lane.tokens -= Double(requests) }
+        } else {
+            for claim in batch.claims {
+                lane.inFlight += 1
+                if destination.policy.rateLimit != nil { lane.tokens -= 1 }
+                let context = DeliveryContext(deliveryID: claim.id, destination: destination.name,
+                                              attempt: claim.attempts + 1, step: claim.step, values: claim.values)
+                send(claim, event: batch.events[claim.eventSeq], context: context, learned: [:], destination: destination)
+            }
+        }
+    }
+
     /// Sends one step of one delivery.
     private func send(_ claim: ClaimedDelivery, event: CanonicalEvent?, context: DeliveryContext,
-                      learned: [String: String], lane: Lane) {
+                      learned: [String: String], destination: Destination) {
         let started = Self.clock()
-        let name = lane.destination.name
         guard let event else {
-            enqueue(Finished(claims: [claim], events: [], destination: name, startedAt: started, context: context,
-                             learned: learned, result: nil,
-                             translateFailure: TranslateError("the event of this delivery is missing from the store")))
+            finishUnsent([claim], events: [], destination: destination.name, started: started, context: context,
+                         learned: learned, Self.missingEvent)
             return
         }
         var request: OutboundRequest
         do {
-            request = try lane.destination.adapter.translate(event, context: context)
+            request = try destination.adapter.translate(event, context: context)
         } catch {
-            enqueue(Finished(claims: [claim], events: [event], destination: name, startedAt: started, context: context,
-                             learned: learned, result: nil, translateFailure: error))
+            finishUnsent([claim], events: [event], destination: destination.name, started: started, context: context,
+                         learned: learned, error)
             return
         }
-        transmit(&request, claims: [claim], events: [event], context: context, learned: learned, lane: lane,
-                 started: started)
+        transmit(&request, claims: [claim], events: [event], context: context, learned: learned,
+                 destination: destination, started: started)
+    }
+
+    private static var missingEvent: TranslateError { TranslateError("the event of this delivery is missing from the store") }
+
+    /// No request could go out for these deliveries: their end is recorded as such (by the loop, as any other).
+    private func finishUnsent(_ claims: [ClaimedDelivery], events: [CanonicalEvent], destination: String, started: Double,
+                              context: DeliveryContext?, learned: [String: String], _ failure: TranslateError) {
+        enqueue(.finished(Finished(claims: claims, events: events, destination: destination, startedAt: started,
+                                   context: context, learned: learned, outcome: .translateFailed(failure))))
     }
 
     /// Groups claimed deliveries by their batch key into requests of at most `maxItems`; returns how many
     /// requests (each counted in flight, as is each delivery that could not be translated).
-    private func sendBatches(_ claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], lane: Lane,
+    private func sendBatches(_ claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], destination: Destination,
                              batching: BatchOptions, room: Int) -> Int {
-        guard let adapter = lane.destination.adapter as? any BatchingDestinationAdapter else { return 0 }
+        guard let adapter = destination.adapter as? any BatchingDestinationAdapter else { return 0 }
         let started = Self.clock()
-        let name = lane.destination.name
-        var count = 0
-        var groups: [(key: String, members: [(ClaimedDelivery, CanonicalEvent, JSONValue)])] = []
-        for claim in claims {
-            let context = DeliveryContext(deliveryID: claim.id, destination: name, attempt: claim.attempts + 1)
-            guard let event = events[claim.eventSeq] else {
-                count += 1
-                enqueue(Finished(claims: [claim], events: [], destination: name, startedAt: started, context: context,
-                                 learned: [:], result: nil,
-                                 translateFailure: TranslateError("the event of this delivery is missing from the store")))
-                continue
-            }
-            do {
-                let item = try adapter.batchItem(event, context: context)
-                if let i = groups.firstIndex(where: { $0.key == item.key && $0.members.count < batching.maxItems }) {
-                    groups[i].members.append((claim, event, item.item))
-                } else {
-                    groups.append((item.key, [(claim, event, item.item)]))
-                }
-            } catch {
-                count += 1
-                enqueue(Finished(claims: [claim], events: [event], destination: name, startedAt: started,
-                                 context: context, learned: [:], result: nil, translateFailure: error))
-            }
-        }
+        var (groups, failed) = batchGroups(claims, events: events, destination: destination.name, adapter: adapter,
+                                           maxItems: batching.maxItems, started: started)
         // No more requests than the lane has room for (maxInFlight, rate, one probe): the deliveries of the other
         // groups go back to the queue, due now, for the next round.
-        let budget = max(0, room - count)
+        let budget = max(0, room - failed)
         if groups.count > budget {
             let back = groups[budget...].flatMap { $0.members.map(\.0) }
             groups.removeSubrange(budget...)
             storeRelease(back, retry: false)
         }
         for group in groups {
-            count += 1
             let claims = group.members.map(\.0), evts = group.members.map(\.1)
             do {
                 var request = try adapter.translate(batchKey: group.key, items: group.members.map(\.2))
-                transmit(&request, claims: claims, events: evts, context: nil, learned: [:], lane: lane, started: started)
+                transmit(&request, claims: claims, events: evts, context: nil, learned: [:], destination: destination,
+                         started: started)
             } catch {
-                enqueue(Finished(claims: claims, events: evts, destination: name, startedAt: started, context: nil,
-                                 learned: [:], result: nil, translateFailure: error))
+                finishUnsent(claims, events: evts, destination: destination.name, started: started, context: nil,
+                             learned: [:], error)
             }
         }
-        return count
+        return failed + groups.count
+    }
+
+    /// The deliveries of one batch request: one batch key, at most `maxItems`, each with its event and item.
+    private typealias BatchGroup = (key: String, members: [(ClaimedDelivery, CanonicalEvent, JSONValue)])
+
+    /// The claims' items grouped by batch key (in claim order, at most `maxItems` a group), and how many claims
+    /// had no item (their event missing, or not translatable: each finished on its own).
+    private func batchGroups(_ claims: [ClaimedDelivery], events: [Int64: CanonicalEvent], destination name: String,
+                             adapter: any BatchingDestinationAdapter, maxItems: Int,
+                             started: Double) -> (groups: [BatchGroup], failed: Int) {
+        var groups: [BatchGroup] = []
+        var failed = 0
+        for claim in claims {
+            let context = DeliveryContext(deliveryID: claim.id, destination: name, attempt: claim.attempts + 1)
+            guard let event = events[claim.eventSeq] else {
+                failed += 1
+                finishUnsent([claim], events: [], destination: name, started: started, context: context, learned: [:],
+                             Self.missingEvent)
+                continue
+            }
+            do {
+                let item = try adapter.batchItem(event, context: context)
+                if let i = groups.firstIndex(where: { $0.key == item.key && $0.members.count < maxItems }) {
+                    groups[i].members.append((claim, event, item.item))
+                } else {
+                    groups.append((item.key, [(claim, event, item.item)]))
+                }
+            } catch {
+                failed += 1
+                finishUnsent([claim], events: [event], destination: name, started: started, context: context,
+                             learned: [:], error)
+            }
+        }
+        return (groups, failed)
     }
 
     private func transmit(_ request: inout OutboundRequest, claims: [ClaimedDelivery], events: [CanonicalEvent],
-                          context: DeliveryContext?, learned: [String: String], lane: Lane, started: Double) {
+                          context: DeliveryContext?, learned: [String: String], destination: Destination,
+                          started: Double) {
         // One key per delivery; a batch carries its first delivery's id and the ids of all in a second header.
         request.headers.append(("Idempotency-Key", claims.count == 1 && (context?.step ?? 0) == 0
                                     ? claims[0].id : claims[0].id + (context.map { "-\($0.step)" } ?? "-batch")))
         if claims.count > 1 { request.headers.append(("X-Relay-Deliveries", claims.map(\.id).joined(separator: ","))) }
-        request.connectTimeout = lane.destination.policy.connectTimeout
-        request.totalTimeout = lane.destination.policy.timeout
-        if let tls = lane.destination.clientTLS { request.clientTLS = tls }
+        request.connectTimeout = destination.policy.connectTimeout
+        request.totalTimeout = destination.policy.timeout
+        if let tls = destination.clientTLS { request.clientTLS = tls }
         authorizeAndSend(request, claims: claims, events: events, context: context, learned: learned,
-                         destination: lane.destination, started: started, retriedAuth: false)
+                         destination: destination, started: started, retriedAuth: false)
     }
 
     /// Attaches the destination's credentials (maybe after fetching a token) and sends. `retriedAuth`: this is
-    /// the one resend after a 401 made the auth drop its cached credentials.
+    /// the one resend after a 401 made the auth drop its cached credentials. Credentials that come at once are
+    /// sent at once; those that come on another thread (a token fetch's) go back to the loop, which sends.
     private func authorizeAndSend(_ unsent: OutboundRequest, claims: [ClaimedDelivery], events: [CanonicalEvent],
                                   context: DeliveryContext?, learned: [String: String], destination: Destination,
                                   started: Double, retriedAuth: Bool) {
-        let name = destination.name
         // One span per HTTP request (each step, each resend after a 401), a child of the event's ingest span; an
         // event stored before tracing existed starts a trace of its own. The header goes in before the credentials,
         // so that a signature covers the request as sent.
         let trace = events.first?.trace ?? tracer.newTrace()
         let spanID = tracer.spanID()
-        var traced = unsent
-        traced.headers.removeAll { HTTPHeaders.sameName($0.0, "traceparent") || HTTPHeaders.sameName($0.0, "tracestate") }
-        traced.headers.append(("traceparent", trace.traceparent(span: spanID)))
-        if let state = trace.state { traced.headers.append(("tracestate", state)) }
-        let request = traced
-        let attempt: AttemptSpan? = tracer.records(trace)
+        var request = unsent
+        request.headers.removeAll { HTTPHeaders.sameName($0.0, "traceparent") || HTTPHeaders.sameName($0.0, "tracestate") }
+        request.headers.append(("traceparent", trace.traceparent(span: spanID)))
+        if let state = trace.state { request.headers.append(("tracestate", state)) }
+        let span: AttemptSpan? = tracer.records(trace)
             ? AttemptSpan(tracer: tracer, trace: trace, spanID: spanID, claims: claims, events: events, context: context,
                           destination: destination, request: request)
             : nil
-        let finish: @Sendable (Result<OutboundResponse, TransportError>?, TranslateError?, Bool) -> Void = { [self] result, failure, authFailed in
-            enqueue(Finished(claims: claims, events: events, destination: name, startedAt: started, context: context,
-                             learned: learned, result: result, translateFailure: failure, unsigned: request,
-                             retriedAuth: retriedAuth, authFailure: authFailed, auth: destination.auth))
-        }
-        let client = self.client
-        let send: @Sendable (OutboundRequest) -> Void = { signed in
-            let start = Span.now()
-            client.send(signed) { result in
-                attempt?.record(start: start, result: result, auth: destination.auth)
-                finish(result, nil, false)
-            }
-        }
+        let outgoing = Outgoing(claims: claims, events: events, context: context, learned: learned,
+                                destination: destination, started: started, unsigned: request, retriedAuth: retriedAuth,
+                                span: span)
         guard let auth = destination.auth else {
-            send(request)
+            post(request, outgoing)
             return
         }
-        auth.authorize(request, context: AuthContext(client: client, deliveryID: claims[0].id)) { result in
+        auth.authorize(request, context: AuthContext(client: client, deliveryID: claims[0].id)) { [self] result in
             switch result {
             case .success(let signed):
-                send(signed)
+                if onLoopThread { post(signed, outgoing) } else { enqueue(.authorized(signed, outgoing)) }
             case .failure(let e):
                 let failure = TranslateError("\(auth.scheme) auth: \(e.reason)", kind: e.retryable ? .retry : .terminal)
-                attempt?.record(start: Span.now(), authFailure: auth.redact(failure.reason))
-                finish(nil, failure, true)
+                span?.record(start: Span.now(), authFailure: auth.redact(failure.reason))
+                enqueue(.finished(outgoing.finished(.authFailed(failure, auth: auth))))
             }
         }
     }
 
-    private func enqueue(_ f: Finished) {
-        inbox.withLock { $0.finished.append(f) }
+    /// Sends a request with its credentials. The HTTP client's completion ends the request's span and only
+    /// enqueues its end for the loop.
+    private func post(_ signed: OutboundRequest, _ outgoing: Outgoing) {
+        let start = Span.now()
+        client.send(signed) { [self] result in
+            outgoing.span?.record(start: start, result: result, auth: outgoing.destination.auth)
+            switch result {
+            case .success(let response): enqueue(.finished(outgoing.finished(.answered(response, outgoing.sent))))
+            case .failure(let error): enqueue(.finished(outgoing.finished(.transportFailed(error, outgoing.sent))))
+            }
+        }
+    }
+
+    private func enqueue(_ message: Message) {
+        inbox.withLock { $0.messages.append(message) }
         signal.signal()
     }
 
-    /// Classifies finished attempts, updates the lanes, sends the next step of multi-step deliveries, and records
-    /// every finished attempt in one store transaction.
-    private func record(_ finished: [Finished], stopping: Bool) {
-        let now = Self.clock()
-        let nowMillis = Self.wallMillis()
+    // MARK: - The end of a request (the loop)
+
+    /// What one turn of the loop records: every finished delivery and learned identifier, in one store transaction.
+    private struct Recording {
+        let now: Double
+        let nowMillis: Int64
         var records: [FinishedDelivery] = []
         var links: [CorrelationLink] = []
         var circuitsChanged = Set<String>()
-        for f in finished {
-            guard var lane = lanes[f.destination] else { continue }
-            let circuitBefore = lane.breaker.state
-            defer {
-                if lanes[f.destination]?.breaker.state != circuitBefore { circuitsChanged.insert(f.destination) }
-            }
-            lane.inFlight -= 1
-            lane.nextDue = 0   // a finish may free a subject's next status, or room
-            let latency = Int64((now - f.startedAt) * 1000)
-            let startedMillis = nowMillis - latency
-            var status: Int?
-            var error: String?
-            var response: String?
-            var learned = f.learned
-            var progress: StepProgress?
-            /// A batch whose answer names the items that failed: each delivery's own verdict.
-            var itemClassifications: [Classification]?
-            let classification: Classification
-            if let failure = f.translateFailure {
-                switch failure.kind {
-                case .skip: classification = .delivered
-                case .terminal: classification = .terminal(reason: f.authFailure ? failure.reason : "cannot translate: \(failure.reason)")
-                case .retry: classification = .retry(reason: f.authFailure ? failure.reason : "cannot translate yet: \(failure.reason)", after: nil)
-                }
-                error = failure.reason
-                if f.authFailure && failure.kind == .retry {
-                    // No credentials to be had: counted like a failed attempt, so a lane whose token endpoint is
-                    // down or refusing pauses instead of spending every queued delivery's retries.
-                    lane.breaker.record(success: false, now: now)
-                } else {
-                    // Nothing reached the destination: a probe of an open circuit is still to be made.
-                    lane.breaker.cancelProbe()
-                }
-                if failure.kind != .skip, let context = f.context, context.step > 0 || !context.values.isEmpty {
-                    progress = StepProgress(step: context.step, values: context.values)
-                }
-            } else {
-                switch f.result! {
-                case .success(let r) where r.status == 401 && !f.retriedAuth && f.unsigned != nil
-                        && f.auth?.invalidate(after: r) == true:
-                    // Refused credentials: fresh ones (a new token) once, before the attempt counts as failed.
-                    lane.inFlight += 1
-                    lanes[f.destination] = lane
-                    log.info("credentials refused: authorizing again", ["deliveryId": f.delivery.id, "destination": f.destination,
-                                                                          "scheme": f.auth?.scheme ?? ""])
-                    authorizeAndSend(f.unsigned!, claims: f.claims, events: f.events, context: f.context, learned: f.learned,
-                                     destination: lane.destination, started: f.startedAt, retriedAuth: true)
-                    continue
-                case .success(let r):
-                    status = r.status
-                    response = String(decoding: r.body.prefix(AttemptRecord.maxResponse), as: UTF8.self)
-                    if let context = f.context, let event = f.events.first {
-                        let outcome = lane.destination.adapter.outcome(r, event: event, context: context)
-                        learned.merge(outcome.correlation) { _, new in new }
-                        if outcome.classification == .delivered && outcome.next {
-                            var next = context
-                            next.step += 1
-                            next.values.merge(outcome.values) { _, new in new }
-                            let done = StepProgress(step: next.step, values: next.values)
-                            if stopping {
-                                // No new step while stopping: the delivery resumes at the next step after the restart.
-                                records.append(FinishedDelivery(claim: f.delivery,
-                                                                attempt: AttemptRecord(startedAt: startedMillis, latencyMillis: latency,
-                                                                                       status: status, error: "stopped before step \(next.step + 1)",
-                                                                                       response: response),
-                                                                result: .retry(atMillis: nowMillis), progress: done,
-                                                                discipline: lane.destination.policy.discipline))
-                                if !learned.isEmpty { links.append(CorrelationLink(scope: lane.destination.correlationScope, subject: event.subject.merging(learned) { _, new in new })) }
-                                lanes[f.destination] = lane
-                                continue
-                            }
-                            // The step is done: its progress is made durable (a crash or restart resumes after it, so an
-                            // issued voucher is never issued twice), then the next step goes out, within the same attempt.
-                            lane.inFlight += 1
-                            lanes[f.destination] = lane
-                            let claim = f.delivery, laneNow = lane, learnedSoFar = learned, nextContext = next
-                            store.saveProgress(claim, done) { [self] result in
-                                switch result {
-                                case .success:
-                                    send(claim, event: event, context: nextContext, learned: learnedSoFar, lane: laneNow)
-                                case .failure(let e):
-                                    enqueue(Finished(claims: [claim], events: [event], destination: laneNow.destination.name,
-                                                     startedAt: Self.clock(), context: nextContext, learned: learnedSoFar, result: nil,
-                                                     translateFailure: TranslateError("cannot record the progress of step \(context.step + 1): \(e)", kind: .retry)))
-                                }
-                            }
-                            continue
-                        }
-                        classification = outcome.classification
-                        if classification != .delivered, context.step > 0 || !context.values.isEmpty {
-                            // Retried, or dead-lettered and perhaps replayed later: either resumes at this step, so
-                            // what earlier steps did (an issued voucher) is not done twice.
-                            progress = StepProgress(step: context.step, values: context.values)
-                        } else if classification == .delivered, !outcome.next, !outcome.values.isEmpty {
-                            // What the finished chain yielded (responseKeys), kept with the delivery.
-                            progress = StepProgress(step: 0, values: outcome.values)
-                        }
-                    } else {
-                        classification = lane.destination.adapter.classify(r)
-                        if f.claims.count > 1,
-                           let each = (lane.destination.adapter as? any BatchingDestinationAdapter)?.classifyItems(r, count: f.claims.count),
-                           each.count == f.claims.count {
-                            itemClassifications = each
-                        }
-                    }
-                case .failure(let e):
-                    error = e.description
-                    if e.isRetryable && !lane.destination.adapter.retries(step: f.context?.step ?? 0) {
-                        classification = .terminal(reason: e.description + " (the step is not retried)")
-                    } else {
-                        classification = e.isRetryable ? .retry(reason: e.description, after: nil) : .terminal(reason: e.description)
-                    }
-                    if let context = f.context, context.step > 0 || !context.values.isEmpty {
-                        progress = StepProgress(step: context.step, values: context.values)
-                    }
-                }
-            }
-            if !learned.isEmpty, let event = f.events.first {
-                links.append(CorrelationLink(scope: lane.destination.correlationScope, subject: event.subject.merging(learned) { _, new in new }))
-            }
-            if f.result != nil { metrics?.observe("relay_attempt_duration_seconds", ["destination": f.destination], seconds: now - f.startedAt) }
-            // The circuit learns from the answer as a whole.
-            if f.translateFailure == nil {
-                switch classification {
-                case .delivered: lane.breaker.record(success: true, now: now)
-                case .terminal: lane.breaker.record(success: status != nil, now: now)   // an answer: the destination is up
-                case .retry: lane.breaker.record(success: false, now: now)
-                }
-            }
-            lanes[f.destination] = lane
-            if lane.breaker.state != circuitBefore {
-                var cause = status.map { "HTTP \($0)" } ?? error ?? "no answer"
-                if let auth = f.auth ?? lane.destination.auth { cause = auth.redact(cause) }
-                logCircuit(f.destination, from: circuitBefore, lane.breaker, cause: cause)
-            }
-            metrics?.set("relay_circuit_open", ["destination": f.destination], lane.breaker.state == .closed ? 0 : 1)
-            let policy = lane.destination.policy
-            for (i, claim) in f.claims.enumerated() {
-                let attempts = claim.attempts + 1
-                let verdict = itemClassifications?[i] ?? classification
-                var result: DeliveryResult
-                switch verdict {
-                case .delivered:
-                    result = f.translateFailure.map { .skipped(reason: $0.reason) } ?? .delivered
-                case .terminal(let reason):
-                    result = .dead(reason: reason)
-                case .retry(let reason, let after):
-                    if let delay = policy.retry.delay(afterAttempts: attempts, retryAfter: after, status: status) {
-                        result = .retry(atMillis: nowMillis + Int64(delay * 1000))
-                    } else {
-                        result = .dead(reason: "\(reason) after \(attempts) attempt\(attempts == 1 ? "" : "s")")
-                    }
-                }
-                var itemError = error
-                if itemClassifications != nil {
-                    switch verdict {
-                    case .delivered: itemError = nil
-                    case .terminal(let reason), .retry(let reason, _): itemError = reason
-                    }
-                }
-                if itemError == nil, case .dead(let reason) = result { itemError = reason }
-                var storedResponse = response
-                if let auth = f.auth ?? lane.destination.auth {
-                    // A destination may echo the credentials it refused: they never reach the store or the log.
-                    storedResponse = storedResponse.map(auth.redact)
-                    itemError = itemError.map(auth.redact)
-                    if case .dead(let reason) = result { result = .dead(reason: auth.redact(reason)) }
-                }
-                records.append(FinishedDelivery(claim: claim,
-                                                attempt: AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status,
-                                                                       error: itemError, response: storedResponse),
-                                                result: result, progress: progress, discipline: policy.discipline))
-                if let metrics {
-                    let outcome: String
-                    switch result {
-                    case .delivered: outcome = "delivered"
-                    case .retry: outcome = "retry"
-                    case .dead: outcome = "dead"
-                    case .skipped: outcome = "skipped"
-                    }
-                    metrics.increment("relay_deliveries_total", ["destination": f.destination, "outcome": outcome])
-                }
-                switch result {
-                case .delivered:
-                    log.info("delivered", ["deliveryId": claim.id, "destination": f.destination, "status": status,
-                                           "latencyMs": latency, "attempt": attempts])
-                case .retry(let at):
-                    log.info("delivery will be retried", ["deliveryId": claim.id, "destination": f.destination,
-                                                          "attempt": attempts, "status": status, "latencyMs": latency,
-                                                          "error": itemError ?? "HTTP \(status ?? 0)",
-                                                          "retryInMs": at - nowMillis])
-                case .dead(let reason):
-                    log.warn("delivery dead-lettered", ["deliveryId": claim.id, "destination": f.destination,
-                                                        "attempts": attempts, "status": status, "latencyMs": latency,
-                                                        "reason": reason])
-                case .skipped(let reason):
-                    log.info("delivery skipped", ["deliveryId": claim.id, "destination": f.destination, "reason": reason])
-                }
+    }
+
+    /// When a request started and how long it took, as stored with its attempt.
+    private struct Timing {
+        let nowMillis: Int64
+        let latency: Int64
+        var startedMillis: Int64 { nowMillis - latency }
+
+        init(startedAt: Double, _ recording: Recording) {
+            nowMillis = recording.nowMillis
+            latency = Int64((recording.now - startedAt) * 1000)
+        }
+
+        func attempt(status: Int?, error: String?, response: String?) -> AttemptRecord {
+            AttemptRecord(startedAt: startedMillis, latencyMillis: latency, status: status, error: error, response: response)
+        }
+    }
+
+    /// What a finished request means for its deliveries, before the lane and the store hear of it.
+    private struct Verdict {
+        var classification: Classification
+        /// A batch whose answer names the items that failed: each delivery's own verdict (in the claims' order).
+        var items: [Classification]? = nil
+        /// The answer's status and the start of its body (nil: no answer).
+        var status: Int? = nil
+        var response: String? = nil
+        /// Why there was no request or no answer.
+        var error: String? = nil
+        /// Identifiers learned by the steps so far, this one's included (correlation).
+        var learned: [String: String]
+        /// Where a retry (or the replay of a dead letter) resumes, or what a finished chain yielded.
+        var progress: StepProgress? = nil
+    }
+
+    /// A finished request, read.
+    private enum Reading {
+        case final(Verdict)
+        /// A step was answered and another follows.
+        case nextStep(NextStep)
+    }
+
+    /// Handles what the inbox brought, in order: each finished request is recorded (the lanes updated, every
+    /// delivery's outcome in one store transaction for the lot), steps whose progress is durable and requests whose
+    /// credentials came are sent.
+    private func handle(_ messages: [Message], stopping: Bool) {
+        var recording = Recording(now: Self.clock(), nowMillis: Self.wallMillis())
+        for message in messages {
+            switch message {
+            case .finished(let f):
+                record(f, stopping: stopping, into: &recording)
+            case .continueStep(let next) where stopping:
+                // The stop came while the step's progress was being saved: no new step either.
+                lanes[next.destination.name]?.inFlight -= 1
+                stopBefore(next, Timing(startedAt: next.startedAt, recording), into: &recording)
+            case .continueStep(let next):
+                send(next.claim, event: next.event, context: next.context, learned: next.learned,
+                     destination: next.destination)
+            case .authorized(let signed, let outgoing):
+                post(signed, outgoing)
             }
         }
         for (name, lane) in lanes where lane.retired && lane.inFlight == 0 { lanes[name] = nil }
-        if !circuitsChanged.isEmpty {
-            let wall = Self.wallMillis()
-            for name in circuitsChanged.sorted() {
-                guard let lane = lanes[name] else { continue }
-                store.saveCircuit(name, lane.breaker.snapshot(now: now, wallMillis: wall))
+        saveCircuits(recording.circuitsChanged, now: recording.now)
+        guard !recording.records.isEmpty || !recording.links.isEmpty else { return }
+        storeFinish(recording.records, links: recording.links, keys: correlation.keys, nowMillis: recording.nowMillis,
+                    retry: false)
+    }
+
+    /// One finished request, in stages: a refused 401 is authorized and sent again; otherwise the answer (or the
+    /// failure) is classified, and either the delivery goes on to its next step, or the circuit learns from the
+    /// request and each of its deliveries gets its record, log line and count.
+    private func record(_ f: Finished, stopping: Bool, into recording: inout Recording) {
+        guard var lane = lanes[f.destination] else { return }
+        let circuitBefore = lane.breaker.state
+        defer {
+            lanes[f.destination] = lane
+            if lane.breaker.state != circuitBefore { recording.circuitsChanged.insert(f.destination) }
+        }
+        lane.nextDue = 0   // a finish may free a subject's next status, or room
+        if reauthorize(f, destination: lane.destination) { return }   // still in flight
+        lane.inFlight -= 1
+        let timing = Timing(startedAt: f.startedAt, recording)
+        switch Self.classify(f, destination: lane.destination) {
+        case .nextStep(let next):
+            if stopping {
+                stopBefore(next, timing, into: &recording)
+            } else {
+                lane.inFlight += 1   // the same attempt goes on
+                saveProgressAndContinue(next)
+            }
+        case .final(let verdict):
+            link(verdict.learned, of: f.events.first, destination: lane.destination, into: &recording)
+            if f.outcome.wasSent {
+                metrics?.observe("relay_attempt_duration_seconds", ["destination": f.destination],
+                                 seconds: recording.now - f.startedAt)
+            }
+            updateCircuit(&lane, after: f, verdict, now: recording.now)
+            recordDeliveries(f, verdict, lane: lane, timing, into: &recording)
+        }
+    }
+
+    /// Refused credentials (a 401) that fresh ones may replace (the auth dropped its token): authorized and sent
+    /// once more, before the attempt counts as failed. True when it was: the request is still in flight.
+    private func reauthorize(_ f: Finished, destination: Destination) -> Bool {
+        guard case .answered(let response, let sent) = f.outcome, response.status == 401, !sent.retriedAuth,
+              let auth = sent.auth, auth.invalidate(after: response) else { return false }
+        log.info("credentials refused: authorizing again", ["deliveryId": f.delivery.id, "destination": f.destination,
+                                                              "scheme": auth.scheme])
+        authorizeAndSend(sent.unsigned, claims: f.claims, events: f.events, context: f.context, learned: f.learned,
+                         destination: destination, started: f.startedAt, retriedAuth: true)
+        return true
+    }
+
+    /// A request's end as a verdict on its deliveries (or the next step of a multi-step delivery).
+    private static func classify(_ f: Finished, destination: Destination) -> Reading {
+        switch f.outcome {
+        case .translateFailed(let failure): .final(unsentVerdict(failure, authFailed: false, f))
+        case .authFailed(let failure, _): .final(unsentVerdict(failure, authFailed: true, f))
+        case .answered(let response, _): classifyAnswer(response, f, destination: destination)
+        case .transportFailed(let error, _): .final(transportVerdict(error, f, destination: destination))
+        }
+    }
+
+    /// No request went out: the translation failed (skip: the delivery ends skipped) or no credentials were had.
+    private static func unsentVerdict(_ failure: TranslateError, authFailed: Bool, _ f: Finished) -> Verdict {
+        let classification: Classification
+        switch failure.kind {
+        case .skip: classification = .delivered
+        case .terminal: classification = .terminal(reason: authFailed ? failure.reason : "cannot translate: \(failure.reason)")
+        case .retry: classification = .retry(reason: authFailed ? failure.reason : "cannot translate yet: \(failure.reason)", after: nil)
+        }
+        return Verdict(classification: classification, error: failure.reason, learned: f.learned,
+                       progress: failure.kind == .skip ? nil : resumePoint(f.context))
+    }
+
+    /// No answer: retried when the error is retryable and the step may be retried, else terminal.
+    private static func transportVerdict(_ e: TransportError, _ f: Finished, destination: Destination) -> Verdict {
+        let classification: Classification
+        if e.isRetryable && !destination.adapter.retries(step: f.context?.step ?? 0) {
+            classification = .terminal(reason: e.description + " (the step is not retried)")
+        } else {
+            classification = e.isRetryable ? .retry(reason: e.description, after: nil) : .terminal(reason: e.description)
+        }
+        return Verdict(classification: classification, error: e.description, learned: f.learned,
+                       progress: resumePoint(f.context))
+    }
+
+    /// An answer, classified by the adapter: a delivery's step by `outcome` (identifiers learned, values, maybe a
+    /// next step), a batch by `classify` (and per item when the answer names them).
+    private static func classifyAnswer(_ r: OutboundResponse, _ f: Finished, destination: Destination) -> Reading {
+        let response = String(decoding: r.body.prefix(AttemptRecord.maxResponse), as: UTF8.self)
+        var v = Verdict(classification: .delivered, status: r.status, response: response, learned: f.learned)
+        guard let context = f.context, let event = f.events.first else {
+            v.classification = destination.adapter.classify(r)
+            v.items = itemClassifications(r, f, destination: destination)
+            return .final(v)
+        }
+        let outcome = destination.adapter.outcome(r, event: event, context: context)
+        v.learned.merge(outcome.correlation) { _, new in new }
+        if outcome.classification == .delivered && outcome.next {
+            var next = context
+            next.step += 1
+            next.values.merge(outcome.values) { _, new in new }
+            return .nextStep(NextStep(claim: f.delivery, event: event, context: next, learned: v.learned,
+                                      destination: destination, startedAt: f.startedAt, status: r.status,
+                                      response: (f.auth ?? destination.auth).map { $0.redact(response) } ?? response))
+        }
+        v.classification = outcome.classification
+        if v.classification != .delivered {
+            // Retried, or dead-lettered and perhaps replayed later: either resumes at this step, so what earlier
+            // steps did (an issued voucher) is not done twice.
+            v.progress = resumePoint(context)
+        } else if !outcome.values.isEmpty {
+            // What the finished chain yielded (responseKeys), kept with the delivery.
+            v.progress = StepProgress(step: 0, values: outcome.values)
+        }
+        return .final(v)
+    }
+
+    /// A batch's answer naming the items that failed: one classification per delivery (nil: one for all).
+    private static func itemClassifications(_ r: OutboundResponse, _ f: Finished,
+                                            destination: Destination) -> [Classification]? {
+        guard f.claims.count > 1, let adapter = destination.adapter as? any BatchingDestinationAdapter,
+              let each = adapter.classifyItems(r, count: f.claims.count), each.count == f.claims.count else { return nil }
+        return each
+    }
+
+    /// Where a delivery that does not end now resumes: the step sent, when it is a later one or carries values.
+    private static func resumePoint(_ context: DeliveryContext?) -> StepProgress? {
+        guard let context, context.step > 0 || !context.values.isEmpty else { return nil }
+        return StepProgress(step: context.step, values: context.values)
+    }
+
+    /// The step is done: its progress is made durable (a crash or restart resumes after it, so an issued voucher is
+    /// never issued twice), then the next step goes out, within the same attempt. The store's completion only
+    /// enqueues: the loop translates and sends the next step.
+    private func saveProgressAndContinue(_ next: NextStep) {
+        store.saveProgress(next.claim, next.progress) { [self] result in
+            switch result {
+            case .success:
+                enqueue(.continueStep(next))
+            case .failure(let e):
+                finishUnsent([next.claim], events: [next.event], destination: next.destination.name, started: Self.clock(),
+                             context: next.context, learned: next.learned,
+                             TranslateError("cannot record the progress of step \(next.context.step): \(e)", kind: .retry))
             }
         }
-        guard !records.isEmpty || !links.isEmpty else { return }
-        storeFinish(records, links: links, keys: correlation.keys, nowMillis: nowMillis, retry: false)
+    }
+
+    /// No new step while stopping (the stop came before the step's answer was read, or while its progress was
+    /// being saved): the attempt is recorded with the step's progress (a retry, due now), and the delivery resumes
+    /// at the next step after the restart.
+    private func stopBefore(_ next: NextStep, _ timing: Timing, into recording: inout Recording) {
+        recording.records.append(FinishedDelivery(claim: next.claim,
+                                                  attempt: timing.attempt(status: next.status,
+                                                                          error: "stopped before step \(next.context.step + 1)",
+                                                                          response: next.response),
+                                                  result: .retry(atMillis: timing.nowMillis), progress: next.progress,
+                                                  discipline: next.destination.policy.discipline))
+        link(next.learned, of: next.event, destination: next.destination, into: &recording)
+    }
+
+    /// Identifiers a destination's answers yielded, linked with the event's subject in the destination's scope.
+    private func link(_ learned: [String: String], of event: CanonicalEvent?, destination: Destination,
+                      into recording: inout Recording) {
+        guard !learned.isEmpty, let event else { return }
+        recording.links.append(CorrelationLink(scope: destination.correlationScope,
+                                               subject: event.subject.merging(learned) { _, new in new }))
+    }
+
+    /// The circuit learns from the request as a whole: an answer is a success unless retried; no credentials to be
+    /// had is a failure; a request that never went out leaves a probe still to be made. A change is logged.
+    private func updateCircuit(_ lane: inout Lane, after f: Finished, _ v: Verdict, now: Double) {
+        let before = lane.breaker.state
+        switch f.outcome {
+        case .authFailed(let failure, _) where failure.kind == .retry:
+            // No credentials to be had: counted like a failed attempt, so a lane whose token endpoint is down or
+            // refusing pauses instead of spending every queued delivery's retries.
+            lane.breaker.record(success: false, now: now)
+        case .translateFailed, .authFailed:
+            // Nothing reached the destination: a probe of an open circuit is still to be made.
+            lane.breaker.cancelProbe()
+        case .answered, .transportFailed:
+            switch v.classification {
+            case .delivered: lane.breaker.record(success: true, now: now)
+            case .terminal: lane.breaker.record(success: v.status != nil, now: now)   // an answer: the destination is up
+            case .retry: lane.breaker.record(success: false, now: now)
+            }
+        }
+        if lane.breaker.state != before {
+            var cause = v.status.map { "HTTP \($0)" } ?? v.error ?? "no answer"
+            if let auth = f.auth ?? lane.destination.auth { cause = auth.redact(cause) }
+            logCircuit(f.destination, from: before, lane.breaker, cause: cause)
+        }
+        metrics?.set("relay_circuit_open", ["destination": f.destination], lane.breaker.state == .closed ? 0 : 1)
+    }
+
+    /// Each delivery the request carried gets its record (the request's verdict, or its own when a batch's answer
+    /// names it), with credentials blanked out of what is stored, then its log line and count.
+    private func recordDeliveries(_ f: Finished, _ v: Verdict, lane: Lane, _ timing: Timing,
+                                  into recording: inout Recording) {
+        let policy = lane.destination.policy
+        let auth = f.auth ?? lane.destination.auth
+        for (i, claim) in f.claims.enumerated() {
+            let verdict = v.items?[i] ?? v.classification
+            var result = Self.result(of: verdict, f.outcome, attempts: claim.attempts + 1, status: v.status,
+                                     policy: policy, nowMillis: timing.nowMillis)
+            var error = Self.itemError(verdict, v, result)
+            var response = v.response
+            if let auth {
+                // A destination may echo the credentials it refused: they never reach the store or the log.
+                response = response.map(auth.redact)
+                error = error.map(auth.redact)
+                if case .dead(let reason) = result { result = .dead(reason: auth.redact(reason)) }
+            }
+            recording.records.append(FinishedDelivery(claim: claim,
+                                                      attempt: timing.attempt(status: v.status, error: error, response: response),
+                                                      result: result, progress: v.progress, discipline: policy.discipline))
+            report(result, claim: claim, destination: f.destination, status: v.status, error: error, timing)
+        }
+    }
+
+    /// Where a delivery goes: delivered (skipped when it had nothing to send), retried at its policy's next time,
+    /// or dead (retrying cannot help, or its retries are spent).
+    private static func result(of verdict: Classification, _ outcome: AttemptOutcome, attempts: Int, status: Int?,
+                               policy: DeliveryPolicy, nowMillis: Int64) -> DeliveryResult {
+        switch verdict {
+        case .delivered:
+            switch outcome {
+            case .translateFailed(let failure), .authFailed(let failure, _): return .skipped(reason: failure.reason)
+            case .answered, .transportFailed: return .delivered
+            }
+        case .terminal(let reason):
+            return .dead(reason: reason)
+        case .retry(let reason, let after):
+            guard let delay = policy.retry.delay(afterAttempts: attempts, retryAfter: after, status: status) else {
+                return .dead(reason: "\(reason) after \(attempts) attempt\(attempts == 1 ? "" : "s")")
+            }
+            return .retry(atMillis: nowMillis + Int64(delay * 1000))
+        }
+    }
+
+    /// The error kept with a delivery's attempt: the request's, a batch item's own reason, or the dead letter's.
+    private static func itemError(_ verdict: Classification, _ v: Verdict, _ result: DeliveryResult) -> String? {
+        var error = v.error
+        if v.items != nil {
+            switch verdict {
+            case .delivered: error = nil
+            case .terminal(let reason), .retry(let reason, _): error = reason
+            }
+        }
+        if error == nil, case .dead(let reason) = result { error = reason }
+        return error
+    }
+
+    /// A delivery's outcome in `relay_deliveries_total` and the log.
+    private func report(_ result: DeliveryResult, claim: ClaimedDelivery, destination: String, status: Int?,
+                        error: String?, _ timing: Timing) {
+        let attempts = claim.attempts + 1, latency = timing.latency
+        if let metrics {
+            let outcome: String
+            switch result {
+            case .delivered: outcome = "delivered"
+            case .retry: outcome = "retry"
+            case .dead: outcome = "dead"
+            case .skipped: outcome = "skipped"
+            }
+            metrics.increment("relay_deliveries_total", ["destination": destination, "outcome": outcome])
+        }
+        switch result {
+        case .delivered:
+            log.info("delivered", ["deliveryId": claim.id, "destination": destination, "status": status,
+                                   "latencyMs": latency, "attempt": attempts])
+        case .retry(let at):
+            log.info("delivery will be retried", ["deliveryId": claim.id, "destination": destination,
+                                                  "attempt": attempts, "status": status, "latencyMs": latency,
+                                                  "error": error ?? "HTTP \(status ?? 0)",
+                                                  "retryInMs": at - timing.nowMillis])
+        case .dead(let reason):
+            log.warn("delivery dead-lettered", ["deliveryId": claim.id, "destination": destination,
+                                                "attempts": attempts, "status": status, "latencyMs": latency,
+                                                "reason": reason])
+        case .skipped(let reason):
+            log.info("delivery skipped", ["deliveryId": claim.id, "destination": destination, "reason": reason])
+        }
+    }
+
+    /// The circuits that changed are saved (in the background): another relay on the same store takes them up.
+    private func saveCircuits(_ names: Set<String>, now: Double) {
+        guard !names.isEmpty else { return }
+        let wall = Self.wallMillis()
+        for name in names.sorted() {
+            guard let lane = lanes[name] else { continue }
+            store.saveCircuit(name, lane.breaker.snapshot(now: now, wallMillis: wall))
+        }
     }
 
     private func storeFinish(_ records: [FinishedDelivery], links: [CorrelationLink], keys: Set<String>, nowMillis: Int64,

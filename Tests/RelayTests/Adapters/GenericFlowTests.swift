@@ -273,4 +273,41 @@ struct GenericFlowTests {
         try DeliveryTests.waitForState(second, id, "vendor", "delivered")
         #expect(sink.requests().map(\.path) == ["/coupons", "/confirm/V-7", "/confirm/V-7"], "the voucher is issued once")
     }
+
+    @Test("a stop while a step is in flight: no new step starts; the attempt says so (credentials blanked out of its response), the restart sends the next step")
+    func stopBeforeNextStep() throws {
+        let dir = try TempDir("relay-chain-stop")
+        defer { dir.remove() }
+        let sink = try DeliveryTests.startSink([SinkFault(path: "/coupons", times: 1, action: .slow(seconds: 1.5))])
+        defer { sink.stop() }
+        let extra = """
+            destinations: {
+              "vendor": { adapter: "generic", timeout: "10s", auth: { bearer: "${env:VENDOR_TOKEN}" }, actions: [
+                  { name: "issue", url: "\(sink.baseURL)/coupons" },
+                  { name: "confirm", url: "\(sink.baseURL)/confirm" },
+                ] },
+            },
+            routes: [ { from: "shop", to: ["vendor"] } ],
+            """
+        let env = ["VENDOR_TOKEN": "true"]
+        let first = try RunningRelay(sources: Self.shop, extra: extra, environment: env, in: dir, logName: "first.log",
+                                     shutdownTimeout: "5s")
+        var id = ""
+        do {
+            defer { first.stop() }
+            id = try DeliveryTests.post(first, "ORD-4", "shipped")
+            try DeliveryTests.eventually("step 1 in flight") { sink.requests(path: "/coupons").count == 1 }
+        }
+        #expect(sink.requests(path: "/confirm").isEmpty, "no new step while stopping")
+        let second = try RunningRelay(sources: Self.shop, extra: extra, environment: env, in: dir, logName: "second.log",
+                                      shutdownTimeout: "200ms")
+        defer { second.stop() }
+        let d = try DeliveryTests.waitForState(second, id, "vendor", "delivered")
+        #expect(sink.requests().map(\.path) == ["/coupons", "/confirm"], "step 1 is sent once")
+        let attempts = try DeliveryTests.attempts(second.store, d.id)
+        #expect(attempts.map(\.error) == ["stopped before step 2", nil])
+        #expect(attempts.map(\.status) == [200, 200])
+        // The sink's answer, {"ok":true}, echoes the token ("true"): never stored.
+        #expect(attempts.map(\.response) == [#"{"ok":***}"#, #"{"ok":***}"#])
+    }
 }
