@@ -213,17 +213,11 @@ extension CanonicalEvent {
         w.quoted(id)
         w.raw(",\"idempotencyKey\":")
         w.quoted(idempotencyKey)
-        if let occurredAt {
-            w.raw(",\"occurredAt\":")
-            w.quoted(occurredAt)
-        }
+        w.member(",\"occurredAt\":", occurredAt)
         if let providerStatus {
             w.raw(",\"providerStatus\":{\"code\":")
             w.quoted(providerStatus.code)
-            if let label = providerStatus.label {
-                w.raw(",\"label\":")
-                w.quoted(label)
-            }
+            w.member(",\"label\":", providerStatus.label)
             w.raw("}")
         }
         if includeRaw, let raw {
@@ -237,14 +231,8 @@ extension CanonicalEvent {
         w.quoted(receivedAt)
         w.raw(",\"source\":")
         w.quoted(source)
-        if let status {
-            w.raw(",\"status\":")
-            w.quoted(status.rawValue)
-        }
-        if let statusFallback {
-            w.raw(",\"statusFallback\":")
-            w.quoted(statusFallback.rawValue)
-        }
+        w.member(",\"status\":", status?.rawValue)
+        w.member(",\"statusFallback\":", statusFallback?.rawValue)
         if statusUnmapped == true { w.raw(",\"statusUnmapped\":true") }
         w.raw(",\"subject\":{")
         for (i, k) in subject.keys.sorted().enumerated() {
@@ -257,10 +245,7 @@ extension CanonicalEvent {
         if includeTrace, let trace {
             w.raw(",\"trace\":{\"parent\":")
             w.quoted(trace.traceparent)
-            if let state = trace.state {
-                w.raw(",\"state\":")
-                w.quoted(state)
-            }
+            w.member(",\"state\":", trace.state)
             w.raw("}")
         }
         w.raw(",\"type\":")

@@ -98,31 +98,17 @@ public enum JSONValue: Sendable, Equatable, Hashable {
     /// byte below 0x80, so they pass through whole): a body full of quotes costs one pass, not one append per
     /// character.
     public static func appendQuoted(_ s: String, to out: inout String) {
-        out += "\""
         var plain = true
         for u in s.utf8 where u < 0x20 || u == 0x22 || u == 0x5c { plain = false; break }
         if plain {
+            out += "\""
             out += s
+            out += "\""
         } else {
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(s.utf8.count + s.utf8.count / 8 + 8)
-            let hex = Array("0123456789abcdef".utf8)
-            for u in s.utf8 {
-                switch u {
-                case 0x22: bytes.append(0x5c); bytes.append(0x22)
-                case 0x5c: bytes.append(0x5c); bytes.append(0x5c)
-                case 0x0a: bytes.append(0x5c); bytes.append(UInt8(ascii: "n"))
-                case 0x0d: bytes.append(0x5c); bytes.append(UInt8(ascii: "r"))
-                case 0x09: bytes.append(0x5c); bytes.append(UInt8(ascii: "t"))
-                case 0..<0x20:
-                    bytes.append(contentsOf: [0x5c, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                              hex[Int(u >> 4)], hex[Int(u & 0xf)]])
-                default: bytes.append(u)
-                }
-            }
-            out += String(decoding: bytes, as: UTF8.self)
+            var w = JSONWriter(capacity: s.utf8.count + s.utf8.count / 8 + 8)
+            w.quoted(s)
+            out += w.string
         }
-        out += "\""
     }
 
     /// Follows a simple JSON path: `$.a.b[0].c` (also `a.b`; `.get(0)` is `[0]`); nil where any step is missing.
@@ -228,6 +214,13 @@ public struct JSONWriter {
     }
 
     public mutating func raw(_ text: String) { bytes.append(contentsOf: text.utf8) }
+
+    /// `prefix` (punctuation and a quoted key) and then `value` as a string literal, when there is a value.
+    public mutating func member(_ prefix: StaticString, _ value: String?) {
+        guard let value else { return }
+        raw(prefix)
+        quoted(value)
+    }
 
     /// `s` as a JSON string literal: `"`, `\`, and control characters escaped; everything else as it is.
     public mutating func quoted(_ s: String) {
