@@ -25,7 +25,12 @@ public final class Database {
     public let path: String
     private var statements: [String: Statement] = [:]
 
+    /// Process-wide settings, before the first connection: no memory statistics (nothing here reads them, and
+    /// keeping them takes a global mutex around every one of SQLite's allocations).
+    private static let configured: Void = { _ = relay_sqlite_config_memstatus(0) }()
+
     public init(path: String, readOnly: Bool = false) throws {
+        _ = Database.configured
         var db: OpaquePointer?
         let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &db, flags, nil)
