@@ -155,7 +155,7 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
 
     // MARK: EventStore
 
-    public func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
+    public func commit(_ event: consuming CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                        completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         let write = PendingCommit(event: event, deliveries: deliveries, link: link, completion: completion)
         monitor.lock()

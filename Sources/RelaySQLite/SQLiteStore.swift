@@ -309,7 +309,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
         return ("legacy_id = ?", [id])
     }
 
-    public func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
+    public func commit(_ event: consuming CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                        completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         // PendingCommit encodes the event here, on the caller's thread: the writer thread only writes.
         enqueue(.event(PendingCommit(event: event, deliveries: deliveries, link: link, completion: completion)))
@@ -633,8 +633,10 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
     }
 
     /// Inserts an event and, when it is new, its deliveries; or finds the event it duplicates.
-    private func insert(_ p: PendingCommit) throws -> CommitOutcome {
-        let e = p.event
+    private func insert(_ p: PendingCommit) throws -> CommitOutcome { try insert(p, p.event) }
+
+    /// `e` is `p.event`, borrowed where it is (a local copy would retain and release each of its fields).
+    private func insert(_ p: PendingCommit, _ e: borrowing CanonicalEvent) throws -> CommitOutcome {
         let insert = try statement(&insertEvent, """
             INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, idempotency_key) DO NOTHING

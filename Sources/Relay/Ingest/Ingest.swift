@@ -19,6 +19,14 @@ public final class Ingest: Sendable {
     let tracer: Tracer
     /// Each source's hot-path counters, looked up once here rather than by name and labels on every webhook.
     private let counters: [String: SourceCounters]
+    /// `sources`, each behind a reference: a webhook's lookup retains one object instead of copying the settings
+    /// (a retain and a release for each of their fields).
+    private let boxes: [String: SourceBox]
+
+    final class SourceBox: Sendable {
+        let settings: SourceSettings
+        init(_ settings: SourceSettings) { self.settings = settings }
+    }
 
     struct SourceCounters: Sendable {
         let received: Metrics.Counter
@@ -39,6 +47,7 @@ public final class Ingest: Sendable {
             }
         } ?? [:]
         self.sources = sources
+        self.boxes = sources.mapValues(SourceBox.init)
         self.router = router
         self.store = store
         self.log = log
@@ -56,7 +65,7 @@ public final class Ingest: Sendable {
             refusal = .error(404, "not found")
         } else {
             name = Self.sourceName(path)
-            if sources[name] == nil {
+            if boxes[name] == nil {
                 refusal = .error(404, "unknown source")
             } else if ["GET", "HEAD", "POST", "PUT"].contains(method) {
                 return nil
@@ -91,7 +100,7 @@ public final class Ingest: Sendable {
             return
         }
         let name = Self.sourceName(request.path)
-        guard let source = sources[name] else {
+        guard let box = boxes[name] else {
             log.warn("unknown source", ["requestId": requestID, "source": String(name.prefix(100)), "remote": request.remoteAddress])
             responder.respond(withID(.error(404, "unknown source"), requestID))
             return
@@ -123,24 +132,25 @@ public final class Ingest: Sendable {
                              ("url.path", .string(request.path))]))
         }
         let responder: any HTTPResponder = traced ?? responder
-        switch source.verifier.verify(request, now: now) {
+        switch box.settings.verifier.verify(request, now: now) {
         case .rejected(let reason):
             metrics?.increment("relay_webhooks_rejected_total", ["source": name, "reason": "unauthorized"])
-            log.warn("signature rejected", ["requestId": requestID, "source": name, "scheme": source.verifier.scheme,
+            log.warn("signature rejected", ["requestId": requestID, "source": name, "scheme": box.settings.verifier.scheme,
                                             "reason": reason, "remote": request.remoteAddress])
             responder.respond(withID(.error(401, "unauthorized", ["reason": reason]), requestID))
             return
         case .verified(let verified):
-            accept(request, source: source, verified: verified, now: now, requestID: requestID, committedCounter: counters?.committed,
+            accept(request, source: box.settings, verified: verified, now: now, requestID: requestID, committedCounter: counters?.committed,
                responder: responder, trace: trace, traced: traced)
         }
     }
 
-    private func accept(_ request: HTTPRequest, source: SourceSettings, verified: VerifiedRequest, now: Date,
+    private func accept(_ request: HTTPRequest, source: borrowing SourceSettings, verified: VerifiedRequest, now: Date,
                         requestID: String, committedCounter: Metrics.Counter?, responder: any HTTPResponder,
                         trace: TraceContext, traced: IngestSpanResponder?) {
+        let name = source.name   // the closure below keeps the name only, not a copy of the settings
         let reject = { (status: Int, message: String, reason: String) in
-            self.log.warn("webhook refused", ["requestId": requestID, "source": source.name, "status": status,
+            self.log.warn("webhook refused", ["requestId": requestID, "source": name, "status": status,
                                               "reason": reason])
             responder.respond(self.withID(.error(status, message, ["reason": reason]), requestID))
         }
@@ -197,7 +207,9 @@ public final class Ingest: Sendable {
             : nil
         let metrics = self.metrics
         let planned = destinations.map { PlannedDelivery($0, disciplines[$0] ?? .unordered) }
-        store.commit(event, deliveries: planned, link: correlation.link(source: sourceName, subject: event.subject)) { result in
+        let link = correlation.link(source: sourceName, subject: event.subject)
+        // The event's last use here: it moves into the store's queue rather than being copied there.
+        store.commit(consume event, deliveries: planned, link: link) { result in
             switch result {
             case .success(.inserted(let id)):
                 committedCounter?.increment()
@@ -310,7 +322,7 @@ public final class Ingest: Sendable {
     }
 
     /// Source config first, then the adapter's event id, then the scheme's message id, then the body's hash.
-    static func idempotencyKey(request: HTTPRequest, payload: LazyPayload, source: SourceSettings,
+    static func idempotencyKey(request: HTTPRequest, payload: LazyPayload, source: borrowing SourceSettings,
                                normalized: NormalizedEvent, verified: VerifiedRequest) -> String {
         func apply(_ rule: IdempotencyRule) -> String? {
             switch rule {

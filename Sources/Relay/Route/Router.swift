@@ -66,12 +66,16 @@ public struct Router: Sendable {
         var out: [String] = []
         var tree: JSONValue?
         for route in routes where route.from == event.source {
-            let matched = route.when.matches(event, json: {
-                if let tree { return tree }
-                let t = event.canonicalJSON()
+            // The event's JSON tree is made once, and only for a condition that reads it (no closure over the
+            // event: capturing it would copy it, a retain and a release for each of its fields).
+            let matched: Bool
+            if route.when.match.isEmpty {
+                matched = route.when.matches(event, json: .null)
+            } else {
+                let t = tree ?? event.canonicalJSON()
                 tree = t
-                return t
-            }())
+                matched = route.when.matches(event, json: t)
+            }
             if matched {
                 for d in route.to where !out.contains(d) { out.append(d) }
             }

@@ -94,11 +94,12 @@ public final class PendingCommit: Sendable {
     public let link: CorrelationScope?
     public let completion: @Sendable (Result<CommitOutcome, StoreError>) -> Void
 
-    public init(event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
+    /// Takes the event over (`consuming`: moved in, not copied field by field, when the caller is done with it).
+    public init(event: consuming CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                 completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
-        self.event = event
         jsonBytes = event.jsonBytes(includeRaw: false, includeTrace: true)
         body = event.raw?.bytes ?? []
+        self.event = consume event
         self.deliveries = deliveries
         self.link = link
         self.completion = completion
@@ -114,13 +115,14 @@ public protocol EventStore: AnyObject, Sendable {
     /// Records `event` and, only when it is new (not a duplicate), one pending delivery per planned delivery, in the
     /// same transaction: an accepted event always has all of its deliveries. With `link`, the event's identifiers
     /// are linked in that scope (`Correlation`), in the same transaction.
-    func commit(_ event: CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
+    /// The event is taken over (`consuming`), so that a caller done with it hands it on without a copy.
+    func commit(_ event: consuming CanonicalEvent, deliveries: [PlannedDelivery], link: CorrelationScope?,
                 completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void)
 }
 
 extension EventStore {
     /// Records an event routed to `destinations` (unordered queues), without correlation.
-    public func commit(_ event: CanonicalEvent, deliveries destinations: [String] = [],
+    public func commit(_ event: consuming CanonicalEvent, deliveries destinations: [String] = [],
                        completion: @escaping @Sendable (Result<CommitOutcome, StoreError>) -> Void) {
         commit(event, deliveries: destinations.map { PlannedDelivery($0) }, link: nil, completion: completion)
     }
