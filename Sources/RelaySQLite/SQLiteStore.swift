@@ -539,7 +539,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
                 for p in batch {
                     switch p {
                     case .event(let e):
-                        outcomes.append(.event(try insert(e)))
+                        outcomes.append(.event(try insert(e, e.event)))
                     case .work(let w):
                         try writer.statement("SAVEPOINT work").step()
                         do {
@@ -632,10 +632,8 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
         return s
     }
 
-    /// Inserts an event and, when it is new, its deliveries; or finds the event it duplicates.
-    private func insert(_ p: PendingCommit) throws -> CommitOutcome { try insert(p, p.event) }
-
-    /// `e` is `p.event`, borrowed where it is (a local copy would retain and release each of its fields).
+    /// Inserts an event and, when it is new, its deliveries; or finds the event it duplicates. `e` is `p.event`,
+    /// borrowed where it is (a local copy would retain and release each of its fields).
     private func insert(_ p: PendingCommit, _ e: borrowing CanonicalEvent) throws -> CommitOutcome {
         let insert = try statement(&insertEvent, """
             INSERT INTO events (id, source, idempotency_key, type, status, received_at, event, content_type, body)

@@ -5,7 +5,6 @@ import Synchronization
 /// The inbound path of a webhook: find the source, verify, parse, normalise, deduplicate and commit, and only
 /// then answer. Runs on the server's threads; the answer is sent from the store's thread once durable.
 public final class Ingest: Sendable {
-    public let sources: [String: SourceSettings]
     let router: Router
     let store: any EventStore
     let log: Logger
@@ -19,7 +18,7 @@ public final class Ingest: Sendable {
     let tracer: Tracer
     /// Each source's hot-path counters, looked up once here rather than by name and labels on every webhook.
     private let counters: [String: SourceCounters]
-    /// `sources`, each behind a reference: a webhook's lookup retains one object instead of copying the settings
+    /// The sources, each behind a reference: a webhook's lookup retains one object instead of copying the settings
     /// (a retain and a release for each of their fields).
     private let boxes: [String: SourceBox]
 
@@ -46,7 +45,6 @@ public final class Ingest: Sendable {
                                committed: m.counter("relay_events_committed_total", ["source": s.name]))
             }
         } ?? [:]
-        self.sources = sources
         self.boxes = sources.mapValues(SourceBox.init)
         self.router = router
         self.store = store

@@ -42,15 +42,18 @@ public struct RouteCondition: Sendable, Equatable {
         self.match = match
     }
 
-    public func matches(_ event: CanonicalEvent, json: @autoclosure () -> JSONValue) -> Bool {
+    /// `tree` is the event's JSON form, made here the first time a field test needs it and kept for the next
+    /// condition (no closure over the event: capturing it would copy it, a retain and a release for each field).
+    public func matches(_ event: CanonicalEvent, tree: inout JSONValue?) -> Bool {
         if let types, !types.contains(event.type) { return false }
         if let statuses {
             // An added status also matches the built-in status it falls back to.
             guard event.statusChain.contains(where: statuses.contains) else { return false }
         }
         if match.isEmpty { return true }
-        let tree = json()
-        return match.allSatisfy { $0.matches(tree) }
+        let json = tree ?? event.canonicalJSON()
+        tree = json
+        return match.allSatisfy { $0.matches(json) }
     }
 }
 
@@ -66,17 +69,7 @@ public struct Router: Sendable {
         var out: [String] = []
         var tree: JSONValue?
         for route in routes where route.from == event.source {
-            // The event's JSON tree is made once, and only for a condition that reads it (no closure over the
-            // event: capturing it would copy it, a retain and a release for each of its fields).
-            let matched: Bool
-            if route.when.match.isEmpty {
-                matched = route.when.matches(event, json: .null)
-            } else {
-                let t = tree ?? event.canonicalJSON()
-                tree = t
-                matched = route.when.matches(event, json: t)
-            }
-            if matched {
+            if route.when.matches(event, tree: &tree) {
                 for d in route.to where !out.contains(d) { out.append(d) }
             }
         }
