@@ -59,6 +59,17 @@ stop_pid() {   # stop_pid PID SIGNAL: signal, wait up to 15 s, then SIGKILL
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+thread_cpu() {   # thread_cpu PID: "TID NAME TICKS WCHAR" per thread (user + system clock ticks, bytes written; spaces in
+                 # a name as _); a thread that ends meanwhile is left out
+    local t ticks wchar
+    for t in /proc/"$1"/task/*; do
+        ticks=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "$t/stat" 2>/dev/null) || continue
+        [ -n "$ticks" ] || continue
+        wchar=$(awk '/^wchar/ {print $2}' "$t/io" 2>/dev/null) || true
+        echo "${t##*/} $(tr ' ' _ < "$t/comm" 2>/dev/null) $ticks ${wchar:-0}"
+    done
+}
+
 free_port() {   # a TCP port on 127.0.0.1 that was free a moment ago
     "${PY:-python3}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
