@@ -501,13 +501,13 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
     /// it). Reopened when the file was replaced. Returns why it failed, nil when the WAL is on disk.
     private func syncWAL() -> String? {
         let path = options.path + "-wal"
-        var st = stat()
-        guard stat(path, &st) == 0 else { return "cannot stat \(path): \(String(cString: strerror(errno)))" }
-        if walFD < 0 || UInt64(st.st_ino) != walInode {
+        var inode: UInt64 = 0
+        guard relay_file_inode(path, &inode) == 0 else { return "cannot stat \(path): \(String(cString: strerror(errno)))" }
+        if walFD < 0 || inode != walInode {
             if walFD >= 0 { Glibc.close(walFD) }
             walFD = open(path, O_RDONLY | O_CLOEXEC)
             guard walFD >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
-            walInode = UInt64(st.st_ino)
+            walInode = inode
         }
         guard fdatasync(walFD) == 0 else { return "fdatasync \(path): \(String(cString: strerror(errno)))" }
         return nil
