@@ -21,17 +21,26 @@ public enum ByteEncoding {
 
     /// Parses hexadecimal (upper- or lowercase). Returns `nil` on odd length or any non-hex character.
     public static func fromHex(_ s: String) -> [UInt8]? {
-        let chars = Array(s.utf8)
+        var s = s
+        return s.withUTF8 { fromHex($0) }
+    }
+
+    /// `fromHex` over bytes where they are (a header value inside the request), without a copy.
+    public static func fromHex(_ chars: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         guard chars.count % 2 == 0 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(chars.count / 2)
-        var index = 0
-        while index < chars.count {
-            guard let high = hexValue(chars[index]), let low = hexValue(chars[index + 1]) else { return nil }
-            out.append(high << 4 | low)
-            index += 2
+        let n = chars.count / 2
+        var valid = true
+        let out = [UInt8](unsafeUninitializedCapacity: n) { buffer, initialized in
+            for i in 0..<n {
+                guard let high = hexValue(chars[2 * i]), let low = hexValue(chars[2 * i + 1]) else {
+                    valid = false
+                    return
+                }
+                buffer[i] = high << 4 | low
+            }
+            initialized = n
         }
-        return out
+        return valid ? out : nil
     }
 
     /// Standard Base64 (RFC 4648 §4) with `=` padding.

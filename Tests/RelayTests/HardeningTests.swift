@@ -52,6 +52,54 @@ struct HardeningTests {
         #expect(!outcome("sha256\u{1D}" + hex))     // 0x1D | 0x20 == "=": only letters are case-folded
     }
 
+    @Test("several signatures in one header: any one may match; empty pieces, and spaces or tabs around each, are skipped")
+    func signatureLists() {
+        let key = Array("k".utf8), body = Array("{\"a\":1}".utf8)
+        let mac = HMAC.authenticate(.sha256, key: key, message: body)
+        func outcome(_ v: HMACVerifier, _ header: String) -> String {
+            let request = HTTPRequest(method: "POST", path: "/v1/hooks/x",
+                                      headers: HTTPHeaders([(v.headers[0], header)]), body: body)
+            switch v.verify(request, now: Date()) {
+            case .verified: return "verified"
+            case .rejected(let reason): return reason
+            }
+        }
+        // Standard Webhooks' form: `v1,<base64>` pieces separated by spaces.
+        var b64 = HMACVerifier(scheme: "hmac")
+        b64.headers = ["Webhook-Signature"]
+        b64.prefix = "v1,"
+        b64.separator = " "
+        b64.encoding = .base64
+        b64.keys = [HMACKey(.sha256, key: key)]
+        let good = ByteEncoding.base64(mac)
+        #expect(outcome(b64, "v1,\(good)") == "verified")
+        #expect(outcome(b64, "v1,AAAA v1,\(good)") == "verified")
+        #expect(outcome(b64, "  v1,\(good)   v1,AAAA ") == "verified")
+        #expect(outcome(b64, "v1,\(good)\t") == "verified")
+        #expect(outcome(b64, "v2,\(good)").contains("no signature of the expected form"))
+        #expect(outcome(b64, "v1,").contains("no signature of the expected form"))
+        #expect(outcome(b64, "v1,!!!! v1,???").contains("is not valid base64"))
+        #expect(outcome(b64, "v1,AAAA").contains("signature does not match"))
+        // Hex behind a prefix, separated by commas.
+        var hex = HMACVerifier(scheme: "hmac")
+        hex.headers = ["X-Sig"]
+        hex.prefix = "sha256="
+        hex.separator = ","
+        hex.keys = [HMACKey(.sha256, key: key)]
+        let h = ByteEncoding.hex(mac)
+        #expect(outcome(hex, "sha256=00,,sha256=\(h.uppercased())") == "verified")
+        #expect(outcome(hex, "sha256=\(h) ,sha256=00") == "verified")
+        #expect(outcome(hex, "sha256=\(h.dropLast())").contains("is not valid hex"))
+        #expect(outcome(hex, "sha256=zz\(h.dropFirst(2))").contains("is not valid hex"))
+        #expect(outcome(hex, ",,").contains("no signature of the expected form"))
+        // No prefix: the whole (trimmed) value is the signature.
+        var bare = hex
+        bare.prefix = ""
+        bare.separator = nil
+        #expect(outcome(bare, " \(h)\t") == "verified")
+        #expect(outcome(bare, "").contains("signature does not match"))
+    }
+
     @Test("millisecond and fractional timestamps still work")
     func timestampForms() {
         #expect(HMACVerifier.unixTimestamp("1700000000") == 1_700_000_000)

@@ -183,16 +183,24 @@ public enum EventID {
             }
             return (s.lastMillis, s.high, s.low)
         }
-        // 128 bits: 48 time | 16 high | 64 low, written as 26 base32 digits (the first carries 3 bits).
-        var digits = [UInt8](repeating: 0, count: 26)
-        var hi = ms << 16 | UInt64(high)     // upper 64 bits
-        var lo = low                          // lower 64 bits
-        for i in stride(from: 25, through: 0, by: -1) {
-            digits[i] = alphabet[Int(lo & 31)]
-            lo = (lo >> 5) | ((hi & 31) << 59)
-            hi >>= 5
+        // 128 bits: 48 time | 16 high | 64 low, written as 26 base32 digits (the first carries 3 bits), after the
+        // prefix, straight into the string's storage.
+        var prefix = prefix
+        return prefix.withUTF8 { head in
+            String(unsafeUninitializedCapacity: head.count + 26) { out in
+                _ = out.initialize(fromContentsOf: head)
+                alphabet.withUnsafeBufferPointer { alphabet in
+                    var hi = ms << 16 | UInt64(high)     // upper 64 bits
+                    var lo = low                          // lower 64 bits
+                    for i in stride(from: head.count + 25, through: head.count, by: -1) {
+                        out[i] = alphabet[Int(lo & 31)]
+                        lo = (lo >> 5) | ((hi & 31) << 59)
+                        hi >>= 5
+                    }
+                }
+                return head.count + 26
+            }
         }
-        return prefix + String(decoding: digits, as: UTF8.self)
     }
 }
 

@@ -147,10 +147,13 @@ public struct HMACVerifier: Verifier {
         guard let (headerName, headerValue) = request.headers.first(of: headers) else {
             return .rejected("missing signature header \(headers.joined(separator: " or "))")
         }
-        // The candidate signatures, and a timestamp when the header carries one.
-        var candidates: [Substring] = []
+        // The candidate signatures (how many have the expected form, and those that decode), and a timestamp when
+        // the header carries one.
+        var found = 0
+        var decoded: [[UInt8]] = []
         var headerTimestamp: Substring?
         if let keyed {
+            var candidates: [Substring] = []
             for item in headerValue.split(separator: keyed.separator) {
                 let kv = item.trimmedASCII
                 guard let eq = kv.firstIndex(of: "=") else { continue }
@@ -158,12 +161,16 @@ public struct HMACVerifier: Verifier {
                 if k == keyed.signatureKey { candidates.append(v) }
                 if k == keyed.timestampKey { headerTimestamp = v }
             }
+            found = candidates.count
+            decoded = candidates.compactMap { decode($0) }
+        } else if separator == nil || separator?.asciiValue != nil {
+            (found, decoded) = plainSignatures(headerValue, separator: separator?.asciiValue)
         } else if let separator {
-            candidates = headerValue.split(separator: separator).compactMap { stripPrefix($0) }
-        } else if let one = stripPrefix(Substring(headerValue)) {
-            candidates = [one]
+            let candidates = headerValue.split(separator: separator).compactMap { stripPrefix($0) }
+            found = candidates.count
+            decoded = candidates.compactMap { decode($0) }
         }
-        if candidates.isEmpty {
+        if found == 0 {
             return .rejected("\(headerName) header has no signature of the expected form\(prefix.isEmpty ? "" : " (\(prefix.trimmingCharacters(in: .whitespaces))...)")")
         }
 
@@ -201,7 +208,6 @@ public struct HMACVerifier: Verifier {
             case .uri: message.append(contentsOf: Array(absoluteURI(request).utf8))
             }
         }
-        let decoded = candidates.compactMap { decode($0) }
         if decoded.isEmpty { return .rejected("\(headerName) signature is not valid \(encoding.rawValue)") }
         let signed = template == [.body] ? request.body : message   // the common case, without a copy
         for key in keys {
@@ -222,6 +228,50 @@ public struct HMACVerifier: Verifier {
               parts.count == 1 || (!parts[1].isEmpty && parts[1].utf8.count <= 9 && parts[1].utf8.allSatisfy(digits.contains)),
               let value = Double(text), value.isFinite else { return nil }
         return value > 1e12 ? value / 1000 : value
+    }
+
+    /// The signatures of a header without keys, read from its bytes where they are: how many pieces (split at an
+    /// ASCII `separator`, empty pieces left out) have the form `stripPrefix` wants, and those whose signature
+    /// decodes (trimmed as `decode` trims). The same results as `stripPrefix` then `decode`, without a `String`
+    /// or `Substring` per step.
+    private func plainSignatures(_ headerValue: String, separator: UInt8?) -> (found: Int, decoded: [[UInt8]]) {
+        var value = headerValue, prefix = self.prefix
+        return value.withUTF8 { all in
+            prefix.withUTF8 { wanted in
+                var found = 0
+                var decoded: [[UInt8]] = []
+                func piece(_ lo: Int, _ hi: Int) {
+                    var i = lo
+                    while i < hi, all[i] == 0x20 { i += 1 }
+                    if !wanted.isEmpty {
+                        guard hi - i > wanted.count,
+                              HTTPHeaders.asciiEqualIgnoringCase(UnsafeBufferPointer(rebasing: all[i..<i + wanted.count]), wanted)
+                        else { return }
+                        i += wanted.count
+                    }
+                    found += 1
+                    var j = hi
+                    while i < j, all[i] == 0x20 || all[i] == 0x09 { i += 1 }
+                    while j > i, all[j - 1] == 0x20 || all[j - 1] == 0x09 { j -= 1 }
+                    if let d = decode(UnsafeBufferPointer(rebasing: all[i..<j])) { decoded.append(d) }
+                }
+                if let separator {
+                    var start = 0
+                    for k in 0...all.count where k == all.count || all[k] == separator {
+                        if k > start { piece(start, k) }
+                        start = k + 1
+                    }
+                } else {
+                    piece(0, all.count)
+                }
+                return (found, decoded)
+            }
+        }
+    }
+
+    private func decode(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        if encoding == .hex { return ByteEncoding.fromHex(bytes) }
+        return decode(Substring(String(decoding: bytes, as: UTF8.self)))
     }
 
     private func stripPrefix(_ s: Substring) -> Substring? {
