@@ -64,6 +64,8 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
         /// Set once the disk failed under us: everything is refused from then on (see `fail(_:)`).
         var failure: String?
         var syncerWaiting = false
+        /// The syncer is flushing or answering a batch it took.
+        var syncing = false
     }
     private static let writerCondition = 0, syncerCondition = 1
 
@@ -413,8 +415,11 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
                 break
             }
             // Group commit under load: when the last batch had company, give the others a moment to join this one
-            // (one transaction and one flush for all). A lone event at low load is written at once.
-            if lastBatch > 1 && state.items.count < lastBatch && delay > 0 && !state.closing {
+            // (one transaction and one flush for all). A lone event at low load is written at once, and so is a
+            // batch while the syncer is still flushing or answering the previous one: it cannot take this batch
+            // before it is done, so waiting here would only leave it idle once it is (measured: about 35% more
+            // flushes of smaller batches, and +2 to +5% webhooks/s under make bench's load).
+            if lastBatch > 1 && state.items.count < lastBatch && delay > 0 && !state.closing && !state.syncing {
                 state.writerWantsBatchOf = min(options.maxBatch, lastBatch * 2)
                 state.writerWaiting = true
                 monitor.wait(Self.writerCondition, microseconds: delay)
@@ -467,6 +472,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
         nameThisThread("relay-sync")
         while true {
             monitor.lock()
+            state.syncing = false   // the batches taken last time round are answered
             while state.unsynced.isEmpty && !state.writerDone {
                 state.syncerWaiting = true
                 monitor.wait(Self.syncerCondition)
@@ -478,6 +484,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
             }
             let batches = state.unsynced
             state.unsynced.removeAll(keepingCapacity: true)
+            state.syncing = true
             if state.writerWaitingForSyncer { monitor.signal(Self.writerCondition) }
             monitor.unlock()
             let flushStart = DispatchTime.now().uptimeNanoseconds
