@@ -98,6 +98,11 @@ struct HardeningTests {
         bare.separator = nil
         #expect(outcome(bare, " \(h)\t") == "verified")
         #expect(outcome(bare, "").contains("signature does not match"))
+        // A separator beyond ASCII is matched as its UTF-8 bytes.
+        var wide = hex
+        wide.separator = "§"
+        #expect(outcome(wide, "sha256=00§§sha256=\(h)") == "verified")
+        #expect(outcome(wide, "sha256=00,sha256=\(h)").contains("is not valid hex"))   // one piece: a comma does not split
     }
 
     @Test("millisecond and fractional timestamps still work")

@@ -163,12 +163,8 @@ public struct HMACVerifier: Verifier {
             }
             found = candidates.count
             decoded = candidates.compactMap { decode($0) }
-        } else if separator == nil || separator?.asciiValue != nil {
-            (found, decoded) = plainSignatures(headerValue, separator: separator?.asciiValue)
-        } else if let separator {
-            let candidates = headerValue.split(separator: separator).compactMap { stripPrefix($0) }
-            found = candidates.count
-            decoded = candidates.compactMap { decode($0) }
+        } else {
+            (found, decoded) = plainSignatures(headerValue)
         }
         if found == 0 {
             return .rejected("\(headerName) header has no signature of the expected form\(prefix.isEmpty ? "" : " (\(prefix.trimmingCharacters(in: .whitespaces))...)")")
@@ -230,41 +226,46 @@ public struct HMACVerifier: Verifier {
         return value > 1e12 ? value / 1000 : value
     }
 
-    /// The signatures of a header without keys, read from its bytes where they are: how many pieces (split at an
-    /// ASCII `separator`, empty pieces left out) have the form `stripPrefix` wants, and those whose signature
-    /// decodes (trimmed as `decode` trims). The same results as `stripPrefix` then `decode`, without a `String`
-    /// or `Substring` per step.
-    private func plainSignatures(_ headerValue: String, separator: UInt8?) -> (found: Int, decoded: [[UInt8]]) {
-        var value = headerValue, prefix = self.prefix
+    /// The signatures of a header without keys, read from its bytes where they are: the pieces (split at
+    /// `separator`'s UTF-8 bytes, empty pieces left out) that have the form expected (leading spaces, then `prefix`
+    /// in any case of its ASCII letters, then something), how many there are, and those that decode once trimmed
+    /// of spaces and tabs. No `String` or `Substring` per step.
+    private func plainSignatures(_ headerValue: String) -> (found: Int, decoded: [[UInt8]]) {
+        var value = headerValue, prefix = self.prefix, split = separator.map { String($0) } ?? ""
         return value.withUTF8 { all in
             prefix.withUTF8 { wanted in
-                var found = 0
-                var decoded: [[UInt8]] = []
-                func piece(_ lo: Int, _ hi: Int) {
-                    var i = lo
-                    while i < hi, all[i] == 0x20 { i += 1 }
-                    if !wanted.isEmpty {
-                        guard hi - i > wanted.count,
-                              HTTPHeaders.asciiEqualIgnoringCase(UnsafeBufferPointer(rebasing: all[i..<i + wanted.count]), wanted)
-                        else { return }
-                        i += wanted.count
+                split.withUTF8 { sep in
+                    var found = 0
+                    var decoded: [[UInt8]] = []
+                    func piece(_ lo: Int, _ hi: Int) {
+                        var i = lo
+                        while i < hi, all[i] == 0x20 { i += 1 }
+                        if !wanted.isEmpty {
+                            guard hi - i > wanted.count,
+                                  HTTPHeaders.asciiEqualIgnoringCase(UnsafeBufferPointer(rebasing: all[i..<i + wanted.count]), wanted)
+                            else { return }
+                            i += wanted.count
+                        }
+                        found += 1
+                        var j = hi
+                        while i < j, all[i] == 0x20 || all[i] == 0x09 { i += 1 }
+                        while j > i, all[j - 1] == 0x20 || all[j - 1] == 0x09 { j -= 1 }
+                        if let d = decode(UnsafeBufferPointer(rebasing: all[i..<j])) { decoded.append(d) }
                     }
-                    found += 1
-                    var j = hi
-                    while i < j, all[i] == 0x20 || all[i] == 0x09 { i += 1 }
-                    while j > i, all[j - 1] == 0x20 || all[j - 1] == 0x09 { j -= 1 }
-                    if let d = decode(UnsafeBufferPointer(rebasing: all[i..<j])) { decoded.append(d) }
-                }
-                if let separator {
-                    var start = 0
-                    for k in 0...all.count where k == all.count || all[k] == separator {
-                        if k > start { piece(start, k) }
-                        start = k + 1
+                    if sep.isEmpty { piece(0, all.count); return (found, decoded) }
+                    var start = 0, k = 0
+                    while k + sep.count <= all.count {
+                        if all[k] == sep[0] && (sep.count == 1 || all[k..<k + sep.count].elementsEqual(sep)) {
+                            if k > start { piece(start, k) }
+                            k += sep.count
+                            start = k
+                        } else {
+                            k += 1
+                        }
                     }
-                } else {
-                    piece(0, all.count)
+                    if all.count > start { piece(start, all.count) }
+                    return (found, decoded)
                 }
-                return (found, decoded)
             }
         }
     }
@@ -272,19 +273,6 @@ public struct HMACVerifier: Verifier {
     private func decode(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         if encoding == .hex { return ByteEncoding.fromHex(bytes) }
         return decode(Substring(String(decoding: bytes, as: UTF8.self)))
-    }
-
-    private func stripPrefix(_ s: Substring) -> Substring? {
-        let u = s.utf8
-        var start = u.startIndex
-        while start < u.endIndex, u[start] == 0x20 { start = u.index(after: start) }
-        let t = Substring(u[start...])
-        if prefix.isEmpty { return t }
-        // Byte-wise, ASCII letters in either case (the prefixes are ASCII: `sha256=`, `v1,`).
-        let head = t.utf8.prefix(prefix.utf8.count)
-        let rest = t.utf8[head.endIndex...]
-        guard !rest.isEmpty, HTTPHeaders.asciiEqualIgnoringCase(head, prefix.utf8) else { return nil }
-        return Substring(rest)
     }
 
     private func decode(_ s: Substring) -> [UInt8]? {
