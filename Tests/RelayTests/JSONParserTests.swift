@@ -33,22 +33,23 @@ import Testing
     }
 
     /// Strings are scanned eight bytes at a time: a quote, a backslash, a control character or a non-ASCII byte at
-    /// every offset of a long string, in validation and in parsing, is judged as JSONSerialization judges it.
+    /// every offset of a long string, and at every distance from its closing quote (the scan stops inside a word,
+    /// at the first special byte of it), in validation and in parsing, is judged as JSONSerialization judges it.
     @Test func longStringsAgreeAtEveryOffset() throws {
         let specials: [[UInt8]] = [Array(#"\""#.utf8), Array(#"\\"#.utf8), Array(#"\n"#.utf8), Array(#"\u00e9"#.utf8),
                                    [0x09], [0x0a], [0x1f], [0x00], Array("é".utf8), Array("😀".utf8), [0x7f], [0x20],
                                    [0x22], [0xff], [0xc3]]
         for special in specials {
-            for offset in 0..<20 {
+            for offset in 0..<20 { for tail in Set([19 - offset] + Array(0..<9)) {
                 let text = Array("{\"k\":\"".utf8) + Array(repeating: UInt8(ascii: "a"), count: offset) + special
-                    + Array(repeating: UInt8(ascii: "b"), count: 19 - offset) + Array("\"}".utf8)
+                    + Array(repeating: UInt8(ascii: "b"), count: tail) + Array("\"}".utf8)
                 let theirs = try? JSONSerialization.jsonObject(with: Data(text), options: [])
                 let parsed = try? JSONParser.parse(text)
                 let validated: Bool = (try? JSONParser.validate(text)) != nil
                 #expect((theirs != nil) == (parsed != nil), "parse \(special) at \(offset)")
                 #expect((theirs != nil) == validated, "validate \(special) at \(offset)")
                 if let theirs, let parsed { #expect(parsed == JSONValue(foundation: theirs), "value \(special) at \(offset)") }
-            }
+            } }
         }
     }
 

@@ -157,8 +157,16 @@ public struct JSONParser {
             while j + 8 <= n {
                 let w = UnsafeRawPointer(base + j).loadUnaligned(as: UInt64.self)
                 let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5C)
-                let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w)
-                if special & highs != 0 { break }
+                let special = (((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w)) & highs
+                if special != 0 {
+                    // The lowest flagged lane is the first special byte (a borrow can only flag lanes above a true
+                    // one), so the bytes before it are plain and the byte-wise loop below is needed only for the
+                    // last seven bytes of the text.
+                    let k = special.trailingZeroBitCount >> 3
+                    wide |= w & ((1 &<< (k << 3)) &- 1)
+                    j += k
+                    break
+                }
                 wide |= w
                 j += 8
             }
