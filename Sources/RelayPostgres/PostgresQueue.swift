@@ -32,7 +32,10 @@ extension PostgresStore {
             return try claimLanes(lanes, nowMillis: nowMillis, correlation: correlation) { t in tokens.withLock { $0.append(t) } }
         } catch {
             let sent = tokens.withLock { $0 }
-            if !sent.isEmpty { uncertainClaims.withLock { $0.append(contentsOf: sent) } }
+            if !sent.isEmpty {
+                uncertainClaims.withLock { $0.append(contentsOf: sent) }
+                heldClaims.withLock { held in held = held.filter { !sent.contains($0.value) } }
+            }
             throw error
         }
     }
@@ -103,6 +106,7 @@ extension PostgresStore {
                         SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.state = 'pending' AND d.destination = $1\(order)
                         """, [lane.destination], name: ordered ? "next_due_ordered" : "next_due").first?.optionalInt(0)
                 }
+                hold(claims.map(\.claim))
                 out[lane.destination] = ClaimedLane(claims: claims.sorted { $0.seq < $1.seq }.map(\.claim), events: events,
                                                     nextDueMillis: next)
             }
@@ -113,6 +117,8 @@ extension PostgresStore {
     public func release(_ claims: [ClaimedDelivery], completion: @escaping @Sendable (Result<Void, StoreError>) -> Void) {
         guard !claims.isEmpty else { return completion(.success(())) }
         let now = Int64(Date().timeIntervalSince1970 * 1000)
+        // Given back, whether or not the database hears of it now: a release that fails runs out its lease.
+        letGo(claims)
         completion(Result {
             try onQueue { c in
                 try c.query("""
@@ -142,7 +148,10 @@ extension PostgresStore {
                         """, [claim.id, String(claim.claimToken), String(progress.step),
                               progress.values.isEmpty ? nil : Correlation.encode(progress.values)], name: "progress").affected
                 }
-                guard n == 1 else { throw StoreError.unavailable("delivery \(claim.id) was claimed again: its lease ran out") }
+                guard n == 1 else {
+                    letGo([claim])   // not this relay's any more
+                    throw StoreError.unavailable("delivery \(claim.id) was claimed again: its lease ran out")
+                }
             }
         }.mapError(Self.storeError))
     }

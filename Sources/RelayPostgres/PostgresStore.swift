@@ -70,6 +70,22 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
     private let finisherDone = DispatchSemaphore(value: 0)
     /// Claim tokens of claims that failed with a lost connection (they may have committed); released by `onQueue`.
     let uncertainClaims = Mutex<[Int64]>([])
+    /// The claims this relay holds, not yet finished or released: delivery id → claim token. Only these leases are
+    /// renewed. A row that is in_flight under this relay's name but not held here
+    /// (its finish was acknowledged, then lost when the database crashed: finishes commit without waiting for the
+    /// WAL flush) runs out its lease and goes back to the queue, instead of being renewed for as long as the relay
+    /// lives.
+    let heldClaims = Mutex<[String: Int64]>([:])
+
+    func hold(_ claims: [ClaimedDelivery]) {
+        heldClaims.withLock { held in for c in claims { held[c.id] = c.claimToken } }
+    }
+
+    func letGo(_ claims: [ClaimedDelivery]) {
+        heldClaims.withLock { held in
+            for c in claims where held[c.id] == c.claimToken { held[c.id] = nil }
+        }
+    }
     private let adminPool: Mutex<[Connection]>
     private let adminSlots: DispatchSemaphore
 
@@ -399,17 +415,22 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
         while Date() < end && !coordinatorStop.load(ordering: .acquiring) { usleep(50_000) }
     }
 
-    /// This relay is alive; its leases are renewed (those past half their time: an attempt of a few milliseconds is
-    /// never rewritten for it).
+    /// This relay is alive; the leases of the claims it holds (`heldClaims`) are renewed (those past half their
+    /// time: an attempt of a few milliseconds is never rewritten for it).
     func heartbeat(_ c: Connection) throws {
         try c.query("""
             INSERT INTO relay_instances (id, host, pid, started_at, seen_at) VALUES ($1, $2, $3, \(Schema.nowMillis), \(Schema.nowMillis))
             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
             """, [instanceID, ProcessInfo.processInfo.hostName, String(getpid())], name: "heartbeat")
+        let held = heldClaims.withLock { Array($0) }
+        guard !held.isEmpty else { return }
         try c.query("""
-            UPDATE deliveries SET lease_until = \(Schema.nowMillis) + $2
-            WHERE state = 'in_flight' AND claimed_by = $1 AND lease_until < \(Schema.nowMillis) + $2 / 2
-            """, [instanceID, String(leaseMillis)], name: "renew")
+            UPDATE deliveries d SET lease_until = \(Schema.nowMillis) + $2
+            FROM unnest($3::text[], $4::bigint[]) AS h (id, token)
+            WHERE d.id = h.id AND d.claim_token = h.token AND d.state = 'in_flight' AND d.claimed_by = $1
+              AND d.lease_until < \(Schema.nowMillis) + $2 / 2
+            """, [instanceID, String(leaseMillis), PGText.array(held.map { Optional($0.key) }),
+                  PGText.array(held.map { Optional($0.value) })], name: "renew")
     }
 
     /// Returns to the queue every claim whose lease ran out or whose relay has not been seen for `heartbeat`, and
@@ -516,6 +537,9 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
             }
             do {
                 let stale: [[String]] = try onDispatch(finishConnection, role: "finisher") { c in try writeFinishJobs(c, jobs) }
+                // Written (or fenced off): no longer this relay's to renew. A failed finish is kept by the
+                // dispatcher and offered again, so its claim stays held until then.
+                letGo(jobs.flatMap { $0.deliveries.map(\.claim) })
                 for (job, ids) in zip(jobs, stale) { job.completion(.success(FinishReport(stale: ids))) }
             } catch {
                 let e: StoreError = (error as? StoreError) ?? .unavailable("\(error)")

@@ -573,6 +573,39 @@ struct StoreConformanceTests {
         #expect(try Self.claim(next, "d1").claims.count == 4)
     }
 
+    @Test("PostgreSQL: a finish lost in a database crash runs out its lease on a live relay; held claims are renewed",
+          .enabled(if: PGTest.dsn != nil))
+    func lostFinishIsNotRenewed() throws {
+        let t = try StoreUnderTest(.postgres, lease: 2, heartbeat: 10)
+        defer { t.remove() }
+        _ = try Self.seed(t.store, .unordered)
+        let pg = try #require(t.store as? PostgresStore)
+        let claims = try Self.claim(t.store, "d1", limit: 2).claims
+        #expect(claims.count == 2)
+        let (done, held) = (claims[0], claims[1])
+        try Self.finish(t.store, done, .delivered)
+        // The crash: the finish was acknowledged (it commits without waiting for the WAL flush), then lost with the
+        // database's last transactions, so the row is in flight again under this relay's name and claim.
+        _ = try pg.onQueue { c in
+            try c.query("""
+                UPDATE deliveries SET state = 'in_flight', claimed_by = $1, claim_token = $2,
+                       lease_until = (extract(epoch from clock_timestamp()) * 1000)::bigint + 2000, finished_at = NULL
+                WHERE id = $3
+                """, [pg.instanceID, String(done.claimToken), done.id])
+        }
+        // Past the lease, with the relay's heartbeat (renewal) and sweep run in between (its coordinator's work).
+        let end = Date().addingTimeInterval(3.5)
+        while Date() < end {
+            _ = try pg.recoverClaims()
+            usleep(300_000)
+        }
+        func state(_ id: String) throws -> String? { try t.store.delivery(id: id)?.state }
+        #expect(try state(done.id) == "pending", "a claim this relay no longer holds is given back when its lease ends")
+        #expect(try state(held.id) == "in_flight", "the claim it still holds is renewed")
+        #expect(try Self.finish(t.store, held, .delivered).stale.isEmpty)
+        #expect(try Self.claim(t.store, "d1").claims.map(\.id).contains(done.id), "and it is delivered again")
+    }
+
     @Test("PostgreSQL connections cut by the server: the store reconnects by itself and commits again",
           .enabled(if: PGTest.dsn != nil))
     func reconnects() throws {
