@@ -181,7 +181,7 @@ extension PostgresStore {
             next.append(at)
             statuses.append(f.attempt.status.map(Int64.init))
             switch f.result {
-            case .dead(let reason), .skipped(let reason): lastErrors.append(reason)
+            case .dead(let reason), .skipped(let reason): lastErrors.append(AttemptRecord.storable(reason))
             default: lastErrors.append(f.attempt.error)
             }
             if case .retry = f.result { finished.append(nil) } else { finished.append(nowMillis) }

@@ -295,6 +295,30 @@ struct StoreConformanceTests {
         #expect(try Self.claim(t.store, "d1").claims.count == 3)
     }
 
+    @Test("an answer with a NUL byte is recorded (as U+FFFD), and so is the finish written beside it",
+          arguments: StoreKind.available)
+    func nulInAnswers(_ kind: StoreKind) throws {
+        let t = try StoreUnderTest(kind)
+        defer { t.remove() }
+        _ = try Self.seed(t.store, .unordered)
+        let claims = try Self.claim(t.store, "d1", limit: 2).claims
+        #expect(claims.count == 2)
+        let refused = AttemptRecord(startedAt: Self.now, latencyMillis: 3, status: 422, error: "HTTP 422",
+                                    response: "{\"error\":\"bad\u{0}byte\"}")
+        let fine = AttemptRecord(startedAt: Self.now, latencyMillis: 3, status: 200, error: nil, response: "ok")
+        // One finish call: in PostgreSQL one statement, so a value it cannot take would fail both, at every retry.
+        let report = try awaitCompletion {
+            t.store.finish([FinishedDelivery(claim: claims[0], attempt: refused, result: .dead(reason: "refused: bad\u{0}byte")),
+                            FinishedDelivery(claim: claims[1], attempt: fine, result: .delivered)],
+                           links: [], keys: [], nowMillis: Self.now, completion: $0)
+        }
+        #expect(report.stale.isEmpty)
+        let dead = try #require(try t.store.delivery(id: claims[0].id))
+        #expect(dead.state == "dead" && dead.lastError == "refused: bad\u{FFFD}byte")
+        #expect(try t.store.attempts(deliveryID: claims[0].id).first?.response == "{\"error\":\"bad\u{FFFD}byte\"}")
+        #expect(try t.store.delivery(id: claims[1].id)?.state == "delivered")
+    }
+
     @Test("attempts are numbered and kept; dead letters keep their reason", arguments: StoreKind.available)
     func attempts(_ kind: StoreKind) throws {
         let t = try StoreUnderTest(kind)
