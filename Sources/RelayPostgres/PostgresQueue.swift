@@ -25,8 +25,9 @@ extension PostgresStore {
 
     public func claim(_ lanes: [LaneRequest], nowMillis: Int64, correlation: CorrelationSettings) throws -> [String: ClaimedLane] {
         // A claim whose connection is lost may still have committed (the COMMIT reached the server, its answer did
-        // not): the caller holds nothing, yet the rows are in_flight for this live relay, whose heartbeat would renew
-        // them for ever. Their tokens are kept and released once the connection is back (`onQueue`).
+        // not): the caller holds nothing, yet the rows are in_flight for this live relay. They are not held (the
+        // heartbeat leaves them to run out their lease); their tokens are kept and the rows released as soon as the
+        // connection is back (`onQueue`), sooner than the lease would.
         let tokens = Mutex<[Int64]>([])
         do {
             return try claimLanes(lanes, nowMillis: nowMillis, correlation: correlation) { t in tokens.withLock { $0.append(t) } }

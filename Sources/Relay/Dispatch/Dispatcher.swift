@@ -191,8 +191,9 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Outcomes and releases the store could not take (it was unavailable: a lost database connection, a full
     /// disk). They are kept and offered again about every second until the store takes them: the outcome of an
-    /// attempt is known and must not be forgotten, and a claim must not be left held (a live PostgreSQL relay renews
-    /// its leases, so an orphaned claim would block its subject for as long as the relay runs).
+    /// attempt is known and must not be forgotten, and a claim given back is due at once rather than when its lease
+    /// runs out (PostgreSQL renews only the claims a relay still holds: a release counts as given back even while the
+    /// database cannot hear of it).
     private struct Unrecorded: Sendable {
         var finishes: [(records: [FinishedDelivery], links: [CorrelationLink], keys: Set<String>, nowMillis: Int64)] = []
         var releases: [[ClaimedDelivery]] = []
