@@ -181,10 +181,7 @@ extension PostgresStore {
             if case .retry(let t) = f.result { at = t }
             next.append(at)
             statuses.append(f.attempt.status.map(Int64.init))
-            switch f.result {
-            case .dead(let reason), .skipped(let reason): lastErrors.append(AttemptRecord.storable(reason))
-            default: lastErrors.append(f.attempt.error)
-            }
+            lastErrors.append(f.lastError)
             if case .retry = f.result { finished.append(nil) } else { finished.append(nowMillis) }
             steps.append(Int64(f.progress?.step ?? 0))
             contexts.append(f.progress.flatMap { $0.values.isEmpty ? nil : Correlation.encode($0.values) })

@@ -81,10 +81,7 @@ enum DeliveryQueue {
         try u.bind(2, number)
         try u.bind(3, next)
         if let status = f.attempt.status { try u.bind(4, Int64(status)) } else { try u.bind(4, nil as String?) }
-        switch f.result {
-        case .dead(let reason), .skipped(let reason): try u.bind(5, AttemptRecord.storable(reason))
-        default: try u.bind(5, f.attempt.error)
-        }
+        try u.bind(5, f.lastError)
         if let finished { try u.bind(6, finished) } else { try u.bind(6, nil as String?) }
         try u.bind(7, Int64(f.progress?.step ?? 0))
         if let progress = f.progress, !progress.values.isEmpty {

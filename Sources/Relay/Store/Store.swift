@@ -273,6 +273,15 @@ public struct FinishedDelivery: Sendable {
         self.progress = progress
         self.discipline = discipline
     }
+
+    /// What the delivery's `last_error` keeps: why it is dead or skipped, else the attempt's error (already
+    /// `AttemptRecord.storable`).
+    public var lastError: String? {
+        switch result {
+        case .dead(let reason), .skipped(let reason): return AttemptRecord.storable(reason)
+        default: return attempt.error
+        }
+    }
 }
 
 /// Identifiers learned together (from a destination's answer), to be linked in `scope`.
