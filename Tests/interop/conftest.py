@@ -245,11 +245,14 @@ def wait_for_health(proc: subprocess.Popen, port: int, timeout: float = STARTUP_
             time.sleep(0.05)
 
 
-def stop_relay(proc: subprocess.Popen) -> str:
-    """SIGTERM, then the relay must exit 0 within SHUTDOWN_TIMEOUT. Returns what it wrote on stderr (when piped)."""
+def stop_relay(proc: subprocess.Popen, log: Path | None = None) -> str:
+    """SIGTERM, then the relay must exit 0 within SHUTDOWN_TIMEOUT. Returns what it wrote on stderr (when piped);
+    `log`: the file its stderr went to instead, whose end is shown if it does not exit 0."""
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=SHUTDOWN_TIMEOUT)
     err = proc.stderr.read().decode() if proc.stderr else ""
+    if code != 0 and log is not None and log.exists():
+        err += log.read_text(errors="replace")[-4000:]
     assert code == 0, err
     return err
 

@@ -107,7 +107,7 @@ def test_client_certificate():
                     break
                 time.sleep(0.05)
         finally:
-            stop_relay(proc)
+            stop_relay(proc, d / "relay.log")
             server.shutdown()
             log.close()
 
