@@ -319,6 +319,47 @@ struct StoreConformanceTests {
         #expect(try t.store.delivery(id: claims[1].id)?.state == "delivered")
     }
 
+    @Test("a NUL in an event's key, type, subject or status is kept as U+FFFD, the same in both stores",
+          arguments: StoreKind.available)
+    func nulInEventFields(_ kind: StoreKind) throws {
+        let t = try StoreUnderTest(kind)
+        defer { t.remove() }
+        // As a JSON body can have them (`\u0000`): decoded into the fields the stores keep as text and match on.
+        let odd = CanonicalEvent(id: EventID.make(), source: "s", type: "order\u{0}shipped",
+                                 subject: ["orderId": "A\u{0}1"], status: .shipped,
+                                 providerStatus: ProviderStatus(code: "SH\u{0}", label: "ship\u{0}ped"),
+                                 receivedAt: Timestamp.iso8601(Date()), idempotencyKey: "key\u{0}1",
+                                 raw: RawPayload(contentType: "application/json", bytes: Array(#"{"k":"key\u0000"}"#.utf8)))
+        #expect(odd.idempotencyKey == "key\u{FFFD}1" && odd.subject == ["orderId": "A\u{FFFD}1"])
+        let plain = Self.event("plain")
+        let discipline = Self.ordered
+        // Committed together (one batch, one statement in PostgreSQL): a value it cannot take would fail both.
+        let outcomes = Mutex<[String: CommitOutcome]>([:])
+        let done = DispatchGroup()
+        for e in [odd, plain] {
+            done.enter()
+            t.store.commit(e, deliveries: [PlannedDelivery("d1", discipline)], link: nil) { result in
+                if case .success(let o) = result { outcomes.withLock { $0[e.idempotencyKey] = o } }
+                done.leave()
+            }
+        }
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(outcomes.withLock { $0 } == ["key\u{FFFD}1": .inserted(odd.id), "plain": .inserted(plain.id)])
+        let stored = try #require(try t.store.event(id: odd.id))
+        #expect(stored.idempotencyKey == "key\u{FFFD}1" && stored.type == "order\u{FFFD}shipped")
+        #expect(stored.subject == ["orderId": "A\u{FFFD}1"] && stored.providerStatus?.code == "SH\u{FFFD}")
+        #expect(stored.raw?.bytes == odd.raw?.bytes)
+        // The same key again is a duplicate of the stored event, not a new one cut short at the NUL.
+        let again = CanonicalEvent(id: EventID.make(), source: "s", type: "t", receivedAt: Timestamp.iso8601(Date()),
+                                   idempotencyKey: "key\u{0}1")
+        #expect(try Self.commit(t.store, again, [PlannedDelivery("d1", discipline)]) == .duplicate(odd.id))
+        let cut = CanonicalEvent(id: EventID.make(), source: "s", type: "t", receivedAt: Timestamp.iso8601(Date()),
+                                 idempotencyKey: "key")
+        #expect(try Self.commit(t.store, cut, [PlannedDelivery("d1", discipline)]) == .inserted(cut.id))
+        let claims = try Self.claim(t.store, "d1", limit: 10, discipline).claims
+        #expect(claims.first?.subjectKey.contains("A\u{FFFD}1") == true)
+    }
+
     @Test("attempts are numbered and kept; dead letters keep their reason", arguments: StoreKind.available)
     func attempts(_ kind: StoreKind) throws {
         let t = try StoreUnderTest(kind)

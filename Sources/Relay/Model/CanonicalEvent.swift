@@ -128,19 +128,24 @@ public struct CanonicalEvent: Codable, Sendable, Equatable {
                 receivedAt: String, attributes: [String: JSONValue] = [:], idempotencyKey: String,
                 raw: RawPayload? = nil, statusFallback: CanonicalStatus? = nil, statusUnmapped: Bool? = nil,
                 trace: TraceContext? = nil) {
-        self.id = id
+        // What the stores keep in text columns and match on (the key, the subject, the type and statuses) never
+        // holds a NUL: one from a payload (`\u0000`) becomes U+FFFD here, once, for every store and every reader
+        // (`String.storable`). The attributes and the raw body are kept as JSON and bytes, which carry it as it is.
+        self.id = id.storable
         self.trace = trace
-        self.statusFallback = statusFallback
+        self.statusFallback = statusFallback.map { CanonicalStatus(named: $0.rawValue.storable) }
         self.statusUnmapped = statusUnmapped
-        self.source = source
-        self.type = type
-        self.subject = subject
-        self.status = status
-        self.providerStatus = providerStatus
-        self.occurredAt = occurredAt
-        self.receivedAt = receivedAt
+        self.source = source.storable
+        self.type = type.storable
+        self.subject = subject.keys.contains(where: { $0.utf8.contains(0) }) || subject.values.contains(where: { $0.utf8.contains(0) })
+            ? Dictionary(subject.map { ($0.key.storable, $0.value.storable) }, uniquingKeysWith: { a, _ in a })
+            : subject
+        self.status = status.map { CanonicalStatus(named: $0.rawValue.storable) }
+        self.providerStatus = providerStatus.map { ProviderStatus(code: $0.code.storable, label: $0.label?.storable) }
+        self.occurredAt = occurredAt?.storable
+        self.receivedAt = receivedAt.storable
         self.attributes = attributes
-        self.idempotencyKey = idempotencyKey
+        self.idempotencyKey = idempotencyKey.storable
         self.raw = raw
     }
 }

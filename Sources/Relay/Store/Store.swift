@@ -187,15 +187,8 @@ public struct AttemptRecord: Sendable, Equatable {
         self.startedAt = startedAt
         self.latencyMillis = latencyMillis
         self.status = status
-        self.error = error.map(Self.storable)
-        self.response = response.map { Self.storable(String($0.utf8.prefix(Self.maxResponse)) ?? String($0.prefix(Self.maxResponse / 4))) }
-    }
-
-    /// Free text as every store can keep it: a NUL (which a destination's answer may hold, and which PostgreSQL's
-    /// text refuses, failing the whole write again and again) becomes U+FFFD.
-    public static func storable(_ text: String) -> String {
-        guard text.utf8.contains(0) else { return text }
-        return String(text.unicodeScalars.map { $0 == "\u{0}" ? "\u{FFFD}" : Character($0) })
+        self.error = error?.storable
+        self.response = response.map { (String($0.utf8.prefix(Self.maxResponse)) ?? String($0.prefix(Self.maxResponse / 4))).storable }
     }
 }
 
@@ -275,10 +268,10 @@ public struct FinishedDelivery: Sendable {
     }
 
     /// What the delivery's `last_error` keeps: why it is dead or skipped, else the attempt's error (already
-    /// `AttemptRecord.storable`).
+    /// `String.storable`).
     public var lastError: String? {
         switch result {
-        case .dead(let reason), .skipped(let reason): return AttemptRecord.storable(reason)
+        case .dead(let reason), .skipped(let reason): return reason.storable
         default: return attempt.error
         }
     }

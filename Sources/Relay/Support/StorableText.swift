@@ -1,0 +1,10 @@
+extension String {
+    /// The text as every store keeps it: a NUL (U+0000) becomes U+FFFD. PostgreSQL's text refuses a NUL (and libpq
+    /// takes its parameters as C strings, so a write that held one failed whole, again at every retry), and SQLite
+    /// gives text back as C strings, cut at the first one. A JSON body may hold one (`\u0000`), and a destination's
+    /// answer may; neither is then written or read differently by the two stores.
+    public var storable: String {
+        guard utf8.contains(0) else { return self }
+        return String(String.UnicodeScalarView(unicodeScalars.lazy.map { $0 == "\u{0}" ? "\u{FFFD}" : $0 }))
+    }
+}
