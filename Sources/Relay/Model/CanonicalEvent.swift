@@ -137,9 +137,7 @@ public struct CanonicalEvent: Codable, Sendable, Equatable {
         self.statusUnmapped = statusUnmapped
         self.source = source.storable
         self.type = type.storable
-        self.subject = subject.keys.contains(where: { $0.utf8.contains(0) }) || subject.values.contains(where: { $0.utf8.contains(0) })
-            ? Dictionary(subject.map { ($0.key.storable, $0.value.storable) }, uniquingKeysWith: { a, _ in a })
-            : subject
+        self.subject = subject.storable
         self.status = status.map { CanonicalStatus(named: $0.rawValue.storable) }
         self.providerStatus = providerStatus.map { ProviderStatus(code: $0.code.storable, label: $0.label?.storable) }
         self.occurredAt = occurredAt?.storable

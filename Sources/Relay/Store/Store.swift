@@ -282,9 +282,10 @@ public struct CorrelationLink: Sendable, Equatable {
     public var scope: String
     public var subject: [String: String]
 
+    /// An answer's values may hold a NUL: kept as U+FFFD, as an event's subject is (`String.storable`).
     public init(scope: String, subject: [String: String]) {
         self.scope = scope
-        self.subject = subject
+        self.subject = subject.storable
     }
 }
 

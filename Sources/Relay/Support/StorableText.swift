@@ -8,3 +8,11 @@ extension String {
         return String(String.UnicodeScalarView(unicodeScalars.lazy.map { $0 == "\u{0}" ? "\u{FFFD}" : $0 }))
     }
 }
+
+extension Dictionary where Key == String, Value == String {
+    /// Keys and values `storable` (two keys that then read the same keep the first).
+    public var storable: [String: String] {
+        guard keys.contains(where: { $0.utf8.contains(0) }) || values.contains(where: { $0.utf8.contains(0) }) else { return self }
+        return Dictionary(map { ($0.key.storable, $0.value.storable) }, uniquingKeysWith: { a, _ in a })
+    }
+}
