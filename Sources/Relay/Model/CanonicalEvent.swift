@@ -130,8 +130,9 @@ public struct CanonicalEvent: Codable, Sendable, Equatable {
                 trace: TraceContext? = nil) {
         // What the stores keep in text columns and match on (the key, the subject, the type and statuses) never
         // holds a NUL: one from a payload (`\u0000`) becomes U+FFFD here, once, for every store and every reader
-        // (`String.storable`). The attributes and the raw body are kept as JSON and bytes, which carry it as it is.
-        self.id = id.storable
+        // (`String.storable`). The attributes and the raw body are kept as JSON and bytes, which carry it as it is;
+        // the id and the time of receipt are the relay's own.
+        self.id = id
         self.trace = trace
         self.statusFallback = statusFallback.map { CanonicalStatus(named: $0.rawValue.storable) }
         self.statusUnmapped = statusUnmapped
@@ -141,7 +142,7 @@ public struct CanonicalEvent: Codable, Sendable, Equatable {
         self.status = status.map { CanonicalStatus(named: $0.rawValue.storable) }
         self.providerStatus = providerStatus.map { ProviderStatus(code: $0.code.storable, label: $0.label?.storable) }
         self.occurredAt = occurredAt?.storable
-        self.receivedAt = receivedAt.storable
+        self.receivedAt = receivedAt
         self.attributes = attributes
         self.idempotencyKey = idempotencyKey.storable
         self.raw = raw
