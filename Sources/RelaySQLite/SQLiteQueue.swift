@@ -15,7 +15,7 @@ enum DeliveryQueue {
     static func claim(_ db: Database, destination: String, limit: Int, nowMillis: Int64, leaseMillis: Int64,
                       owner: String, perSubject: Bool, token: Int64 = newToken()) throws -> [ClaimedDelivery] {
         let ordering = perSubject ? """
-             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
+             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.ordered = 1 AND e.destination = d.destination
                              AND e.subject_key = d.subject_key AND e.rowid < d.rowid
                              AND e.state IN ('pending', 'in_flight'))
             """ : ""
@@ -140,7 +140,7 @@ enum DeliveryQueue {
     /// deliveries that nothing earlier of their subject holds back count (the others wait for a finish, not a time).
     static func nextDue(_ db: Database, destination: String, perSubject: Bool = false) throws -> Int64? {
         let ordering = perSubject ? """
-             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
+             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.ordered = 1 AND e.destination = d.destination
                              AND e.subject_key = d.subject_key AND e.rowid < d.rowid
                              AND e.state IN ('pending', 'in_flight'))
             """ : ""
@@ -160,8 +160,8 @@ enum DeliveryQueue {
     static func supersedeOlder(_ db: Database, destination: String, nowMillis: Int64) throws -> Int {
         let s = try db.statement("""
             UPDATE deliveries SET state = 'superseded', last_error = 'superseded by a newer status', finished_at = ?2
-            WHERE state = 'pending' AND destination = ?1 AND step = 0 AND EXISTS (
-                SELECT 1 FROM deliveries n WHERE n.destination = deliveries.destination
+            WHERE state = 'pending' AND destination = ?1 AND step = 0 AND ordered = 1 AND EXISTS (
+                SELECT 1 FROM deliveries n WHERE n.ordered = 1 AND n.destination = deliveries.destination
                 AND n.subject_key = deliveries.subject_key AND n.rowid > deliveries.rowid AND n.state = 'pending')
             """)
         defer { s.reset() }

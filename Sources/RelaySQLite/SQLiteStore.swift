@@ -292,6 +292,20 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
                 COMMIT;
                 """)
         }
+        if version < 7 {
+            // The subject index only for deliveries to destinations that order per subject (`ordering:
+            // "per-subject"`, and so `coalesce`): it is what their claims check an older open delivery of the subject
+            // in. A delivery to any other destination (the default) is then one index entry fewer to write, about a
+            // sixth of a one-route webhook's B-tree work. Rows queued before keep theirs (`ordered` 1).
+            try db.execute("""
+                BEGIN IMMEDIATE;
+                ALTER TABLE deliveries ADD COLUMN ordered INTEGER NOT NULL DEFAULT 1;
+                DROP INDEX deliveries_subject;
+                CREATE INDEX deliveries_subject ON deliveries (destination, subject_key, state) WHERE ordered = 1;
+                PRAGMA user_version = 7;
+                COMMIT;
+                """)
+        }
     }
 
     /// At most this many deliveries per event (one per destination the routing table names).
@@ -685,8 +699,8 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
                                     message: "\(p.deliveries.count) deliveries for one event: at most \(Self.deliveriesPerEvent)", sql: nil)
             }
             let delivery = try statement(&insertDelivery, """
-                INSERT INTO deliveries (rid, event_id, destination, subject_key, state, next_attempt_at, created_at)
-                VALUES (?, ?, ?, ?, 'pending', ?, ?)
+                INSERT INTO deliveries (rid, event_id, destination, subject_key, state, next_attempt_at, created_at, ordered)
+                VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)
                 """)
             scratch.removeAll(keepingCapacity: true)
             let id = stage(e.id), subject = stage(e.subjectKey)
@@ -701,6 +715,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
                     try delivery.bindInPlace(4, text: subject.map { UnsafeRawBufferPointer(rebasing: staged[$0]) })
                     try delivery.bind(5, now)
                     try delivery.bind(6, now)
+                    try delivery.bind(7, p.deliveries[i].discipline.perSubject ? 1 : 0)
                     try delivery.step()
                 }
             }

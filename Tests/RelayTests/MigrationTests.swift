@@ -48,7 +48,7 @@ struct MigrationTests {
                          keys: Correlation.defaultKeys, nowMillis: 1, completion: $0)
         }
         let events = try store.read { db in try DeliveryQueue.events(db, seqs: claimed.map(\.eventSeq), correlation: settings) }
-        #expect(version == "6")
+        #expect(version == "7")
         #expect(claimed.map(\.id) == ["dlv_1"])
         #expect(claimed.first?.step == 0 && claimed.first?.values == [:])
         #expect(events[1]?.subject == ["orderId": "O-1", "vendorOrderId": "V-1"], "the old event is completed from a new link")
@@ -91,7 +91,7 @@ struct MigrationTests {
         }
         let store = try SQLiteStore(options: SQLiteStoreOptions(path: path))
         defer { store.close() }
-        #expect(try store.read { db in try db.scalarText("PRAGMA user_version") } == "6")
+        #expect(try store.read { db in try db.scalarText("PRAGMA user_version") } == "7")
         #expect(try store.deliveries(eventID: "evt_A").map(\.id) == ["dlv_Z", "dlv_Y"], "an event's deliveries, in their old order")
         #expect(try store.deliveries(eventID: "evt_B").map(\.id) == ["dlv_X"])
         #expect(try store.delivery(id: "dlv_Z")?.lastError == "HTTP 500")
@@ -120,5 +120,52 @@ struct MigrationTests {
         #expect(try store.delivery(id: "dlv_\(ulid)_1")?.destination == "e")
         #expect(try store.delivery(id: "dlv_\(ulid)_2") == nil)
         #expect(try store.delivery(id: "dlv_\(ulid)_01") == nil, "one spelling per id")
+    }
+
+    @Test("version 7: only deliveries to destinations that order per subject are in the subject index, which the order check and coalescing use")
+    func subjectIndexOnlyWhenOrdered() throws {
+        let dir = try TempDir("relay-migrate")
+        defer { dir.remove() }
+        let store = try SQLiteStore(options: SQLiteStoreOptions(path: dir.file("relay.db")))
+        defer { store.close() }
+        let ordered = QueueDiscipline(perSubject: true, coalesce: true)
+        var ids: [String] = []
+        for key in ["k1", "k2"] {
+            let e = CanonicalEvent(id: EventID.make(), source: "shop", type: "order.status_changed", subject: ["orderId": "O-1"],
+                                   status: .shipped, receivedAt: "2026-11-20T10:00:02.000Z", idempotencyKey: key)
+            _ = try awaitCompletion {
+                store.commit(e, deliveries: [PlannedDelivery("u", QueueDiscipline()), PlannedDelivery("o", ordered)],
+                             link: nil, completion: $0)
+            }
+            ids.append(e.id)
+        }
+        let indexed = try store.read { db -> [String] in
+            let s = try db.statement("SELECT destination FROM deliveries INDEXED BY deliveries_subject WHERE ordered = 1 ORDER BY rid")
+            defer { s.reset() }
+            var out: [String] = []
+            while try s.step() { out.append(s.text(0) ?? "") }
+            return out
+        }
+        #expect(indexed == ["o", "o"])
+        // The order check finds the older open delivery through the index: only the first of the subject is claimed,
+        // and coalescing (which needs it too) supersedes the older one in favour of the newer.
+        let settings = CorrelationSettings(keys: Correlation.defaultKeys)
+        let lane = try #require(try store.claim([LaneRequest(destination: "o", limit: 10, discipline: ordered),
+                                                 LaneRequest(destination: "u", limit: 10, discipline: QueueDiscipline())],
+                                                nowMillis: Int64(Date().timeIntervalSince1970 * 1000) + 1000, correlation: settings))
+        #expect(lane["o"]?.claims.count == 1)
+        #expect(try store.deliveries(eventID: ids[0]).first { $0.destination == "o" }?.state == "superseded")
+        #expect(lane["u"]?.claims.count == 2)
+        let plan = try store.read { db -> String in
+            let s = try db.statement("""
+                EXPLAIN QUERY PLAN SELECT 1 FROM deliveries e WHERE e.ordered = 1 AND e.destination = 'o'
+                AND e.subject_key = 'orderId=O-1' AND e.rowid < 5000 AND e.state IN ('pending', 'in_flight')
+                """)
+            defer { s.reset() }
+            var out = ""
+            while try s.step() { out += (s.text(3) ?? "") + "\n" }
+            return out
+        }
+        #expect(plan.contains("deliveries_subject"), "\(plan)")
     }
 }
