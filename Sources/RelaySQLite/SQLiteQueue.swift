@@ -9,16 +9,20 @@ import Synchronization
 enum DeliveryQueue {
     static func newToken() -> Int64 { Int64(bitPattern: SecureRandom.uint64() & 0x7fff_ffff_ffff_ffff) | 1 }
 
+    /// The per-subject order, as a condition on a delivery `d`: no earlier delivery of its subject at its destination
+    /// is still waiting or in flight. Found through the subject index, which holds only `ordered` deliveries.
+    static let heldBackBySubject = """
+         AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.ordered = 1 AND e.destination = d.destination
+                         AND e.subject_key = d.subject_key AND e.rowid < d.rowid
+                         AND e.state IN ('pending', 'in_flight'))
+        """
+
     /// Claims up to `limit` due deliveries of `destination`, oldest first. With `perSubject`, a delivery is taken
     /// only when no earlier delivery for the same subject at that destination is still waiting or in flight, so a
     /// later status never overtakes an earlier one.
     static func claim(_ db: Database, destination: String, limit: Int, nowMillis: Int64, leaseMillis: Int64,
                       owner: String, perSubject: Bool, token: Int64 = newToken()) throws -> [ClaimedDelivery] {
-        let ordering = perSubject ? """
-             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.ordered = 1 AND e.destination = d.destination
-                             AND e.subject_key = d.subject_key AND e.rowid < d.rowid
-                             AND e.state IN ('pending', 'in_flight'))
-            """ : ""
+        let ordering = perSubject ? heldBackBySubject : ""
         let s = try db.statement("""
             UPDATE deliveries SET state = 'in_flight', lease_until = ?1, claimed_by = ?2, claim_token = ?6
             WHERE rowid IN (SELECT d.rowid FROM deliveries d
@@ -139,11 +143,7 @@ enum DeliveryQueue {
     /// The earliest time a pending delivery of `destination` becomes due, if any. With `perSubject`, only
     /// deliveries that nothing earlier of their subject holds back count (the others wait for a finish, not a time).
     static func nextDue(_ db: Database, destination: String, perSubject: Bool = false) throws -> Int64? {
-        let ordering = perSubject ? """
-             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.ordered = 1 AND e.destination = d.destination
-                             AND e.subject_key = d.subject_key AND e.rowid < d.rowid
-                             AND e.state IN ('pending', 'in_flight'))
-            """ : ""
+        let ordering = perSubject ? heldBackBySubject : ""
         let s = try db.statement("""
             SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.state = 'pending' AND d.destination = ?\(ordering)
             """)

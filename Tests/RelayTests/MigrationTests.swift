@@ -158,8 +158,7 @@ struct MigrationTests {
         #expect(lane["u"]?.claims.count == 2)
         let plan = try store.read { db -> String in
             let s = try db.statement("""
-                EXPLAIN QUERY PLAN SELECT 1 FROM deliveries e WHERE e.ordered = 1 AND e.destination = 'o'
-                AND e.subject_key = 'orderId=O-1' AND e.rowid < 5000 AND e.state IN ('pending', 'in_flight')
+                EXPLAIN QUERY PLAN SELECT 1 FROM deliveries d WHERE d.rowid = 5000\(DeliveryQueue.heldBackBySubject)
                 """)
             defer { s.reset() }
             var out = ""
