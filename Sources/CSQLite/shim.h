@@ -22,4 +22,11 @@ static inline int relay_file_inode(const char *path, uint64_t *inode) {
     *inode = stx.stx_ino;
     return 0;
 }
+/* A file of the relay's WAL-batching VFS (RelaySQLite/WALBatchingVFS.swift): this header, then the default VFS's own
+   file, which `real` points to. `state` is the relay's buffer for a WAL file, NULL for any other. */
+typedef struct relay_vfs_file {
+    sqlite3_file base;
+    sqlite3_file *real;
+    void *state;
+} relay_vfs_file;
 #endif

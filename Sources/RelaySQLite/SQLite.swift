@@ -29,11 +29,12 @@ public final class Database {
     /// keeping them takes a global mutex around every one of SQLite's allocations).
     private static let configured: Void = { _ = relay_sqlite_config_memstatus(0) }()
 
-    public init(path: String, readOnly: Bool = false) throws {
+    /// `vfs`: an SQLite VFS by name (nil: the default).
+    public init(path: String, readOnly: Bool = false, vfs: String? = nil) throws {
         _ = Database.configured
         var db: OpaquePointer?
         let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX
-        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        let rc = sqlite3_open_v2(path, &db, flags, vfs)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
             if let db { sqlite3_close_v2(db) }

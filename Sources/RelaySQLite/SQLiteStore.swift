@@ -113,7 +113,8 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
                                     message: "cannot create directory \(dir): \(error.localizedDescription)", sql: nil)
             }
         }
-        writer = try Database(path: options.path)
+        // The writer's WAL frames go out one write per commit (WALBatchingVFS); the other connections only read it.
+        writer = try Database(path: options.path, vfs: WALBatchingVFS.registered)
         try writer.execute("PRAGMA journal_mode=WAL")
         // Durability for `full` comes from the syncer thread's fdatasync of the WAL (see the type's comment).
         try writer.execute("PRAGMA synchronous=NORMAL")
@@ -721,6 +722,12 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
             }
         }
         return .inserted(e.id)
+    }
+
+    /// `WALBatchingVFS.counts` of the writer's WAL, read on the writer thread (tests).
+    func writerWALCounts() throws -> (buffered: Int, written: Int)? {
+        let counts = try performAndWait(durable: false) { db in WALBatchingVFS.counts(db).map { [$0.buffered, $0.written] } }
+        return counts.map { ($0[0], $0[1]) }
     }
 
     /// Runs `body` on the reader connection (reads only; writes go through `perform`).
