@@ -48,7 +48,6 @@ extension PostgresStore {
                             noteToken: (Int64) -> Void) throws -> [String: ClaimedLane] {
         try onQueue { c in
             var out: [String: ClaimedLane] = [:]
-            let decoder = JSONDecoder()
             for lane in lanes {
                 let ordered = lane.discipline.perSubject
                 if lane.discipline.coalesce {
@@ -90,7 +89,7 @@ extension PostgresStore {
                                                 values: r[6].flatMap(Correlation.decode) ?? [:], claimToken: token)
                     claims.append((r.int(7), claim))
                     if events[claim.eventSeq] == nil {
-                        var event = try decoder.decode(CanonicalEvent.self, from: Data(r.text(8).utf8))
+                        var event = try CanonicalEvent.fromStoredJSON(Array(r.text(8).utf8))
                         event.raw = RawPayload(contentType: r.text(9), bytes: try PGText.bytes(bytea: r.text(10)))
                         events[claim.eventSeq] = event
                     }

@@ -176,12 +176,11 @@ enum DeliveryQueue {
         guard !seqs.isEmpty else { return [:] }
         let s = try db.statement("SELECT event, content_type, body FROM events WHERE seq = ?")
         var out: [Int64: CanonicalEvent] = [:]
-        let decoder = JSONDecoder()
         for seq in Set(seqs) {
             s.reset()
             try s.bind(1, seq)
-            guard try s.step(), let json = s.text(0) else { continue }
-            var event = try decoder.decode(CanonicalEvent.self, from: Data(json.utf8))
+            guard try s.step() else { continue }
+            var event = try CanonicalEvent.fromStoredJSON(s.blob(0))
             event.raw = RawPayload(contentType: s.text(1) ?? "", bytes: s.blob(2))
             out[seq] = event
         }

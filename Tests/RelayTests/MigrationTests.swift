@@ -150,9 +150,9 @@ struct MigrationTests {
         // The order check finds the older open delivery through the index: only the first of the subject is claimed,
         // and coalescing (which needs it too) supersedes the older one in favour of the newer.
         let settings = CorrelationSettings(keys: Correlation.defaultKeys)
-        let lane = try #require(try store.claim([LaneRequest(destination: "o", limit: 10, discipline: ordered),
-                                                 LaneRequest(destination: "u", limit: 10, discipline: QueueDiscipline())],
-                                                nowMillis: Int64(Date().timeIntervalSince1970 * 1000) + 1000, correlation: settings))
+        let lane = try store.claim([LaneRequest(destination: "o", limit: 10, discipline: ordered),
+                                    LaneRequest(destination: "u", limit: 10, discipline: QueueDiscipline())],
+                                   nowMillis: Int64(Date().timeIntervalSince1970 * 1000) + 1000, correlation: settings)
         #expect(lane["o"]?.claims.count == 1)
         #expect(try store.deliveries(eventID: ids[0]).first { $0.destination == "o" }?.state == "superseded")
         #expect(lane["u"]?.claims.count == 2)
