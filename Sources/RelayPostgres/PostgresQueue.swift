@@ -311,7 +311,7 @@ extension PostgresStore {
     public func event(id: String) throws -> CanonicalEvent? {
         try onAdmin { c in
             guard let r = try c.query("SELECT event, content_type, body FROM events WHERE id = $1", [id]).first else { return nil }
-            var event = try JSONDecoder().decode(CanonicalEvent.self, from: Data(r.text(0).utf8))
+            var event = try CanonicalEvent.fromStoredJSON(Array(r.text(0).utf8))
             event.raw = RawPayload(contentType: r.text(1), bytes: try PGText.bytes(bytea: r.text(2)))
             return event
         }

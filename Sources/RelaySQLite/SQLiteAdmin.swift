@@ -14,8 +14,8 @@ extension SQLiteStore {
             let s = try db.statement("SELECT event, content_type, body FROM events WHERE id = ?")
             defer { s.reset() }
             try s.bind([id])
-            guard try s.step(), let json = s.text(0) else { return nil }
-            var event = try JSONDecoder().decode(CanonicalEvent.self, from: Data(json.utf8))
+            guard try s.step() else { return nil }
+            var event = try CanonicalEvent.fromStoredJSON(s.blob(0))
             event.raw = RawPayload(contentType: s.text(1) ?? "", bytes: s.blob(2))
             return event
         }

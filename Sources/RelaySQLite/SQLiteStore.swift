@@ -726,8 +726,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
 
     /// `WALBatchingVFS.counts` of the writer's WAL, read on the writer thread (tests).
     func writerWALCounts() throws -> (buffered: Int, written: Int)? {
-        let counts = try performAndWait(durable: false) { db in WALBatchingVFS.counts(db).map { [$0.buffered, $0.written] } }
-        return counts.map { ($0[0], $0[1]) }
+        try performAndWait(durable: false) { db in WALBatchingVFS.counts(db) }
     }
 
     /// Runs `body` on the reader connection (reads only; writes go through `perform`).

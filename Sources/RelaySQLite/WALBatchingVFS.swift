@@ -92,7 +92,8 @@ enum WALBatchingVFS {
 
         deinit { bytes.deallocate() }
 
-        /// Whether a write of `amount` bytes at `offset` is an append that can wait in the buffer.
+        /// Whether a write at `offset` is an append that can wait in the buffer: it follows what is buffered, or,
+        /// with nothing buffered, it is past the log's header and not before the log's end (not a rewrite).
         func accepts(offset: Int64) -> Bool {
             count > 0 ? offset == start + Int64(count) : (offset >= end && offset >= 32)
         }

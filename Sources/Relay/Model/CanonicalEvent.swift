@@ -281,8 +281,8 @@ extension CanonicalEvent {
     /// The fields of `o` as the synthesized `Decodable` reads them (no `storable` mapping: a stored event is already
     /// mapped), or nil for anything it would not read the same way.
     static func storedShape(_ o: [String: JSONValue]) -> CanonicalEvent? {
-        func string(_ key: String) -> String?? {   // nil: wrong type; .some(nil): absent or null
-            switch o[key] {
+        func optional(_ v: JSONValue?) -> String?? {   // nil: wrong type; .some(nil): absent or null
+            switch v {
             case nil, .null?: return .some(nil)
             case .string(let s)?: return .some(s)
             default: return nil
@@ -301,7 +301,8 @@ extension CanonicalEvent {
         guard case .string(let id)? = o["id"], case .string(let source)? = o["source"], case .string(let type)? = o["type"],
               case .string(let receivedAt)? = o["receivedAt"], case .string(let key)? = o["idempotencyKey"],
               let subject = strings(o["subject"]), case .object(let attributes)? = o["attributes"],
-              let status = string("status"), let fallback = string("statusFallback"), let occurredAt = string("occurredAt")
+              let status = optional(o["status"]), let fallback = optional(o["statusFallback"]),
+              let occurredAt = optional(o["occurredAt"])
         else { return nil }
         var event = CanonicalEvent(id: id, source: source, type: type, receivedAt: receivedAt, idempotencyKey: key)
         event.source = source
@@ -320,13 +321,7 @@ extension CanonicalEvent {
         switch o["providerStatus"] {
         case nil, .null?: break
         case .object(let p)?:
-            guard case .string(let code)? = p["code"] else { return nil }
-            let label: String?
-            switch p["label"] {
-            case nil, .null?: label = nil
-            case .string(let l)?: label = l
-            default: return nil
-            }
+            guard case .string(let code)? = p["code"], let label = optional(p["label"]) else { return nil }
             event.providerStatus = ProviderStatus(code: code, label: label)
         default: return nil
         }
@@ -340,13 +335,8 @@ extension CanonicalEvent {
         switch o["trace"] {
         case nil, .null?: break
         case .object(let t)?:
-            guard case .string(let parent)? = t["parent"], let p = Traceparent.parse(parent) else { return nil }
-            let state: String?
-            switch t["state"] {
-            case nil, .null?: state = nil
-            case .string(let s)?: state = s
-            default: return nil
-            }
+            guard case .string(let parent)? = t["parent"], let p = Traceparent.parse(parent),
+                  let state = optional(t["state"]) else { return nil }
             event.trace = TraceContext(traceID: p.traceID, spanID: p.parentID, flags: p.flags, state: state)
         default: return nil
         }
