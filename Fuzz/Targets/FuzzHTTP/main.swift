@@ -20,8 +20,9 @@ import Synchronization
 // must read back unchanged as the stores read it (NullStore).
 
 /// Keeps nothing, but checks what the stores would read back: they store `jsonText(includeRaw: false)` and read it
-/// with JSONDecoder (RelaySQLite, RelayPostgres), so an event that does not decode, or decodes to another event,
-/// would be acknowledged and then lost or changed.
+/// with `CanonicalEvent.fromStoredJSON` (RelaySQLite, RelayPostgres; JSONDecoder for any other shape), so an event
+/// that does not decode, or decodes to another event, would be acknowledged and then lost or changed. JSONDecoder
+/// must read it the same way too.
 final class NullStore: EventStore, @unchecked Sendable {
     let committed = Mutex<[String]>([])
     let problems = Mutex<[String]>([])
@@ -31,9 +32,16 @@ final class NullStore: EventStore, @unchecked Sendable {
         let text = event.jsonText(includeRaw: false)
         var expected = event
         expected.raw = nil
-        if let back = try? JSONDecoder().decode(CanonicalEvent.self, from: Data(text.utf8)) {
+        if let back = try? CanonicalEvent.fromStoredJSON(Array(text.utf8)) {
             if !sameEvent(back, expected) {
                 problems.withLock { $0.append("an accepted event reads back changed: stored \(text.prefix(300)), read \(back.jsonText(includeRaw: false).prefix(300))") }
+            }
+        } else {
+            problems.withLock { $0.append("an accepted event cannot be read back (fromStoredJSON): \(text.prefix(300))") }
+        }
+        if let decoded = try? JSONDecoder().decode(CanonicalEvent.self, from: Data(text.utf8)) {
+            if !sameEvent(decoded, expected) {
+                problems.withLock { $0.append("JSONDecoder reads an accepted event changed: stored \(text.prefix(300))") }
             }
         } else {
             problems.withLock { $0.append("an accepted event cannot be read back (JSONDecoder): \(text.prefix(300))") }
