@@ -233,6 +233,32 @@ struct EpollServerTests {
         #expect(try next.readResponse().status == 202)
     }
 
+    @Test("an answer that comes after the stop gave up waiting for it is dropped: the server is gone, the process goes on")
+    func answerAfterStop() throws {
+        let release = DispatchSemaphore(value: 0)
+        let answered = DispatchSemaphore(value: 0)
+        var c: Connection?
+        do {
+            let server = try Self.start(handler: { _, responder in
+                DispatchQueue.global().async {
+                    release.wait()
+                    responder.respond(HTTPResponse(status: 202))
+                    answered.signal()
+                }
+            })
+            c = try Connection(port: server.port)
+            try c?.send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+            for _ in 0..<200 where server.requestsInFlight == 0 { usleep(10_000) }
+            #expect(server.requestsInFlight == 1)
+            server.shutdown(timeout: 0.05)   // gives up on the held request: its loops end and are released
+            #expect(!Connection.canConnect(port: server.port))
+        }
+        usleep(50_000)
+        release.signal()
+        #expect(answered.wait(timeout: .now() + 5) == .success, "the late answer returned")
+        #expect(c?.waitForClose(timeout: 2) != nil, "the connection was closed by the stop, not answered")
+    }
+
     @Test("server.engine picks the webhook listener: epoll by default, microhttpd still serves the same answers; anything else is refused")
     func engines() throws {
         let parse = { (engine: String) throws -> RelayConfig in

@@ -102,7 +102,9 @@ final class EpollConnection: @unchecked Sendable {
     let fd: Int32
     let remoteAddress: String
     let parser: UnsafeMutablePointer<http_parser>
-    unowned let loop: EpollLoop
+    /// Strong: a responder can outlive the server (an answer after a stop gave up on it) and must still reach
+    /// the loop, whose closed inbox drops it. The loop lets go of its connections when it closes them.
+    let loop: EpollLoop
     var input: [UInt8] = []
     /// Bytes of `input` already given to the parser.
     var parsed = 0
