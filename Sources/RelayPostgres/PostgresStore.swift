@@ -365,13 +365,29 @@ public final class PostgresStore: RelayStore, @unchecked Sendable {
                 }
             }
             guard let c = control else { continue }
-            // Wait up to a second for a notification.
+            // Wait up to a second for a notification (a tenth while the database is marked down: see below).
             var fds = pollfd(fd: c.socket, events: Int16(POLLIN), revents: 0)
-            _ = poll(&fds, 1, 1000)
+            _ = poll(&fds, 1, unavailableReason == nil ? 1000 : 100)
             guard c.consumeInput() else {
                 markDown(Connection.message(c.handle))
                 control = nil
                 continue
+            }
+            if unavailableReason != nil {
+                // A writer or the queue found its own connection cut and marked the database down, maybe after
+                // this connection had already come back (a restart cuts every connection; each finds out when it
+                // is next used). Only this loop marks it up, so it asks the database itself; without this, the
+                // relay would refuse every webhook until its own connection broke again.
+                do {
+                    _ = try c.query("SELECT 1")
+                    markUp()
+                } catch let e as PostgresError where e.connectionLost {
+                    markDown(e.message)
+                    control = nil
+                    continue
+                } catch {
+                    log?.warn("database probe failed", ["error": "\(error)"])
+                }
             }
             var wake = false, changed = false
             for channel in c.notifications() {
