@@ -105,9 +105,12 @@ test-deps: deps
 
 # The store conformance suite runs on SQLite and on a throwaway PostgreSQL cluster (Tests/pg/with-postgres: initdb in
 # a temp dir, the postgres user, a free port; stopped and removed on exit).
+# The output is also kept in .build/swift-test.log; on a failure, what failed (the tests marked ✘, a crash's fatal
+# error and the project frames of its crashed thread) is printed again at the end of `make test`, where CI's excerpt
+# of a long run still shows it.
 swift-test: deps
 	@$(call apt_ensure,$(APT_TEST_DEPS))
-	cd "$(ROOT)" && Tests/pg/with-postgres $(SWIFT) test </dev/null
+	cd "$(ROOT)" && set -o pipefail && Tests/pg/with-postgres $(SWIFT) test </dev/null 2>&1 | tee .build/swift-test.log
 
 # With RELAY_BINARY set, that binary is tested as it is and nothing is built.
 # Beside a throwaway PostgreSQL, for the tests that run relays on it (test_deploy.py).
@@ -155,7 +158,7 @@ test: deps test-deps build
 	$(MAKE) -C "$(ROOT)" abuse-test RELAY_BINARY="$(ROOT)/.build/debug/relay" || rc=1; \
 	$(MAKE) -C "$(ROOT)" fuzz-smoke || rc=1; \
 	$(MAKE) -C "$(ROOT)" container-check || rc=1; \
-	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
+	if [ $$rc -ne 0 ]; then Tests/support/failure-summary "$(ROOT)/.build/swift-test.log" >&2; echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
 
 # bench/run runs bench/deliveries itself; DURATION is wrk's per server and round (ROUNDS, default 3).
