@@ -239,7 +239,17 @@ final class LoopbackClient {
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        if rc != 0 { fatalError("connect: \(String(cString: strerror(errno)))") }
+        if rc != 0 && errno == EINTR {
+            // libFuzzer's SIGALRM (its timeout check) interrupted it: the connection goes on being made; wait for it.
+            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            while poll(&p, 1, 5000) < 0 && errno == EINTR {}
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            if error != 0 { fatalError("connect: \(String(cString: strerror(error)))") }
+        } else if rc != 0 {
+            fatalError("connect: \(String(cString: strerror(errno)))")
+        }
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
@@ -251,6 +261,7 @@ final class LoopbackClient {
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }   // libFuzzer's SIGALRM
             if n <= 0 { return }
             sent += n
         }
@@ -268,8 +279,9 @@ final class LoopbackClient {
             let left = deadline - EpollClock.now()
             if left <= 0 { return nil }
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            if poll(&p, 1, Int32(left * 1000) + 1) == 0 { continue }
+            if poll(&p, 1, Int32(left * 1000) + 1) <= 0 { continue }   // nothing yet, or EINTR (libFuzzer's SIGALRM)
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
             if n > 0 { out += buffer[0..<n] } else { return out }
         }
     }
@@ -285,8 +297,9 @@ final class LoopbackClient {
             let left = deadline - EpollClock.now()
             if left <= 0 { return nil }
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            if poll(&p, 1, Int32(left * 1000) + 1) == 0 { continue }
+            if poll(&p, 1, Int32(left * 1000) + 1) <= 0 { continue }   // nothing yet, or EINTR (libFuzzer's SIGALRM)
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
             if n > 0 { got += buffer[0..<n] } else { return (responses, true) }
         }
     }
