@@ -53,6 +53,39 @@ struct StoreEngineTests {
         reopened.close()
     }
 
+    @Test("the background checkpoint finishes a copy that a reader held back, with nothing committed since")
+    func checkpointFinishesAfterReader() throws {
+        let dir = try TempDir("store-ckpt")
+        let path = dir.path + "/relay.db"
+        let store = try SQLiteStore(options: SQLiteStoreOptions(path: path))
+        defer { store.close() }
+        /// Frames in the WAL not yet copied into the database, from the WAL index (the -shm file, as
+        /// https://sqlite.org/walformat.html lays it out: the header's mxFrame at byte 16, nBackfill at byte 96, in
+        /// the machine's byte order); read without a checkpoint of our own, which would copy them.
+        func uncopied() throws -> Int {
+            let shm = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path + "-shm")).prefix(100))
+            func u32(_ at: Int) -> Int { shm.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: at, as: UInt32.self)) } }
+            return u32(16) - u32(96)
+        }
+        _ = Self.commitAll(store, (0..<20).map { Self.event($0) })
+        // A reader on this snapshot: frames committed after it cannot be copied while it reads.
+        let reader = try Database(path: path, readOnly: true)
+        try reader.execute("BEGIN")
+        #expect(try reader.scalarText("SELECT count(*) FROM events") == "20")
+        let results = Self.commitAll(store, (20..<600).map { Self.event($0) })
+        #expect(results.allSatisfy { if case .success(.inserted) = $0 { return true } else { return false } })
+        usleep(200_000)   // the checkpointer's copies meanwhile stop at the reader's snapshot
+        #expect(try uncopied() > 250, "the reader should have held back the copy of what came after it")
+        try reader.execute("COMMIT")
+        var left = -1
+        for _ in 0..<100 {
+            usleep(20_000)
+            left = try uncopied()
+            if left == 0 { break }
+        }
+        #expect(left == 0, "\(left) frames still not copied into the database file, with the reader gone")
+    }
+
     @Test("one event that does not fit fails alone: the rest of its batch is stored")
     func oversizeEventFailsAlone() throws {
         let dir = try TempDir("store-full")
