@@ -106,8 +106,8 @@ test-deps: deps
 # The store conformance suite runs on SQLite and on a throwaway PostgreSQL cluster (Tests/pg/with-postgres: initdb in
 # a temp dir, the postgres user, a free port; stopped and removed on exit).
 # The output is also kept in .build/swift-test.log; on a failure, what failed (the tests marked ✘, a crash's fatal
-# error and the project frames of its crashed thread) is printed again at the end of `make test`, where CI's excerpt
-# of a long run still shows it.
+# error and the tests unfinished at the crash: Tests/support/failure-summary) is printed again at the end of
+# `make test`, where CI's excerpt of a long run still shows it.
 swift-test: deps
 	@$(call apt_ensure,$(APT_TEST_DEPS))
 	cd "$(ROOT)" && set -o pipefail && Tests/pg/with-postgres $(SWIFT) test </dev/null 2>&1 | tee .build/swift-test.log

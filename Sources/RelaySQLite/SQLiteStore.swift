@@ -474,7 +474,7 @@ public final class SQLiteStore: RelayStore, @unchecked Sendable {
     /// copied the writer's next commit starts the WAL over from its beginning.
     ///
     /// Every 5 ms rather than 20: what the background has not copied when the WAL reaches `writerCheckpointFrames`
-    /// the writer copies itself, with commits stalled, and that stall is the ingest's p99 (`make bench`, 1 and 3
+    /// the writer copies itself, with commits stalled, and that stall is the ingest's p99 (`bench/run`, 1 and 3
     /// routes, 3 rounds each: p99 5.3 to 7.1 ms against 7.7 to 9.4 ms; the checkpoint thread's CPU rose by about
     /// 1.5 µs per webhook, the rate moved within the noise).
     private func checkpointLoop() {

@@ -305,6 +305,7 @@ extension CanonicalEvent {
               let occurredAt = optional(o["occurredAt"])
         else { return nil }
         var event = CanonicalEvent(id: id, source: source, type: type, receivedAt: receivedAt, idempotencyKey: key)
+        // Set again as stored: the initializer maps them through `storable`, which `Decodable` does not.
         event.source = source
         event.type = type
         event.idempotencyKey = key
