@@ -7,6 +7,8 @@
 --   BENCH_SIGNATURE   hex HMAC-SHA256 of BENCH_BODY under the source's secret
 --   BENCH_PATH        request path (default /v1/hooks/bench)
 --   BENCH_RUN_ID      prefix of the delivery ids, unique per run (default: the time)
+--   BENCH_IDS         "uuid": random delivery ids in UUID form, as GitHub sends them, instead of the prefix and a
+--                     counter (which keeps each thread's ids in order, so the store's dedup index grows at its end)
 
 local thread_count = 0
 
@@ -21,6 +23,8 @@ function init(args)
    path = os.getenv("BENCH_PATH") or "/v1/hooks/bench"
    prefix = (os.getenv("BENCH_RUN_ID") or tostring(os.time())) .. "-" .. tostring(thread_id) .. "-"
    counter = 0
+   uuid = os.getenv("BENCH_IDS") == "uuid"
+   if uuid then math.randomseed(os.time() * 1000 + thread_id * 7919 + math.floor(os.clock() * 1e6)) end
    headers = {
       ["Content-Type"] = "application/json",
       ["User-Agent"] = "GitHub-Hookshot/bench",
@@ -31,6 +35,12 @@ end
 
 function request()
    counter = counter + 1
-   headers["X-GitHub-Delivery"] = prefix .. counter
+   if uuid then
+      headers["X-GitHub-Delivery"] = string.format("%08x-%04x-4%03x-%04x-%06x%06x", math.random(0, 0x7fffffff),
+         math.random(0, 0xffff), math.random(0, 0xfff), math.random(0x8000, 0xbfff), math.random(0, 0xffffff),
+         math.random(0, 0xffffff))
+   else
+      headers["X-GitHub-Delivery"] = prefix .. counter
+   end
    return wrk.format("POST", path, headers, body)
 end
