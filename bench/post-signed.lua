@@ -24,7 +24,16 @@ function init(args)
    prefix = (os.getenv("BENCH_RUN_ID") or tostring(os.time())) .. "-" .. tostring(thread_id) .. "-"
    counter = 0
    uuid = os.getenv("BENCH_IDS") == "uuid"
-   if uuid then math.randomseed(os.time() * 1000 + thread_id * 7919 + math.floor(os.clock() * 1e6)) end
+   if uuid then
+      -- Seeded from the kernel: every run and thread its own sequence (a store keeps its ids across runs, and a
+      -- repeated id would be answered as a duplicate).
+      local f = assert(io.open("/dev/urandom", "rb"))
+      local bytes = f:read(6)
+      f:close()
+      local seed = 0
+      for i = 1, 6 do seed = seed * 256 + bytes:byte(i) end
+      math.randomseed(seed)
+   end
    headers = {
       ["Content-Type"] = "application/json",
       ["User-Agent"] = "GitHub-Hookshot/bench",
@@ -36,9 +45,9 @@ end
 function request()
    counter = counter + 1
    if uuid then
-      headers["X-GitHub-Delivery"] = string.format("%08x-%04x-4%03x-%04x-%06x%06x", math.random(0, 0x7fffffff),
-         math.random(0, 0xffff), math.random(0, 0xfff), math.random(0x8000, 0xbfff), math.random(0, 0xffffff),
-         math.random(0, 0xffffff))
+      headers["X-GitHub-Delivery"] = string.format("%04x%04x-%04x-4%03x-%04x-%06x%06x", math.random(0, 0xffff),
+         math.random(0, 0xffff), math.random(0, 0xffff), math.random(0, 0xfff), math.random(0x8000, 0xbfff),
+         math.random(0, 0xffffff), math.random(0, 0xffffff))
    else
       headers["X-GitHub-Delivery"] = prefix .. counter
    end
