@@ -142,6 +142,27 @@ struct TransportTests {
         #expect(got.headers["Transfer-Encoding"] == nil)
     }
 
+    @Test("header values lose the spaces and tabs around them, and nothing else")
+    func headerValuesTrimmedOfOWSOnly() throws {
+        #expect(HTTPHeaders.trimmingOWS(" \t a b \t") == "a b")
+        #expect(HTTPHeaders.trimmingOWS(" \t ").isEmpty)
+        #expect(HTTPHeaders.trimmingOWS("") == "")
+        #expect(HTTPHeaders.trimmingOWS("\u{00A0}v\u{3000}") == "\u{00A0}v\u{3000}")
+        #expect(HTTPHeaders.trimmingOWS(" e\u{301} ") == "e\u{301}")
+        let stub = try StubServer()
+        defer { stub.stop() }
+        let client = try HTTPClient()
+        defer { client.shutdown(timeout: 1) }
+        let headers = [("X-Padded", " \t a b \t"), ("X-Blank", "   "), ("X-Nbsp", "\u{00A0}v\u{00A0}"), ("X-Utf8", " café ")]
+        let result = client.sendAndWait(OutboundRequest(method: "POST", url: stub.base + "/h", headers: headers, body: [1]))
+        #expect(try response(result).status == 200)
+        let got = try #require(stub.requests.first)
+        #expect(got.headers["X-Padded"] == "a b")
+        #expect(got.headers["X-Blank"] == "", "a blank value is sent as an empty header")
+        #expect(got.headers["X-Nbsp"] == "\u{00A0}v\u{00A0}", "a no-break space is part of the value, not OWS")
+        #expect(got.headers["X-Utf8"] == "café")
+    }
+
     @Test func largeBinaryBodiesAndMethods() throws {
         let stub = try StubServer()
         defer { stub.stop() }

@@ -253,8 +253,10 @@ private final class ClientCore: @unchecked Sendable {
             if HTTPHeaders.sameName(name, "Expect") { hasExpect = true }
             if HTTPHeaders.sameName(name, "Content-Type") { hasContentType = true }
             if HTTPHeaders.sameName(name, "User-Agent") { hasUserAgent = true }
-            let trimmed = value.trimmingCharacters(in: .whitespaces)
-            guard t.headerList.append(trimmed.isEmpty ? name + ";" : name + ": " + trimmed) else {
+            let trimmed = HTTPHeaders.trimmingOWS(value)
+            var line = name
+            if trimmed.isEmpty { line += ";" } else { line += ": "; line.append(contentsOf: trimmed) }
+            guard t.headerList.append(line) else {
                 throw .io(code: Int32(bitPattern: CURLE_OUT_OF_MEMORY.rawValue), message: "curl_slist_append failed")
             }
         }
