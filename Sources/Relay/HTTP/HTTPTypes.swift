@@ -101,18 +101,6 @@ public struct HTTPHeaders: Sendable, Sequence {
         return out
     }
 
-    /// `value` without the spaces and tabs around it (RFC 9110's OWS), read as UTF-8 bytes: Foundation's
-    /// `trimmingCharacters(in: .whitespaces)` went through NSString and UTF-16, about a sixth of the HTTP client
-    /// thread's time per delivery (perf, bench/deliveries), and it also trimmed other Unicode spaces, which belong to
-    /// the value.
-    public static func trimmingOWS(_ value: String) -> Substring {
-        let utf8 = value.utf8
-        func ows(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 }
-        guard let first = utf8.firstIndex(where: { !ows($0) }) else { return value[value.endIndex...] }
-        let last = utf8.lastIndex(where: { !ows($0) })!
-        return Substring(utf8[first...last])
-    }
-
     /// ASCII case-insensitive equality (header names are ASCII tokens).
     static func sameName(_ a: String, _ b: String) -> Bool {
         var a = a, b = b

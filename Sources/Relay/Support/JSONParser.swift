@@ -290,11 +290,15 @@ public struct JSONParser {
 }
 
 extension StringProtocol {
-    /// Without leading and trailing ASCII spaces and tabs (cheaper than Foundation's CharacterSet trimming).
+    /// Without leading and trailing ASCII spaces and tabs (RFC 9110's OWS), cut on the UTF-8 bytes: other Unicode
+    /// spaces and a combining mark after a space stay. Foundation's `trimmingCharacters(in: .whitespaces)` goes
+    /// through NSString and UTF-16: on the HTTP client it was about a sixth of the thread's time per delivery (perf,
+    /// bench/deliveries).
     public var trimmedASCII: Substring {
-        var s = Substring(self)
-        while let f = s.utf8.first, f == 0x20 || f == 0x09 { s = s.dropFirst() }
-        while let l = s.utf8.last, l == 0x20 || l == 0x09 { s = s.dropLast() }
-        return s
+        let s = Substring(self)
+        func ows(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 }
+        guard let first = s.utf8.firstIndex(where: { !ows($0) }), let last = s.utf8.lastIndex(where: { !ows($0) })
+        else { return s[s.endIndex...] }
+        return Substring(s.utf8[first...last])
     }
 }

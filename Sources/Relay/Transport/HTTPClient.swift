@@ -253,7 +253,7 @@ private final class ClientCore: @unchecked Sendable {
             if HTTPHeaders.sameName(name, "Expect") { hasExpect = true }
             if HTTPHeaders.sameName(name, "Content-Type") { hasContentType = true }
             if HTTPHeaders.sameName(name, "User-Agent") { hasUserAgent = true }
-            let trimmed = HTTPHeaders.trimmingOWS(value)
+            let trimmed = value.trimmedASCII
             var line = name
             if trimmed.isEmpty { line += ";" } else { line += ": "; line.append(contentsOf: trimmed) }
             guard t.headerList.append(line) else {
